@@ -1,0 +1,32 @@
+# The two commands: `make tour` and `make test`. Each creates .venv when missing and installs
+# the project into it (torch pinned to the CPU wheel through constraints.txt).
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+PIP     := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
+STAMP   := $(VENV)/.stamp-install
+THREADS ?= 2
+
+.PHONY: tour test install replicate bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+tour: $(STAMP)
+	$(BIN)/lenslab tour --out runs/tour
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -x --durations=15
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/train_throughput.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info
