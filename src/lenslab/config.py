@@ -1,0 +1,284 @@
+"""Validated configs for every run: model, data, optimizer, guard, training loop.
+
+Configs are data: pydantic models validated at the edge (TOML in, TOML out), trusted inside.
+Every validation failure becomes a one-line :class:`~lenslab.errors.ConfigError` that names the
+key and says what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lenslab.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+Prob = Annotated[float, Field(ge=0, lt=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+class GPTConfig(_Strict):
+    """Decoder-only, pre-LN transformer with learned positions."""
+
+    kind: Literal["gpt"] = "gpt"
+    vocab_size: Optional[PosInt] = Field(None, description="defaults to the task's vocabulary")
+    n_layer: PosInt = 2
+    n_head: PosInt = 4
+    d_model: PosInt = 64
+    d_mlp: Optional[PosInt] = Field(None, description="defaults to 4 * d_model")
+    n_ctx: PosInt = 64
+    dropout: Prob = 0.0
+    attn_only: bool = False
+    tie_embeddings: bool = True
+    bias: bool = True
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "GPTConfig":
+        if self.d_model % self.n_head != 0:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})"
+            )
+        return self
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_head
+
+
+class LSTMConfig(_Strict):
+    """LSTM language model baseline (same interface as GPT: ids in, logits out)."""
+
+    kind: Literal["lstm"] = "lstm"
+    vocab_size: Optional[PosInt] = None
+    n_layer: PosInt = 1
+    d_model: PosInt = 128
+    n_ctx: PosInt = 64
+    dropout: Prob = 0.0
+    tie_embeddings: bool = True
+
+
+ModelConfig = Annotated[Union[GPTConfig, LSTMConfig], Field(discriminator="kind")]
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class InductionData(_Strict):
+    """Repeated random tokens: a random prefix of random length repeated to fill the context."""
+
+    task: Literal["induction"] = "induction"
+    vocab_size: PosInt = 64
+    seq_len: PosInt = 64
+    period_min: PosInt = 8
+    period_max: PosInt = 32
+
+    @model_validator(mode="after")
+    def _periods(self) -> "InductionData":
+        if self.period_min > self.period_max:
+            raise ValueError(f"period_min ({self.period_min}) > period_max ({self.period_max})")
+        if 2 * self.period_min > self.seq_len:
+            raise ValueError(
+                f"seq_len ({self.seq_len}) must hold at least two periods of period_min "
+                f"({self.period_min})"
+            )
+        return self
+
+
+class ModularAdditionData(_Strict):
+    """(a + b) mod p from the sequence [a, b, =]; a seeded split into train and test pairs."""
+
+    task: Literal["modular_addition"] = "modular_addition"
+    p: Annotated[int, Field(ge=2)] = 59
+    train_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.3
+    full_batch: bool = Field(True, description="each step uses every training pair")
+
+
+class AdditionData(_Strict):
+    """Multi-digit addition in any base; answer plain (most significant first) or reversed."""
+
+    task: Literal["addition"] = "addition"
+    digits: PosInt = 3
+    base: Annotated[int, Field(ge=2, le=36)] = 10
+    format: Literal["plain", "reversed"] = "reversed"
+
+
+class TextData(_Strict):
+    """A corpus from local files, at byte, character or BPE level."""
+
+    task: Literal["text"] = "text"
+    paths: list[str] = Field(..., min_length=1)
+    level: Literal["byte", "char", "bpe"] = "char"
+    bpe_vocab_size: Annotated[int, Field(ge=260)] = 1024
+    seq_len: PosInt = 128
+    val_fraction: Annotated[float, Field(ge=0, lt=0.5)] = 0.1
+
+
+DataConfig = Annotated[
+    Union[InductionData, ModularAdditionData, AdditionData, TextData],
+    Field(discriminator="task"),
+]
+
+
+# ----------------------------------------------------------------------------- training
+
+
+class OptimConfig(_Strict):
+    lr: PosFloat = 1e-3
+    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_steps: NonNegInt = 0
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (
+        0.9,
+        0.95,
+    )
+    eps: PosFloat = 1e-8
+    grad_clip: Annotated[float, Field(ge=0)] = Field(1.0, description="global-norm clip; 0 disables")
+    batch_size: PosInt = Field(32, description="sequences per optimizer step (all ranks)")
+    grad_accum: PosInt = Field(1, description="micro-batches per optimizer step")
+
+    @model_validator(mode="after")
+    def _accum(self) -> "OptimConfig":
+        if self.batch_size % self.grad_accum != 0:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be divisible by grad_accum ({self.grad_accum})"
+            )
+        return self
+
+
+class GuardConfig(_Strict):
+    """What the guard watches and how it recovers. See README, 'The guard'."""
+
+    enabled: bool = True
+    policy: Literal["skip", "rollback"] = "rollback"
+    spike_window: Annotated[int, Field(ge=4)] = 50
+    spike_warmup: Annotated[int, Field(ge=2)] = 20
+    spike_zscore: PosFloat = 6.0
+    spike_min_rel: Annotated[float, Field(ge=0)] = Field(
+        0.05, description="a spike must also exceed the window mean by this fraction"
+    )
+    rollback_after: PosInt = Field(3, description="anomalies within rollback_window that trigger a rollback")
+    rollback_window: PosInt = 20
+    lr_backoff: Annotated[float, Field(gt=0, le=1)] = 0.5
+    max_recoveries: NonNegInt = 3
+    max_consecutive_skips: PosInt = 50
+
+
+class TrainConfig(_Strict):
+    max_steps: PosInt = 1000
+    log_every: PosInt = 1
+    eval_every: NonNegInt = 100
+    eval_batches: PosInt = 4
+    checkpoint_every: NonNegInt = 100
+    keep_checkpoints: PosInt = 3
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    device: str = "auto"
+    threads: NonNegInt = Field(0, description="torch intra-op threads; 0 picks by model size")
+    tensorboard: bool = False
+    compile: bool = False
+
+
+class RunConfig(_Strict):
+    """The whole, exact description of a run (written to ``RUN_DIR/config.toml``)."""
+
+    name: str = "run"
+    seed: NonNegInt = 0
+    model: ModelConfig = Field(default_factory=GPTConfig)
+    data: DataConfig = Field(default_factory=InductionData)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    guard: GuardConfig = Field(default_factory=GuardConfig)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))
+
+    def fingerprint(self) -> str:
+        """Hash of everything that determines the numbers (for run-folder conflict checks)."""
+        return hashlib.sha256(self.to_toml().encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    parts = []
+    tags = {"gpt", "lstm", "induction", "modular_addition", "addition", "text"}
+    for e in err.errors():
+        loc_parts = [str(x) for x in e["loc"] if not str(x).startswith("function-")]
+        # discriminated unions put the tag in the location; drop it for readability
+        loc_parts = [
+            x for i, x in enumerate(loc_parts)
+            if not (i > 0 and x in tags and loc_parts[i - 1] in ("model", "data"))
+        ]
+        loc = ".".join(loc_parts)
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return f"{source}: " + "; ".join(parts)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
+    data = dict(data)
+    for section, tag, default, choices in (
+        ("model", "kind", "gpt", "gpt, lstm"),
+        ("data", "task", None, "induction, modular_addition, addition, text"),
+    ):
+        sub = data.get(section)
+        if isinstance(sub, dict):
+            sub = dict(sub)
+            if tag not in sub:
+                if default is None:
+                    raise ConfigError(f"{source}: {section}.{tag}: missing (one of {choices})")
+                sub[tag] = default
+            elif sub[tag] not in [c.strip() for c in choices.split(",")]:
+                raise ConfigError(
+                    f"{source}: {section}.{tag}: unknown {tag} {sub[tag]!r} (one of {choices})"
+                )
+            data[section] = sub
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, source)) from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a TOML config; every failure is a one-line ConfigError."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {e.start})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: malformed TOML: {e}") from None
+    return config_from_dict(data, str(p))
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    from lenslab._io import atomic_write_text
+
+    atomic_write_text(path, cfg.to_toml())

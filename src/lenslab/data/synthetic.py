@@ -1,0 +1,207 @@
+"""Tasks generated from a seed: induction, modular addition, multi-digit addition."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from lenslab.config import AdditionData, InductionData, ModularAdditionData
+from lenslab.data.base import IGNORE, mean_loss, rng_for
+
+_TRAIN, _EVAL = 0, 1  # stream ids, so train and eval batches never share randomness
+
+
+class InductionTask:
+    """Repeated random tokens. Each sequence draws a period p uniformly in
+    [period_min, period_max], a random prefix of p tokens, and repeats it to fill the context.
+    A random period stops the model from predicting by absolute position: only looking back
+    for the previous occurrence of the current token (an induction head) works.
+    """
+
+    name = "induction"
+
+    def __init__(self, cfg: InductionData, seed: int):
+        self.cfg = cfg
+        self.seed = seed
+        self.vocab_size = cfg.vocab_size
+        self.seq_len = cfg.seq_len
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` sequences of seq_len + 1 tokens and their periods."""
+        T = self.seq_len + 1
+        periods = rng.integers(self.cfg.period_min, self.cfg.period_max + 1, size=n)
+        prefix = rng.integers(0, self.vocab_size, size=(n, self.cfg.period_max))
+        pos = np.arange(T)[None, :] % periods[:, None]  # [n, T]
+        seqs = np.take_along_axis(prefix, pos, axis=1)
+        return seqs, periods
+
+    def _xy(self, seqs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        t = torch.from_numpy(seqs.astype(np.int64))
+        return t[:, :-1].contiguous(), t[:, 1:].contiguous()
+
+    def batch(self, index: int, batch_size: int):
+        seqs, _ = self.sample(rng_for(self.seed, _TRAIN, index), batch_size)
+        return self._xy(seqs)
+
+    def eval_batches(self, n: int, batch_size: int) -> Iterator:
+        for i in range(n):
+            yield self._xy(self.sample(rng_for(self.seed, _EVAL, i), batch_size)[0])
+
+    def repeated_mask(self, periods: np.ndarray) -> torch.Tensor:
+        """``[n, T]`` True where the target token is a repeat (predictable by induction)."""
+        tpos = np.arange(1, self.seq_len + 1)[None, :]  # position of each target
+        return torch.from_numpy(tpos >= periods[:, None])
+
+    def token_str(self, ids):
+        return [f"t{int(i)}" for i in ids]
+
+    @torch.no_grad()
+    def metrics(self, model, device, n: int = 4, batch_size: int = 64) -> dict[str, float]:
+        rep_sum = first_sum = 0.0
+        rep_n = first_n = 0
+        for i in range(n):
+            seqs, periods = self.sample(rng_for(self.seed, _EVAL, 1000 + i), batch_size)
+            x, y = self._xy(seqs)
+            loss = mean_loss(model, x.to(device), y.to(device)).cpu()
+            mask = self.repeated_mask(periods)
+            rep_sum += loss[mask].sum().item()
+            rep_n += int(mask.sum())
+            first_sum += loss[~mask].sum().item()
+            first_n += int((~mask).sum())
+        return {
+            "repeat_loss": rep_sum / max(rep_n, 1),
+            "first_period_loss": first_sum / max(first_n, 1),
+        }
+
+
+class ModularAdditionTask:
+    """``[a, b, =] -> (a + b) mod p``; a seeded fraction of all p^2 pairs is the training set."""
+
+    name = "modular_addition"
+
+    def __init__(self, cfg: ModularAdditionData, seed: int):
+        self.cfg = cfg
+        self.seed = seed
+        p = cfg.p
+        self.p = p
+        self.vocab_size = p + 1  # p residues and '='
+        self.seq_len = 3
+        a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
+        pairs = np.stack([a.ravel(), b.ravel()], axis=1)
+        perm = rng_for(seed, 7).permutation(len(pairs))
+        n_train = max(1, int(round(cfg.train_fraction * len(pairs))))
+        self.train_pairs = pairs[perm[:n_train]]
+        self.test_pairs = pairs[perm[n_train:]]
+
+    def _xy(self, pairs: np.ndarray):
+        a, b = pairs[:, 0], pairs[:, 1]
+        x = np.stack([a, b, np.full_like(a, self.p)], axis=1)
+        y = np.full_like(x, IGNORE)
+        y[:, 2] = (a + b) % self.p
+        return torch.from_numpy(x.astype(np.int64)), torch.from_numpy(y.astype(np.int64))
+
+    def batch(self, index: int, batch_size: int):
+        if self.cfg.full_batch:
+            return self._xy(self.train_pairs)
+        idx = rng_for(self.seed, _TRAIN, index).integers(0, len(self.train_pairs), batch_size)
+        return self._xy(self.train_pairs[idx])
+
+    def eval_batches(self, n: int, batch_size: int):
+        yield self._xy(self.test_pairs)
+
+    def token_str(self, ids):
+        return ["=" if int(i) == self.p else str(int(i)) for i in ids]
+
+    @torch.no_grad()
+    def metrics(self, model, device) -> dict[str, float]:
+        out = {}
+        for split, pairs in (("train", self.train_pairs), ("test", self.test_pairs)):
+            if len(pairs) == 0:
+                continue
+            x, y = self._xy(pairs)
+            logits = model(x.to(device))[:, 2].float().cpu()
+            target = y[:, 2]
+            out[f"{split}_acc"] = (logits.argmax(-1) == target).float().mean().item()
+            out[f"{split}_loss"] = torch.nn.functional.cross_entropy(logits, target).item()
+        return out
+
+
+class AdditionTask:
+    """``a + b = c`` with ``digits``-digit operands in ``base``; only answer digits are scored.
+
+    Tokens: digits ``0..base-1``, then ``+`` and ``=``. Operands are zero-padded to ``digits``,
+    the answer to ``digits + 1``; ``format = "reversed"`` writes the answer least significant
+    digit first (the order in which carries are computed), ``plain`` most significant first.
+    """
+
+    name = "addition"
+
+    def __init__(self, cfg: AdditionData, seed: int):
+        self.cfg = cfg
+        self.seed = seed
+        self.base = cfg.base
+        self.plus, self.eq = cfg.base, cfg.base + 1
+        self.vocab_size = cfg.base + 2
+        n = cfg.digits
+        self.answer_len = n + 1
+        self.seq_len = 3 * n + 2  # a + b = c, minus the last token (inputs)
+
+    def _digits(self, v: np.ndarray, width: int) -> np.ndarray:
+        out = np.empty((len(v), width), dtype=np.int64)
+        for i in range(width - 1, -1, -1):
+            out[:, i] = v % self.base
+            v = v // self.base
+        return out
+
+    def encode(self, a: np.ndarray, b: np.ndarray):
+        n = self.cfg.digits
+        c = self._digits(a + b, n + 1)
+        if self.cfg.format == "reversed":
+            c = c[:, ::-1]
+        k = len(a)
+        seq = np.concatenate(
+            [self._digits(a, n), np.full((k, 1), self.plus), self._digits(b, n),
+             np.full((k, 1), self.eq), c], axis=1,
+        )
+        x = seq[:, :-1]
+        y = np.full_like(x, IGNORE)
+        y[:, -self.answer_len:] = seq[:, -self.answer_len:]
+        return torch.from_numpy(x.copy()), torch.from_numpy(y.copy())
+
+    def _sample(self, rng: np.random.Generator, n: int):
+        hi = self.base ** self.cfg.digits
+        return self.encode(rng.integers(0, hi, n), rng.integers(0, hi, n))
+
+    def batch(self, index: int, batch_size: int):
+        return self._sample(rng_for(self.seed, _TRAIN, index), batch_size)
+
+    def eval_batches(self, n: int, batch_size: int):
+        for i in range(n):
+            yield self._sample(rng_for(self.seed, _EVAL, i), batch_size)
+
+    def token_str(self, ids):
+        return ["+" if i == self.plus else "=" if i == self.eq else np.base_repr(int(i), 36)
+                for i in map(int, ids)]
+
+    @torch.no_grad()
+    def predict(self, model, device, x: torch.Tensor) -> torch.Tensor:
+        """Greedy answer digits ``[n, digits + 1]`` (teacher-forced prefix is the question)."""
+        q = x[:, : -self.answer_len + 1].to(device)  # up to and including '='
+        for _ in range(self.answer_len):
+            nxt = model(q)[:, -1].argmax(-1, keepdim=True)
+            q = torch.cat([q, nxt], dim=1)
+        return q[:, -self.answer_len:].cpu()
+
+    @torch.no_grad()
+    def metrics(self, model, device, n: int = 2, batch_size: int = 256) -> dict[str, float]:
+        em = digit = 0.0
+        total = 0
+        for x, y in self.eval_batches(n, batch_size):
+            pred = self.predict(model, device, x)
+            target = y[:, -self.answer_len:]
+            em += (pred == target).all(1).float().sum().item()
+            digit += (pred == target).float().mean(1).sum().item()
+            total += len(x)
+        return {"exact_match": em / total, "digit_acc": digit / total}

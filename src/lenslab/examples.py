@@ -1,0 +1,131 @@
+"""Example configs for every task, and the commented TOML that ``lenslab init TASK`` prints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tomli_w
+
+from lenslab.config import RunConfig, config_from_dict
+from lenslab.errors import ConfigError
+
+TASKS = ("induction", "modular_addition", "addition", "text", "lstm")
+
+_EXAMPLES: dict[str, dict[str, Any]] = {
+    "induction": {
+        "name": "induction",
+        "model": {"kind": "gpt", "n_layer": 2, "n_head": 4, "d_model": 64, "n_ctx": 64,
+                  "attn_only": True, "tie_embeddings": False},
+        "data": {"task": "induction", "vocab_size": 64, "seq_len": 64, "period_min": 8,
+                 "period_max": 32},
+        "optim": {"lr": 1e-3, "schedule": "constant", "warmup_steps": 0, "batch_size": 64,
+                  "betas": [0.9, 0.999], "grad_clip": 1.0},
+        "train": {"max_steps": 1000, "eval_every": 100, "checkpoint_every": 100},
+    },
+    "modular_addition": {
+        "name": "grokking",
+        "model": {"kind": "gpt", "n_layer": 1, "n_head": 4, "d_model": 128, "d_mlp": 512,
+                  "n_ctx": 3},
+        "data": {"task": "modular_addition", "p": 59, "train_fraction": 0.3, "full_batch": True},
+        "optim": {"lr": 1e-3, "weight_decay": 1.0, "betas": [0.9, 0.98], "schedule": "constant",
+                  "warmup_steps": 10, "batch_size": 1, "grad_clip": 0.0},
+        "train": {"max_steps": 8000, "eval_every": 100, "checkpoint_every": 500},
+        "guard": {"spike_zscore": 12.0},
+    },
+    "addition": {
+        "name": "addition",
+        "model": {"kind": "gpt", "n_layer": 2, "n_head": 4, "d_model": 64, "n_ctx": 16},
+        "data": {"task": "addition", "digits": 3, "base": 10, "format": "reversed"},
+        "optim": {"lr": 3e-3, "warmup_steps": 50, "batch_size": 64},
+        "train": {"max_steps": 2000, "eval_every": 200, "checkpoint_every": 200},
+    },
+    "text": {
+        "name": "text",
+        "model": {"kind": "gpt", "n_layer": 4, "n_head": 4, "d_model": 128, "n_ctx": 128,
+                  "dropout": 0.1},
+        "data": {"task": "text", "paths": ["corpus.txt"], "level": "char", "seq_len": 128},
+        "optim": {"lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.1, "batch_size": 32},
+        "train": {"max_steps": 5000, "eval_every": 250, "checkpoint_every": 250},
+    },
+    "lstm": {
+        "name": "lstm-induction",
+        "model": {"kind": "lstm", "n_layer": 1, "d_model": 128, "n_ctx": 64},
+        "data": {"task": "induction", "vocab_size": 64, "seq_len": 64},
+        "optim": {"lr": 3e-3, "schedule": "constant", "batch_size": 64},
+        "train": {"max_steps": 1000, "eval_every": 100, "checkpoint_every": 100},
+    },
+}
+
+_SECTION_DOC = {
+    "model": "The network. kind = \"gpt\" (decoder-only, pre-LN) or \"lstm\" (baseline).",
+    "data": "The task; batches are a pure function of (seed, batch index).",
+    "optim": "AdamW with warmup and a cosine or constant schedule.",
+    "train": "The loop: length, logging, evaluation, checkpoints, precision.",
+    "guard": "Non-finite and spike detection, and how to recover (see README, 'The guard').",
+}
+
+
+def example_config(task: str) -> RunConfig:
+    """A complete, valid example config for ``task`` (one of :data:`TASKS`)."""
+    if task not in _EXAMPLES:
+        raise ConfigError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
+    return config_from_dict(_EXAMPLES[task], f"example {task}")
+
+
+_DOCS = {
+    "kind": "gpt | lstm", "vocab_size": "token ids 0..vocab_size-1",
+    "n_layer": "blocks (gpt) or stacked LSTM layers", "n_head": "attention heads per layer",
+    "d_model": "residual stream width", "d_mlp": "MLP hidden width (default 4 * d_model)",
+    "n_ctx": "positional table size = longest input", "dropout": "dropout probability",
+    "attn_only": "blocks without MLP (attention-only, as in Olsson et al. 2022)",
+    "tie_embeddings": "unembedding shares the token embedding", "bias": "biases in linears and norms",
+    "task": "induction | modular_addition | addition | text", "seq_len": "tokens per sequence",
+    "period_min": "shortest repeated prefix", "period_max": "longest repeated prefix",
+    "p": "modulus (prime)", "train_fraction": "share of all p^2 pairs used for training",
+    "full_batch": "every step uses all training pairs", "digits": "digits per operand",
+    "base": "number base (2..36)", "format": "answer order: plain | reversed (LSB first)",
+    "paths": "local text files", "level": "byte | char | bpe",
+    "bpe_vocab_size": "BPE vocabulary trained on the corpus", "val_fraction": "tail held out",
+    "lr": "peak learning rate", "min_lr_ratio": "cosine floor as a fraction of lr",
+    "schedule": "cosine | constant (after warmup)", "warmup_steps": "linear warmup steps",
+    "weight_decay": "AdamW decay on matrices (not biases or norms)", "betas": "AdamW betas",
+    "eps": "AdamW epsilon", "max_steps": "optimizer steps", "log_every": "metrics.jsonl every k steps",
+    "eval_every": "validation + task metrics every k steps (0 = never)",
+    "eval_batches": "validation batches per evaluation",
+    "checkpoint_every": "verified checkpoint every k steps (0 = only at the end)",
+    "keep_checkpoints": "newest k kept (the newest verified one is never deleted)",
+    "precision": "auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16 (with GradScaler)",
+    "device": "auto | cpu | cuda | cuda:N", "tensorboard": "also log to RUN/tensorboard",
+    "compile": "torch.compile the model", "enabled": "guard on/off",
+    "policy": "skip | rollback", "spike_window": "recent accepted losses in the z-score window",
+    "spike_warmup": "losses needed before spikes are judged", "spike_zscore": "z above which a loss is a spike",
+    "rollback_window": "steps over which anomalies are counted",
+    "lr_backoff": "LR multiplier after each rollback", "max_recoveries": "rollbacks before giving up (exit 3)",
+    "max_consecutive_skips": "give up after this many anomalous steps in a row",
+}
+
+
+def _field_docs(model_cls) -> dict[str, str]:
+    return {name: (f.description or _DOCS.get(name, "")) for name, f in model_cls.model_fields.items()}
+
+
+def example_toml(task: str) -> str:
+    """``example_config(task)`` as TOML, each section and key commented."""
+    cfg = example_config(task)
+    data = cfg.model_dump(mode="json", exclude_none=True)
+    lines = [f"# lenslab config for the {task!r} example. Train it with:",
+             "#   lenslab train THIS.toml --out runs/NAME",
+             "# Every key is shown with its value; unknown keys are errors.", ""]
+    for key in ("name", "seed"):
+        lines.append(tomli_w.dumps({key: data[key]}).strip())
+    for section in ("model", "data", "optim", "train", "guard"):
+        lines += ["", f"# {_SECTION_DOC[section]}", f"[{section}]"]
+        docs = _field_docs(type(getattr(cfg, section)))
+        for k, v in data[section].items():
+            if isinstance(v, list):
+                body = f"{k} = [" + ", ".join(tomli_w.dumps({"v": x})[4:].strip() for x in v) + "]"
+            else:
+                body = tomli_w.dumps({k: v}).strip()
+            doc = docs.get(k, "")
+            lines.append(f"{body:<40}# {doc}" if doc else body)
+    return "\n".join(lines) + "\n"

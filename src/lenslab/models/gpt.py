@@ -1,0 +1,179 @@
+"""A decoder-only transformer small enough to read in one sitting.
+
+Pre-LN blocks, learned absolute positions, tied embeddings, GELU MLP (or none: attention-only),
+init std 0.02 with the residual projections scaled by 1/sqrt(2 * n_layer) as in GPT-2.
+
+Attention has two paths. The fast path calls ``scaled_dot_product_attention`` (fused kernels, no
+pattern materialized). When the caller asks for patterns (``attn_hook``) or scales heads
+(``head_scale``, used by ablations), the layer computes the softmax explicitly and hands each
+layer's pattern ``[batch, head, q, k]`` to the hook as soon as it exists, so a caller can reduce
+it and drop it: a long input never holds every layer's pattern at once.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lenslab.config import GPTConfig
+from lenslab.errors import ModelError
+
+# attn_hook(layer_index, pattern)  # pattern: [batch, head, q, k], rows sum to 1
+AttnHook = Callable[[int, torch.Tensor], None]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.n_head = cfg.n_head
+        self.d_head = cfg.d_model // cfg.n_head
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.dropout = cfg.dropout
+        self.resid_drop = nn.Dropout(cfg.dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,  # [B, T, D]
+        attn_hook: Optional[AttnHook] = None,
+        head_scale: Optional[torch.Tensor] = None,  # [H], multiplies each head's output
+    ) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).split(D, dim=2)
+        q = q.view(B, T, self.n_head, self.d_head).transpose(1, 2)  # [B, H, T, dh]
+        k = k.view(B, T, self.n_head, self.d_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, self.d_head).transpose(1, 2)
+        drop = self.dropout if self.training else 0.0
+        if attn_hook is None and head_scale is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
+        else:
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.d_head))  # [B, H, T, T]
+            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            att = att.masked_fill(~causal, float("-inf")).softmax(dim=-1)
+            if attn_hook is not None:
+                attn_hook(self.layer, att)
+            if drop > 0:
+                att = F.dropout(att, p=drop)
+            y = att @ v  # [B, H, T, dh]
+            if head_scale is not None:
+                y = y * head_scale.view(1, -1, 1, 1).to(y.dtype)
+        y = y.transpose(1, 2).contiguous().view(B, T, D)
+        return self.resid_drop(self.proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        d_mlp = cfg.d_mlp or 4 * cfg.d_model
+        self.fc = nn.Linear(cfg.d_model, d_mlp, bias=cfg.bias)
+        self.proj = nn.Linear(d_mlp, cfg.d_model, bias=cfg.bias)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig, layer: int):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg, layer)
+        self.mlp: Optional[MLP] = None
+        if not cfg.attn_only:
+            self.ln2 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+            self.mlp = MLP(cfg)
+
+    def forward(self, x, attn_hook=None, head_scale=None):
+        x = x + self.attn(self.ln1(x), attn_hook, head_scale)
+        if self.mlp is not None:
+            x = x + self.mlp(self.ln2(x))
+        return x
+
+
+class GPT(nn.Module):
+    """Decoder-only transformer: ``ids [B, T] -> logits [B, T, vocab]``."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        if cfg.vocab_size is None:
+            raise ModelError("GPT needs model.vocab_size (set it, or let the task fill it in)")
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos_emb = nn.Embedding(cfg.n_ctx, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+        self.apply(self._init)
+        for name, p in self.named_parameters():  # GPT-2: scale residual writes by depth
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+
+    @property
+    def n_ctx(self) -> int:
+        return self.cfg.n_ctx
+
+    @property
+    def n_layer(self) -> int:
+        return self.cfg.n_layer
+
+    @property
+    def n_head(self) -> int:
+        return self.cfg.n_head
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; ``non_embedding`` drops token and position embeddings (Kaplan's N).
+
+        With tied embeddings the unembedding shares the token embedding, so it is dropped too;
+        with untied ones the unembedding counts, as in Kaplan et al. 2020.
+        """
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.tok_emb.weight.numel() + self.pos_emb.weight.numel()
+        return n
+
+    def forward(
+        self,
+        idx: torch.Tensor,  # [B, T] token ids
+        attn_hook: Optional[AttnHook] = None,
+        head_scale: Optional[torch.Tensor] = None,  # [layer, head] multipliers (ablation)
+        return_resid: bool = False,
+    ) -> torch.Tensor:
+        B, T = idx.shape
+        if T > self.cfg.n_ctx:
+            raise ModelError(
+                f"input has {T} tokens but the model's context is {self.cfg.n_ctx}; "
+                "shorten the input"
+            )
+        pos = torch.arange(T, device=idx.device)
+        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))
+        for i, block in enumerate(self.blocks):
+            hs = head_scale[i] if head_scale is not None else None
+            x = block(x, attn_hook, hs)
+        x = self.ln_f(x)
+        if return_resid:
+            return x
+        return self.lm_head(x)  # [B, T, V]
+
+    @torch.no_grad()
+    def attention_patterns(self, idx: torch.Tensor) -> torch.Tensor:
+        """All patterns at once: ``[batch, layer, head, q, k]`` (small inputs only)."""
+        pats: list[torch.Tensor] = []
+        self.forward(idx, attn_hook=lambda layer, p: pats.append(p.detach()))
+        return torch.stack(pats, dim=1)

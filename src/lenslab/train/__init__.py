@@ -1,0 +1,42 @@
+"""Guarded training: trainer, guard, checkpoints, distributed helpers, fault injection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from lenslab.config import RunConfig, load_config
+from lenslab.train.inject import Injections
+from lenslab.train.trainer import (EXIT_GAVE_UP, EXIT_OK, EXIT_PREEMPTED, Trainer, TrainResult,
+                                   read_meta)
+
+__all__ = ["Trainer", "TrainResult", "Injections", "train", "resume", "read_meta",
+           "EXIT_OK", "EXIT_GAVE_UP", "EXIT_PREEMPTED"]
+
+
+def train(
+    config: RunConfig | str | Path,
+    out: str | Path,
+    max_steps: Optional[int] = None,
+    inject: Optional[str] = None,
+    progress: bool = True,
+    **kw: Any,
+) -> TrainResult:
+    """Train a new run into the folder ``out`` and return how it ended.
+
+    ``config`` is a :class:`RunConfig` or a path to a TOML file. ``inject`` takes the fault
+    injection syntax of the CLI (``"nan@30,spike@40-45"``).
+    """
+    cfg = config if isinstance(config, RunConfig) else load_config(config)
+    if max_steps is not None:
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": max_steps})})
+    trainer = Trainer.create(cfg, out, Injections.parse(inject), progress=progress, **kw)
+    return trainer.fit()
+
+
+def resume(run_dir: str | Path, inject: Optional[str] = None, progress: bool = True,
+           **kw: Any) -> TrainResult:
+    """Continue a run from its newest verified checkpoint."""
+    trainer = Trainer.open(run_dir, Injections.parse(inject) if inject else None,
+                           progress=progress, **kw)
+    return trainer.fit()

@@ -1,0 +1,726 @@
+"""The guarded trainer.
+
+One optimizer step, in order:
+
+1. set ``lr = lr_at(step) * guard.lr_scale`` on every param group;
+2. take the next data index from the cursor and build the global batch for it;
+3. forward and backward over the micro-batches of this rank (DDP syncs only on the last one);
+   each micro loss is ``sum of token losses / tokens in the global batch * world``, so the
+   accumulated, all-reduced gradient is exactly the gradient of the global mean loss;
+4. unscale (fp16), then compute the global gradient norm and clip, exactly once;
+5. all-reduce the loss (and the preemption flag) so every rank sees the same numbers;
+6. the guard judges the step: apply it, skip it (no optimizer call: state bitwise unchanged),
+   roll back, or give up;
+7. log one JSON line to ``metrics.jsonl``; guard events go to ``events.jsonl``.
+
+Checkpoints hold everything that determines the future: weights, optimizer and scaler state,
+every rank's RNG state, the data cursor, the guard state and the counters. Resuming from one
+therefore replays the same steps bit for bit (on CPU in float32).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from lenslab import __version__
+from lenslab._io import append_jsonl, atomic_write_json, read_jsonl, rewrite_jsonl
+from lenslab.config import RunConfig, load_config, save_config
+from lenslab.data import IGNORE, DataCursor, build_task, resolve_config, rng_for
+from lenslab.errors import CheckpointError, RunDirError
+from lenslab.models import build_model
+from lenslab.train import checkpoint as ckpt_mod
+from lenslab.train import distributed as D
+from lenslab.train.guard import Guard, Verdict
+from lenslab.train.inject import Injections, die
+from lenslab.train.schedule import lr_at
+
+EXIT_OK, EXIT_GAVE_UP, EXIT_PREEMPTED = 0, 3, 75
+_TIMING_KEYS = ("elapsed_s", "tok_per_s")
+
+
+@dataclass
+class TrainResult:
+    status: str  # "completed" | "preempted" | "gave_up"
+    step: int
+    run_dir: Path
+    message: str = ""
+    final_loss: Optional[float] = None
+    events: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return {"completed": EXIT_OK, "preempted": EXIT_PREEMPTED, "gave_up": EXIT_GAVE_UP}[
+            self.status
+        ]
+
+    def _repr_html_(self) -> str:
+        from lenslab.report.html import escape
+
+        return (
+            f"<b>lenslab run</b> <code>{escape(self.run_dir)}</code>: {escape(self.status)} at "
+            f"step {self.step}, last loss {escape(self.final_loss)}, events {escape(self.events)}"
+        )
+
+
+def pick_threads(requested: int, n_params: int) -> int:
+    """Intra-op threads. 0 = auto: on small models thread start-up costs more than it saves.
+
+    Measured with ``benchmarks/train_throughput.py --threads`` on a 2-core machine (see README).
+    """
+    if requested > 0:
+        return requested
+    cores = os.cpu_count() or 1
+    return 1 if n_params < 1_500_000 else cores
+
+
+def _device(cfg: RunConfig, local_rank: int) -> torch.device:
+    want = cfg.train.device
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RunDirError("train.device asks for CUDA but no GPU is visible; use device = \"cpu\"")
+        return torch.device("cuda", local_rank) if want == "cuda" else torch.device(want)
+    return torch.device(want)
+
+
+def _precision(cfg: RunConfig, device: torch.device) -> Optional[torch.dtype]:
+    p = cfg.train.precision
+    if p == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[p]
+
+
+class Trainer:
+    """Train one run folder. Use :meth:`create` for a new run and :meth:`open` to resume."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        run_dir: Path,
+        injections: Optional[Injections] = None,
+        progress: bool = True,
+        callbacks: Optional[list[Callable[["Trainer", dict], None]]] = None,
+        console: Any = None,
+    ):
+        self.run_dir = Path(run_dir)
+        self.ckpt_root = self.run_dir / "checkpoints"
+        self.inj = injections or Injections()
+        self.callbacks = callbacks or []
+        self.show_progress = progress
+        self._console = console
+        self._stop_signal: Optional[str] = None
+        self._stop_agreed = False
+
+        self.task = build_task(cfg, self.run_dir)
+        self.cfg = resolve_config(cfg, self.task)
+        self.dev = _device(self.cfg, int(os.environ.get("LOCAL_RANK", "0")))
+        self.dist = D.setup(self.dev.type)
+        if self.dist.enabled and self.dev.type == "cuda":
+            self.dev = torch.device("cuda", self.dist.local_rank)
+        self.amp_dtype = _precision(self.cfg, self.dev)
+
+        torch.manual_seed(self.cfg.seed)  # same initial weights on every rank
+        self.model = build_model(self.cfg.model).to(self.dev)
+        self.n_params = self.model.num_params(non_embedding=True)
+        torch.set_num_threads(pick_threads(self.cfg.train.threads, self.n_params))
+        # each rank its own stream (dropout); saved per rank in every checkpoint
+        torch.manual_seed(self.cfg.seed + 1 + 1_000_003 * self.dist.rank)
+
+        decay = [p for p in self.model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
+        o = self.cfg.optim
+        self.opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": o.weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}],
+            lr=o.lr, betas=o.betas, eps=o.eps,
+        )
+        self.scaler = (
+            torch.amp.GradScaler(self.dev.type) if self.amp_dtype == torch.float16 else None
+        )
+        self.net: torch.nn.Module = self.model
+        if self.cfg.train.compile:
+            self.net = torch.compile(self.net)
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.net = DDP(self.net, device_ids=[self.dev.index] if self.dev.type == "cuda" else None)
+
+        self.step = 0
+        self.seq = 0  # iterations executed in this run's life, including rolled-back ones
+        self.tokens = 0
+        self.cursor = DataCursor()
+        self.guard = Guard(self.cfg.guard)
+        self.last_loss: Optional[float] = None
+        self._last_ckpt_step = -1
+        self._tb = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(
+        cls,
+        cfg: RunConfig,
+        run_dir: str | Path,
+        injections: Optional[Injections] = None,
+        **kw: Any,
+    ) -> "Trainer":
+        """Validate everything, then create the run folder atomically and return a trainer.
+
+        Refuses to touch a folder that already holds a run: a different config is an error that
+        says so; the same config is an error that says to resume.
+        """
+        run_dir = Path(run_dir)
+        is_main = int(os.environ.get("RANK", "0")) == 0
+        if is_main:
+            _check_new_run_dir(run_dir, cfg)
+        staging = run_dir.parent / f".{run_dir.name}.creating-{os.getpid()}"
+        if is_main:
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            task = build_task(cfg, None)  # fails here (missing/non-UTF-8 data) before any write
+            full = resolve_config(cfg, task)
+            build_model(full.model)  # impossible sizes fail before any write
+            staging.mkdir()
+            try:
+                save_config(cfg, staging / "config.toml")
+                if hasattr(task, "save_artifacts"):
+                    task.save_artifacts(staging)
+                _write_meta(staging, status="created", step=0, inject=(injections or Injections()).persistent())
+                (staging / "metrics.jsonl").touch()
+                (staging / "events.jsonl").touch()
+                if run_dir.exists():
+                    run_dir.rmdir()  # an empty folder the user made; anything else was refused
+                os.replace(staging, run_dir)
+            except BaseException:
+                import shutil
+
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        else:  # other ranks wait for rank 0's folder
+            for _ in range(600):
+                if (run_dir / "config.toml").exists():
+                    break
+                time.sleep(0.1)
+        return cls(cfg, run_dir, injections, **kw)
+
+    @classmethod
+    def open(
+        cls, run_dir: str | Path, injections: Optional[Injections] = None, **kw: Any
+    ) -> "Trainer":
+        """A trainer for an existing run, positioned at its newest verified checkpoint."""
+        run_dir = Path(run_dir)
+        if not (run_dir / "config.toml").is_file():
+            raise RunDirError(f"{run_dir} is not a lenslab run folder (no config.toml)")
+        cfg = load_config(run_dir / "config.toml")
+        meta = read_meta(run_dir)
+        inj = Injections.parse(meta.get("inject", ""))
+        if injections is not None:  # kill/term given now apply; nan/spike add to the saved ones
+            inj.nan |= injections.nan
+            inj.spike |= injections.spike
+            inj.kill = dict(injections.kill)
+            inj.term = set(injections.term)
+        t = cls(cfg, run_dir, inj, **kw)
+        t._restore_latest()
+        return t
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def console(self):
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=True)
+        return self._console
+
+    def _log(self, msg: str) -> None:
+        if self.dist.is_main and self.show_progress:
+            self.console.print(msg, highlight=False)
+
+    def event(self, type_: str, **fields: Any) -> None:
+        """Record a guard event (rank 0 writes); visible in events.jsonl, the CLI and the report."""
+        if not self.dist.is_main:
+            return
+        rec = {"step": self.step, "seq": self.seq, "type": type_, **fields, "time": time.time()}
+        append_jsonl(self.run_dir / "events.jsonl", rec)
+        detail = ", ".join(f"{k}={v}" for k, v in fields.items())
+        self._log(f"[bold yellow]guard[/] step {self.step}: {type_} {detail}")
+
+    def _rng_state(self) -> dict:
+        st = {"torch": torch.get_rng_state()}
+        if self.dev.type == "cuda":
+            st["cuda"] = torch.cuda.get_rng_state(self.dev)
+        return st
+
+    def _set_rng_state(self, st: dict) -> None:
+        torch.set_rng_state(st["torch"].cpu())
+        if self.dev.type == "cuda" and "cuda" in st:
+            torch.cuda.set_rng_state(st["cuda"].cpu(), self.dev)
+
+    # ------------------------------------------------------------------ checkpoints
+    def trainer_state(self) -> dict:
+        rngs = D.all_gather_object(self._rng_state(), self.dist)
+        return {
+            "step": self.step,
+            "seq": self.seq,
+            "tokens": self.tokens,
+            "optimizer": self.opt.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "cursor": self.cursor.state_dict(),
+            "guard": self.guard.state_dict(),
+            "rng": rngs,
+            "world_size": self.dist.world,
+            "last_loss": self.last_loss,
+            "config_fingerprint": self.cfg.fingerprint(),
+        }
+
+    def save_checkpoint(self) -> None:
+        state = self.trainer_state()  # collective: every rank takes part
+        if self.dist.is_main:
+            hook = None
+            if self.inj.kill.get(self.step) == "ckpt":
+                hook = die
+            ckpt_mod.write_checkpoint(self.ckpt_root, self.step, self.model, state, hook)
+            newest = ckpt_mod.latest_verified(self.ckpt_root, warn=self._warn)
+            ckpt_mod.apply_retention(
+                self.ckpt_root, self.cfg.train.keep_checkpoints, newest.path if newest else None
+            )
+            _write_meta(self.run_dir, status="running", step=self.step)
+        self._last_ckpt_step = self.step
+        D.barrier(self.dist)
+
+    def _warn(self, msg: str) -> None:
+        if self.dist.is_main:
+            self.console.print(f"[bold red]warning[/] {msg}", highlight=False)
+            append_jsonl(self.run_dir / "events.jsonl",
+                         {"step": self.step, "seq": self.seq, "type": "checkpoint_invalid",
+                          "detail": msg, "time": time.time()})
+
+    def _load(self, ck: ckpt_mod.Checkpoint, *, keep_bookkeeping: bool) -> dict:
+        state = ckpt_mod.load_checkpoint(ck, self.model, map_location=self.dev)
+        self.opt.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        book = self.guard.bookkeeping_state()
+        skips = list(self.cursor.skip)
+        self.guard.load_state_dict(state["guard"])
+        self.cursor.load_state_dict(state["cursor"])
+        if keep_bookkeeping:  # rollback: recovery decisions move forward only
+            self.guard.load_state_dict({"trajectory": state["guard"]["trajectory"], "bookkeeping": book})
+            self.cursor.skip = skips
+        rngs = state["rng"]
+        if len(rngs) == self.dist.world:
+            self._set_rng_state(rngs[self.dist.rank])
+        else:
+            self._warn(f"checkpoint was written by {len(rngs)} ranks, now {self.dist.world}: "
+                       "RNG streams are re-seeded, so this resume is not bitwise exact")
+            torch.manual_seed(self.cfg.seed + 1 + 1_000_003 * self.dist.rank + 7919 * ck.step)
+        self.step, self.seq, self.tokens = state["step"], state["seq"], state["tokens"]
+        self.last_loss = state.get("last_loss")
+        self._last_ckpt_step = self.step
+        return state
+
+    def _restore_latest(self) -> None:
+        if self.dist.is_main:
+            ckpt_mod.clean_partial(self.ckpt_root)
+        ck = ckpt_mod.latest_verified(self.ckpt_root, warn=self._warn)
+        if ck is None:
+            raise CheckpointError(
+                f"no verified checkpoint in {self.ckpt_root}; start the run again with "
+                "`lenslab train`"
+            )
+        self._load(ck, keep_bookkeeping=False)
+        if self.dist.is_main:  # drop log lines of steps that will now be replayed
+            dropped = 0
+            for name in ("metrics.jsonl", "events.jsonl"):
+                recs = read_jsonl(self.run_dir / name)
+                kept = [r for r in recs if r.get("seq", -1) < self.seq or r.get("type") == "checkpoint_invalid"]
+                dropped += len(recs) - len(kept)
+                if len(kept) != len(recs) or (self.run_dir / name).exists():
+                    rewrite_jsonl(self.run_dir / name, kept)
+        D.barrier(self.dist)
+        self.event("resume", checkpoint=ck.path.name, replaying_from=self.step)
+
+    def _rollback(self) -> bool:
+        first_step, a, b = self.guard.episode_range()
+        ck = ckpt_mod.latest_verified(self.ckpt_root, before_step=first_step + 1, warn=self._warn)
+        if ck is None:
+            return False
+        at = self.step
+        self.cursor.add_skip(a, b)
+        skips = list(self.cursor.skip)
+        self._load(ck, keep_bookkeeping=True)
+        self.cursor.skip = skips
+        self.guard.rolled_back()
+        self.event("rollback", from_step=at, to_step=ck.step, checkpoint=ck.path.name,
+                   skip_batches=[a, b])
+        self.event("lr_backoff", lr_scale=self.guard.lr_scale, factor=self.cfg.guard.lr_backoff)
+        return True
+
+    # ------------------------------------------------------------------ the step
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.dev.type, dtype=self.amp_dtype)
+
+    def _batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.task.batch(index, self.cfg.optim.batch_size)
+        if index in self.inj.spike:  # corrupted batch: scored targets become random tokens
+            g = rng_for(self.cfg.seed, 99, index)
+            noise = torch.from_numpy(g.integers(0, self.task.vocab_size, size=tuple(y.shape)))
+            y = torch.where(y == IGNORE, y, noise)
+        return x, y
+
+    def train_step(self) -> tuple[dict, Verdict]:
+        o = self.cfg.optim
+        lr = lr_at(self.step, o, self.cfg.train.max_steps) * self.guard.lr_scale
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        data_index = self.cursor.take()
+        x, y = self._batch(data_index)
+        n_tok = int((y != IGNORE).sum())  # scored tokens in the global batch
+        W, A = self.dist.world, o.grad_accum
+        shards_x = torch.tensor_split(x, A * W)
+        shards_y = torch.tensor_split(y, A * W)
+        loss_sum = torch.zeros((), device=self.dev)
+        self.net.train()
+        for m in range(A):
+            xm = shards_x[m * W + self.dist.rank].to(self.dev, non_blocking=True)
+            ym = shards_y[m * W + self.dist.rank].to(self.dev, non_blocking=True)
+            sync = (not self.dist.enabled) or m == A - 1
+            ctx = contextlib.nullcontext() if sync else self.net.no_sync()
+            with ctx:
+                with self._autocast():
+                    logits = self.net(xm)
+                ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ym.reshape(-1),
+                                     ignore_index=IGNORE, reduction="sum")
+                if data_index in self.inj.nan:
+                    ce = ce * float("nan")
+                loss = ce * (W / max(n_tok, 1))
+                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            loss_sum += ce.detach()
+            if m == 0 and self.inj.kill.get(self.step) == "accum":
+                die()
+        if self.scaler is not None:
+            self.scaler.unscale_(self.opt)  # clip the true gradients, not the scaled ones
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        grad_norm = clip_global_norm(params, o.grad_clip)
+
+        stats = torch.stack([loss_sum.float(), torch.tensor(float(self._stop_signal is not None),
+                                                             device=self.dev)])
+        D.all_reduce_sum(stats, self.dist)
+        loss_val = stats[0].item() / max(n_tok, 1)
+        gn = grad_norm.item()
+        self._stop_agreed = self._stop_agreed or stats[1].item() > 0
+
+        verdict = self.guard.check(self.step, data_index, loss_val, gn)
+        if verdict.ok:
+            if self.scaler is not None:
+                self.scaler.step(self.opt)
+                self.scaler.update()
+            else:
+                self.opt.step()
+        elif self.scaler is not None:
+            self.scaler.update()  # lets the scale fall after an overflow; no parameter changes
+        self.opt.zero_grad(set_to_none=True)
+
+        rec = {
+            "step": self.step, "seq": self.seq, "data_index": data_index,
+            "loss": loss_val, "lr": lr, "grad_norm": gn,
+            "tokens": self.tokens + x.numel(), "skipped": not verdict.ok,
+        }
+        if self.scaler is not None:
+            rec["loss_scale"] = float(self.scaler.get_scale())
+        return rec, verdict
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> TrainResult:
+        handlers = self._install_signal_handlers()
+        try:
+            return self._fit()
+        finally:
+            self._restore_signal_handlers(handlers)
+            if self._tb is not None:
+                self._tb.close()
+
+    def _fit(self) -> TrainResult:
+        tc = self.cfg.train
+        if self.dist.is_main:
+            _write_meta(self.run_dir, status="running", step=self.step)
+            if tc.tensorboard:
+                self._tb = _tensorboard(self.run_dir)
+        if self._last_ckpt_step < 0:
+            self.save_checkpoint()  # step 0: a rollback target and an early resume point always exist
+        progress = _Progress(self, enabled=self.show_progress and self.dist.is_main)
+        t0 = time.perf_counter()
+        tok0 = self.tokens
+        with progress:
+            while self.step < tc.max_steps:
+                if self.step in self.inj.term:
+                    self.inj.term.discard(self.step)
+                    os.kill(os.getpid(), signal.SIGTERM)
+                if self._stop_agreed or (not self.dist.enabled and self._stop_signal):
+                    return self._preempt()
+                if (tc.checkpoint_every and self.step % tc.checkpoint_every == 0
+                        and self.step != self._last_ckpt_step):
+                    self.save_checkpoint()
+                if self.inj.kill.get(self.step) == "step":
+                    die()
+
+                rec, verdict = self.train_step()
+                self.tokens = rec["tokens"]
+                elapsed = time.perf_counter() - t0
+                rec["elapsed_s"] = elapsed
+                rec["tok_per_s"] = (self.tokens - tok0) / max(elapsed, 1e-9)
+                if not verdict.ok:
+                    extra = {"loss": rec["loss"], "data_index": rec["data_index"]}
+                    if verdict.zscore is not None:
+                        extra["zscore"] = round(verdict.zscore, 2)
+                    self.event(verdict.kind, **extra)
+                    self.event("skip", reason=verdict.kind, data_index=rec["data_index"])
+                else:
+                    self.last_loss = rec["loss"]
+                last_of_run = self.step + 1 == tc.max_steps
+                if tc.eval_every and ((self.step + 1) % tc.eval_every == 0 or last_of_run):
+                    rec.update(self.evaluate())
+                if self.dist.is_main and (self.step % tc.log_every == 0 or last_of_run or not verdict.ok):
+                    append_jsonl(self.run_dir / "metrics.jsonl", rec)
+                    if self._tb is not None:
+                        for k in ("loss", "lr", "grad_norm"):
+                            self._tb.add_scalar(f"train/{k}", rec[k], self.step)
+                for cb in self.callbacks:
+                    cb(self, rec)
+                self.seq += 1
+                self.step += 1
+                progress.update(rec)
+
+                if verdict.give_up:
+                    return self._give_up(verdict.reason)
+                if verdict.rollback and not self._rollback():
+                    return self._give_up("a rollback was needed but no verified checkpoint "
+                                         "precedes the anomalies")
+        if self._last_ckpt_step != self.step:
+            self.save_checkpoint()
+        if self.dist.is_main:
+            _write_meta(self.run_dir, status="completed", step=self.step)
+        return TrainResult("completed", self.step, self.run_dir, "",
+                           self.last_loss, dict(self.guard.counts))
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Validation loss and the task's own metrics (deterministic; touches no training RNG)."""
+        self.model.eval()
+        tot = cnt = 0.0
+        for x, y in self.task.eval_batches(self.cfg.train.eval_batches, self.cfg.optim.batch_size):
+            x, y = x.to(self.dev), y.to(self.dev)
+            with self._autocast():
+                logits = self.model(x)
+            ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                 ignore_index=IGNORE, reduction="sum")
+            tot += ce.item()
+            cnt += int((y != IGNORE).sum())
+        out = {"val_loss": tot / max(cnt, 1)}
+        out.update(self.task.metrics(self.model, self.dev))
+        self.model.train()
+        return out
+
+    def _preempt(self) -> TrainResult:
+        self.save_checkpoint()
+        self.event("preempt", signal=self._stop_signal or "peer", checkpoint=ckpt_mod.step_dir_name(self.step))
+        if self.dist.is_main:
+            _write_meta(self.run_dir, status="preempted", step=self.step)
+        msg = (f"stopped by {self._stop_signal or 'a peer rank'} at step {self.step}; checkpoint "
+               f"written. Continue with: lenslab resume {self.run_dir}")
+        return TrainResult("preempted", self.step, self.run_dir, msg, self.last_loss,
+                           dict(self.guard.counts))
+
+    def _give_up(self, reason: str) -> TrainResult:
+        first = min((a.step for a in self.guard.anomalies), default=self.step)
+        idx = [a.data_index for a in self.guard.anomalies] or [-1]
+        ck = ckpt_mod.latest_verified(self.ckpt_root, warn=self._warn)
+        where = ck.path if ck is not None else "none"
+        msg = (f"guard gave up at step {self.step}: {reason}; anomalies from step {first} "
+               f"(data batches {min(idx)}..{max(idx)}); last verified checkpoint: {where}. "
+               "Inspect those batches or lower optim.lr, then `lenslab resume`.")
+        self.event("give_up", reason=reason, checkpoint=str(where))
+        if self.dist.is_main:
+            _write_meta(self.run_dir, status="gave_up", step=self.step, message=msg)
+        return TrainResult("gave_up", self.step, self.run_dir, msg, self.last_loss,
+                           dict(self.guard.counts))
+
+    # ------------------------------------------------------------------ signals
+    def _install_signal_handlers(self):
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        old = {}
+
+        def handler(signum, frame):
+            name = signal.Signals(signum).name
+            if self._stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # second Ctrl-C: stop now
+            self._stop_signal = name
+            self._log(f"[bold]{name}[/]: finishing this step, writing a checkpoint, then exiting (75)")
+
+        for s in (signal.SIGTERM, signal.SIGINT):
+            old[s] = signal.signal(s, handler)
+        return old
+
+    @staticmethod
+    def _restore_signal_handlers(old) -> None:
+        if old:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+def clip_global_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Global L2 norm of all gradients (before clipping); clips in place when ``max_norm > 0``.
+
+    Called exactly once per optimizer step, after unscaling. A non-finite norm is returned
+    unclipped (the guard skips that step anyway; clipping would only spread the NaN).
+    """
+    if not params:
+        return torch.zeros(())
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params], norm_type=2.0, foreach=True)
+    if max_norm > 0 and torch.isfinite(norm):
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm, foreach=True)
+    return norm
+
+
+# ---------------------------------------------------------------------- run folders
+
+
+def read_meta(run_dir: Path) -> dict:
+    import json
+
+    p = Path(run_dir) / "run.json"
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_meta(run_dir: Path, **fields: Any) -> None:
+    meta = read_meta(run_dir)
+    if not meta:
+        meta = {"created": time.time(), "lenslab": __version__, "torch": torch.__version__}
+    meta.update(fields)
+    meta.update({"updated": time.time(), "pid": os.getpid(), "host": socket.gethostname(),
+                 "world_size": int(os.environ.get("WORLD_SIZE", "1"))})
+    if "message" not in fields and fields.get("status") in ("running", "completed"):
+        meta.pop("message", None)
+    atomic_write_json(Path(run_dir) / "run.json", meta)
+
+
+def _check_new_run_dir(run_dir: Path, cfg: RunConfig) -> None:
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} exists and is not a folder")
+    existing = run_dir / "config.toml"
+    if existing.is_file():
+        try:
+            old = load_config(existing)
+        except Exception:
+            raise RunDirError(f"{run_dir} holds a run whose config.toml is unreadable; "
+                              "choose another --out") from None
+        if old.fingerprint() != cfg.fingerprint():
+            diff = _config_diff(old.model_dump(mode="json"), cfg.model_dump(mode="json"))
+            raise RunDirError(f"{run_dir} already holds a run with a different config "
+                              f"({diff}); choose another --out")
+        raise RunDirError(f"{run_dir} already holds this run; continue it with "
+                          f"`lenslab resume {run_dir}`")
+    if any(run_dir.iterdir()):
+        raise RunDirError(f"{run_dir} exists, is not empty and is not a lenslab run; "
+                          "choose another --out")
+
+
+def _config_diff(a: dict, b: dict, prefix: str = "") -> str:
+    diffs = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            d = _config_diff(va, vb, f"{prefix}{k}.")
+            if d:
+                diffs.append(d)
+        elif va != vb:
+            diffs.append(f"{prefix}{k}: {va!r} -> {vb!r}")
+    return "; ".join(diffs[:4]) + ("; ..." if len(diffs) > 4 else "")
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        from lenslab.errors import ConfigError
+
+        raise ConfigError("train.tensorboard = true needs the tensorboard package: "
+                          "pip install 'lenslab[tensorboard]'") from None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+class _Progress:
+    """A rich progress bar (step, loss, tokens/s, ETA, guard events); plain lines off a TTY."""
+
+    def __init__(self, trainer: Trainer, enabled: bool):
+        self.t = trainer
+        self.enabled = enabled
+        self.bar = None
+        self.task_id = None
+        self._last_plain = 0.0
+
+    def __enter__(self):
+        if not self.enabled:
+            return self
+        con = self.t.console
+        if con.is_terminal:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            self.bar = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"),
+                TextColumn("guard {task.fields[events]}"), TimeElapsedColumn(),
+                TextColumn("eta"), TimeRemainingColumn(), console=con, transient=False,
+            )
+            self.bar.__enter__()
+            self.task_id = self.bar.add_task(
+                self.t.cfg.name, total=self.t.cfg.train.max_steps, completed=self.t.step,
+                loss="-", tps="-", events=0,
+            )
+        return self
+
+    def update(self, rec: dict) -> None:
+        if not self.enabled:
+            return
+        c = self.t.guard.counts
+        events = c["nonfinite"] + c["spike"] + c["rollback"]
+        loss = rec["loss"]
+        loss_s = f"{loss:.4f}" if math.isfinite(loss) else str(loss)
+        if self.bar is not None:
+            self.bar.update(self.task_id, completed=self.t.step, loss=loss_s,
+                            tps=f"{rec['tok_per_s']:,.0f}", events=events)
+        else:
+            now = time.monotonic()
+            if now - self._last_plain > 10 or self.t.step == self.t.cfg.train.max_steps:
+                self._last_plain = now
+                self.t.console.print(
+                    f"step {self.t.step}/{self.t.cfg.train.max_steps} loss {loss_s} "
+                    f"{rec['tok_per_s']:,.0f} tok/s guard events {events}", highlight=False)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        return False
