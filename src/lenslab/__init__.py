@@ -14,7 +14,7 @@ from lenslab.errors import LensError  # noqa: E402
 from lenslab.examples import example_config  # noqa: E402
 from lenslab.models import GPT, LSTM, build_model  # noqa: E402
 from lenslab.runs import RunInfo, list_runs, load_run  # noqa: E402
-from lenslab.train import Trainer, TrainResult, resume, train  # noqa: E402
+from lenslab.training import Trainer, TrainResult, resume, train  # noqa: E402
 
 __all__ = [
     "__version__", "RunConfig", "load_config", "LensError", "example_config", "GPT", "LSTM",

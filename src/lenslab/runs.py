@@ -55,8 +55,8 @@ def _pid_alive(pid: int) -> bool:
 
 def load_run(path: str | Path) -> RunInfo:
     from lenslab.config import load_config
-    from lenslab.train.checkpoint import list_checkpoints
-    from lenslab.train.trainer import read_meta
+    from lenslab.training.checkpoint import list_checkpoints
+    from lenslab.training.trainer import read_meta
 
     p = Path(path)
     if not (p / "config.toml").is_file():

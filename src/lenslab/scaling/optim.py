@@ -313,7 +313,7 @@ def best_distinct(x: np.ndarray, f: np.ndarray, k: int, tol: float = 1e-3) -> np
 
 
 def multistart_fit(objective: HuberObjective, starts: np.ndarray, n_polish: int = 3,
-                   ftol: float = 1e-8, prune_every: int = 20) -> tuple[np.ndarray, float, BatchResult]:
+                   ftol: float = 1e-8, prune_every: int = 10) -> tuple[np.ndarray, float, BatchResult]:
     """Run batched L-BFGS from every row of ``starts [S, P]``, polish the best few with scipy.
 
     Returns (best parameters ``[P]``, best objective, the batched result of every start).

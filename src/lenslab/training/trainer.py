@@ -36,14 +36,14 @@ import torch.nn.functional as F
 from lenslab import __version__
 from lenslab._io import append_jsonl, atomic_write_json, read_jsonl, rewrite_jsonl
 from lenslab.config import RunConfig, load_config, save_config
-from lenslab.data import IGNORE, DataCursor, build_task, resolve_config, rng_for
+from lenslab.data import IGNORE, DataCursor, build_task, resolve_config
 from lenslab.errors import CheckpointError, RunDirError
 from lenslab.models import build_model
-from lenslab.train import checkpoint as ckpt_mod
-from lenslab.train import distributed as D
-from lenslab.train.guard import Guard, Verdict
-from lenslab.train.inject import Injections, die
-from lenslab.train.schedule import lr_at
+from lenslab.training import checkpoint as ckpt_mod
+from lenslab.training import distributed as D
+from lenslab.training.guard import Guard, Verdict
+from lenslab.training.inject import SPIKE_FACTOR, Injections, die
+from lenslab.training.schedule import lr_at
 
 EXIT_OK, EXIT_GAVE_UP, EXIT_PREEMPTED = 0, 3, 75
 _TIMING_KEYS = ("elapsed_s", "tok_per_s")
@@ -241,7 +241,7 @@ class Trainer:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(stderr=True)
+            self._console = Console(stderr=True, soft_wrap=True)
         return self._console
 
     def _log(self, msg: str) -> None:
@@ -357,14 +357,12 @@ class Trainer:
         ck = ckpt_mod.latest_verified(self.ckpt_root, before_step=first_step + 1, warn=self._warn)
         if ck is None:
             return False
-        at = self.step
+        self.event("rollback", to_step=ck.step, checkpoint=ck.path.name, skip_batches=[a, b])
         self.cursor.add_skip(a, b)
-        skips = list(self.cursor.skip)
+        skips, seq = list(self.cursor.skip), self.seq
         self._load(ck, keep_bookkeeping=True)
-        self.cursor.skip = skips
+        self.cursor.skip, self.seq = skips, seq  # seq counts every iteration ever run
         self.guard.rolled_back()
-        self.event("rollback", from_step=at, to_step=ck.step, checkpoint=ck.path.name,
-                   skip_batches=[a, b])
         self.event("lr_backoff", lr_scale=self.guard.lr_scale, factor=self.cfg.guard.lr_backoff)
         return True
 
@@ -375,12 +373,7 @@ class Trainer:
         return torch.autocast(self.dev.type, dtype=self.amp_dtype)
 
     def _batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.task.batch(index, self.cfg.optim.batch_size)
-        if index in self.inj.spike:  # corrupted batch: scored targets become random tokens
-            g = rng_for(self.cfg.seed, 99, index)
-            noise = torch.from_numpy(g.integers(0, self.task.vocab_size, size=tuple(y.shape)))
-            y = torch.where(y == IGNORE, y, noise)
-        return x, y
+        return self.task.batch(index, self.cfg.optim.batch_size)
 
     def train_step(self) -> tuple[dict, Verdict]:
         o = self.cfg.optim
@@ -407,6 +400,8 @@ class Trainer:
                                      ignore_index=IGNORE, reduction="sum")
                 if data_index in self.inj.nan:
                     ce = ce * float("nan")
+                elif data_index in self.inj.spike:
+                    ce = ce * SPIKE_FACTOR
                 loss = ce * (W / max(n_tok, 1))
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             loss_sum += ce.detach()

@@ -2,8 +2,9 @@
 
 * ``nan@K`` or ``nan@A-B``: the loss of data batch K (or each batch in A..B) is multiplied by NaN,
   so loss and gradients are non-finite.
-* ``spike@A-B``: batches A..B are corrupted: their targets are replaced by uniformly random
-  tokens (a realistic bad shard), which spikes the loss of a trained model.
+* ``spike@A-B``: batches A..B are corrupted so that their loss explodes: the loss (and so the
+  gradient) of each is multiplied by :data:`SPIKE_FACTOR`. A multiplier, unlike random targets,
+  spikes at any point of training, so the injection is always visible to the detector.
 * ``kill@K``: the process SIGKILLs itself at the start of optimizer step K. Variants:
   ``kill@K:accum`` after the first micro-batch of step K (inside gradient accumulation), and
   ``kill@K:ckpt`` in the middle of writing the checkpoint of step K.
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 
 from lenslab.errors import ConfigError
 
+SPIKE_FACTOR = 10.0
 _PAT = re.compile(r"^(nan|spike|kill|term)@(\d+)(?:-(\d+))?(?::(accum|ckpt))?$")
 
 

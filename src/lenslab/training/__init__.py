@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from lenslab.config import RunConfig, load_config
-from lenslab.train.inject import Injections
-from lenslab.train.trainer import (EXIT_GAVE_UP, EXIT_OK, EXIT_PREEMPTED, Trainer, TrainResult,
+from lenslab.training.inject import Injections
+from lenslab.training.trainer import (EXIT_GAVE_UP, EXIT_OK, EXIT_PREEMPTED, Trainer, TrainResult,
                                    read_meta)
 
 __all__ = ["Trainer", "TrainResult", "Injections", "train", "resume", "read_meta",

@@ -1,0 +1,5 @@
+import sys
+
+from lenslab.cli import main
+
+sys.exit(main())

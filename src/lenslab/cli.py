@@ -1,0 +1,155 @@
+"""The ``lenslab`` command: a thin shell over the Python API.
+
+Exit codes: 0 done, 1 a replication or check failed, 2 bad input (one-line message, no
+traceback), 3 the guard gave up, 75 preempted by SIGTERM/SIGINT with a checkpoint written
+(resumable).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from lenslab.errors import LensError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="lenslab: measure what happens inside transformers.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+
+@app.command()
+def init(task: str = typer.Argument(..., help="induction | modular_addition | addition | text | lstm")):
+    """Print a complete, commented example config for TASK (TOML) to stdout."""
+    from lenslab.examples import example_toml
+
+    sys.stdout.write(example_toml(task))
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="config TOML (see `lenslab init TASK`)"),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="run folder to create"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="override train.max_steps"),
+    inject: Optional[str] = typer.Option(
+        None, "--inject", help="faults for tests and demos: nan@30,spike@40-45,kill@50"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+):
+    """Train a new run into a run folder (guarded; resumable; torchrun for several GPUs)."""
+    import lenslab
+
+    res = lenslab.train(config, out_dir, max_steps=max_steps, inject=inject, progress=not quiet)
+    _finish(res)
+
+
+@app.command()
+def resume(
+    run_dir: Path = typer.Argument(..., help="run folder"),
+    inject: Optional[str] = typer.Option(None, "--inject", help="faults to inject from here on"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Continue a run from its newest verified checkpoint."""
+    import lenslab
+
+    res = lenslab.resume(run_dir, inject=inject, progress=not quiet)
+    _finish(res)
+
+
+def _finish(res) -> None:
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        raise typer.Exit(res.exit_code)
+    if res.status == "completed":
+        ev = {k: v for k, v in res.events.items() if v}
+        err.print(f"[green]done[/] {res.run_dir} at step {res.step}, last loss "
+                  f"{res.final_loss:.4f}" + (f", guard events {ev}" if ev else ""), highlight=False)
+    else:
+        err.print(f"[bold red]{res.status}[/]: {res.message}", highlight=False)
+    raise typer.Exit(res.exit_code)
+
+
+@app.command()
+def runs(root: Path = typer.Argument(Path("runs"), help="folder of run folders")):
+    """List run folders with status, step, last loss and guard-event counts."""
+    from rich.table import Table
+
+    from lenslab.runs import list_runs
+
+    infos = list_runs(root)
+    if not infos:
+        err.print(f"no runs under {root}")
+        return
+    t = Table(show_lines=False)
+    for col in ("run", "status", "step", "last loss", "guard events"):
+        t.add_column(col, justify="right" if col in ("step", "last loss") else "left")
+    for info in infos:
+        row = info.row()
+        loss = row["last loss"]
+        row["last loss"] = f"{loss:.4f}" if isinstance(loss, float) else str(loss)
+        t.add_row(*(str(row[c]) for c in ("run", "status", "step", "last loss", "guard events")))
+    out.print(t)
+
+
+@app.command()
+def tour(
+    out_dir: Path = typer.Option(Path("runs/tour"), "--out", "-o", help="where the tour writes"),
+    quick: bool = typer.Option(False, "--quick", help="shorter training (for smoke tests)"),
+):
+    """Run a small version of every lab on the CPU and write one self-contained report.html."""
+    from lenslab.tour import run_tour
+
+    path = run_tour(out_dir, quick=quick)
+    err.print(f"[green]report[/] {path}")
+
+
+def _register_optional() -> None:
+    """Labs register their own commands; a lab that is absent leaves the core usable."""
+    import importlib
+
+    for mod in ("lenslab.scaling.commands",):
+        try:
+            m = importlib.import_module(mod)
+        except ImportError:
+            continue
+        m.register(app)
+
+
+_register_optional()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point: LensError becomes one line on stderr and its exit code; no traceback."""
+    try:
+        rv = app(args=argv, standalone_mode=False)
+        if isinstance(rv, int):
+            return rv
+    except LensError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        return e.exit_code
+    except typer.Exit as e:
+        return e.exit_code
+    except SystemExit as e:  # pragma: no cover
+        return int(e.code or 0)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            return 2
+        if isinstance(e, click.exceptions.Abort):
+            return 130
+        raise
+    return 0

@@ -1,0 +1,85 @@
+"""Shared fixtures: tiny deterministic configs and a CLI runner in a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lenslab.config import config_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMING = ("elapsed_s", "tok_per_s", "time")
+
+
+def tiny_dict(**over) -> dict:
+    """A config that trains in milliseconds per step (1 thread, float32, CPU)."""
+    d = {
+        "name": "tiny",
+        "seed": 3,
+        "model": {"kind": "gpt", "n_layer": 2, "n_head": 2, "d_model": 32, "n_ctx": 24,
+                  "attn_only": False, "tie_embeddings": False, "dropout": 0.1},
+        "data": {"task": "induction", "vocab_size": 16, "seq_len": 24, "period_min": 3,
+                 "period_max": 8},
+        "optim": {"lr": 3e-3, "batch_size": 8, "warmup_steps": 5, "grad_clip": 1.0},
+        "train": {"max_steps": 40, "eval_every": 10, "eval_batches": 1, "checkpoint_every": 10,
+                  "keep_checkpoints": 3, "threads": 1, "device": "cpu"},
+        "guard": {"spike_warmup": 8, "spike_window": 20},
+    }
+    for key, val in over.items():
+        if isinstance(val, dict):
+            d.setdefault(key, {}).update(val)
+        else:
+            d[key] = val
+    return d
+
+
+def tiny_config(**over):
+    return config_from_dict(tiny_dict(**over))
+
+
+def write_config(path: Path, **over) -> Path:
+    import tomli_w
+
+    path.write_text(tomli_w.dumps(tiny_dict(**over)))
+    return path
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    """``python -m lenslab ARGS`` in a subprocess (real signals, real exit codes)."""
+    e = dict(os.environ)
+    e.update({"OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"})
+    e.pop("WORLD_SIZE", None)
+    if env:
+        e.update(env)
+    return subprocess.run([sys.executable, "-m", "lenslab", *args], capture_output=True,
+                          text=True, env=e, timeout=timeout, cwd=ROOT)
+
+
+def metrics(run_dir: Path, drop=TIMING) -> list[dict]:
+    out = []
+    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+        if line.strip():
+            out.append({k: v for k, v in json.loads(line).items() if k not in drop})
+    return out
+
+
+def events(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (Path(run_dir) / "events.jsonl").read_text().splitlines() if x.strip()]
+
+
+def final_weights(run_dir: Path) -> bytes:
+    from lenslab.training.checkpoint import latest_verified
+
+    ck = latest_verified(Path(run_dir) / "checkpoints")
+    assert ck is not None
+    return ck.model_file.read_bytes()
+
+
+@pytest.fixture
+def cfg_file(tmp_path):
+    return write_config(tmp_path / "tiny.toml")
