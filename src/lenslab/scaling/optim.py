@@ -93,7 +93,7 @@ class HuberObjective:
     def _reduce(self, h: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
         """Weighted, normalised sum over points of ``h [B, n]`` -> ``[B]``."""
         if self.weights.ndim == 1:
-            return (h @ self.weights) * self._norm
+            return np.einsum("bn,n->b", h, self.weights) * self._norm  # no BLAS threads
         assert rows is not None, "row indices are needed with per-row weights"
         return np.einsum("bn,bn->b", h, self.weights[rows]) * self._norm[rows]
 

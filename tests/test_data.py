@@ -1,0 +1,89 @@
+"""Tasks: batches are pure functions of (seed, index); formats are what the docs say."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lenslab.config import AdditionData, InductionData, ModularAdditionData, TextData
+from lenslab.data import IGNORE, AdditionTask, DataCursor, InductionTask, ModularAdditionTask, TextTask
+from lenslab.errors import DataError
+
+
+def test_induction_batches_are_deterministic_and_periodic():
+    t = InductionTask(InductionData(vocab_size=50, seq_len=40, period_min=4, period_max=12), seed=1)
+    x, y = t.batch(7, 16)
+    x2, y2 = t.batch(7, 16)
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert not torch.equal(x, t.batch(8, 16)[0])
+    assert not torch.equal(x, InductionTask(t.cfg, seed=2).batch(7, 16)[0])
+    seqs, periods = t.sample(np.random.default_rng(0), 64)
+    assert len(set(periods.tolist())) > 3  # random periods: position alone cannot predict
+    for s, p in zip(seqs, periods):
+        assert np.array_equal(s[p:], s[:-p])
+    assert torch.equal(x[:, 1:], y[:, :-1])
+
+
+def test_addition_format_and_mask():
+    t = AdditionTask(AdditionData(digits=3, base=10, format="plain"), seed=0)
+    x, y = t.encode(np.array([999, 12]), np.array([1, 345]))
+    toks = t.token_str(x[0].tolist() + [y[0, -1].item()])
+    assert "".join(toks) == "999+001=1000"
+    assert (y[:, :-4] == IGNORE).all() and (y[:, -4:] != IGNORE).all()
+    r = AdditionTask(AdditionData(digits=3, base=10, format="reversed"), seed=0)
+    x, y = r.encode(np.array([12]), np.array([345]))
+    assert y[0, -4:].tolist() == [7, 5, 3, 0]  # 357 written least significant first
+    b2 = AdditionTask(AdditionData(digits=4, base=2), seed=0)
+    x, y = b2.encode(np.array([0b1111]), np.array([0b0001]))
+    assert y[0, -5:].tolist() == [0, 0, 0, 0, 1]  # 10000 reversed
+
+
+def test_modular_addition_split_is_seeded_and_disjoint():
+    t = ModularAdditionTask(ModularAdditionData(p=13, train_fraction=0.3), seed=4)
+    tr = {tuple(p) for p in t.train_pairs.tolist()}
+    te = {tuple(p) for p in t.test_pairs.tolist()}
+    assert not tr & te and len(tr) + len(te) == 169 and len(tr) == round(0.3 * 169)
+    x, y = t.batch(0, 0)
+    assert torch.equal(y[:, 2], (x[:, 0] + x[:, 1]) % 13)
+    assert {tuple(p) for p in ModularAdditionTask(t.cfg, seed=4).train_pairs.tolist()} == tr
+
+
+@pytest.mark.parametrize("level", ["byte", "char", "bpe"])
+def test_text_levels(tmp_path, level):
+    f = tmp_path / "c.txt"
+    f.write_text("the quick brown fox jumps over the lazy dog. " * 60 + "naïve café ✓")
+    t = TextTask(TextData(paths=[str(f)], level=level, seq_len=16, bpe_vocab_size=300), seed=0)
+    x, y = t.batch(3, 4)
+    assert x.shape == (4, 16) and torch.equal(x[:, 1:], y[:, :-1])
+    assert int(x.max()) < t.vocab_size
+    assert torch.equal(x, t.batch(3, 4)[0])
+    if level == "bpe":
+        t.save_artifacts(tmp_path)
+        again = TextTask(t.cfg, 0, run_dir=tmp_path)  # decodes with the saved tokenizer
+        assert again.encode("the lazy dog") == t.encode("the lazy dog")
+
+
+def test_text_errors(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        TextTask(TextData(paths=[str(tmp_path / "no.txt")]), 0)
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"ok\xff" * 100)
+    with pytest.raises(DataError, match="offset 2"):
+        TextTask(TextData(paths=[str(bad)], level="char", seq_len=8), 0)
+    TextTask(TextData(paths=[str(bad)], level="byte", seq_len=8), 0)  # bytes are fine
+    short = tmp_path / "short.txt"
+    short.write_text("abc")
+    with pytest.raises(DataError, match="fewer than one window"):
+        TextTask(TextData(paths=[str(short)], seq_len=8), 0)
+
+
+def test_cursor_skips_ranges_and_roundtrips():
+    c = DataCursor()
+    assert [c.take() for _ in range(3)] == [0, 1, 2]
+    c.add_skip(3, 5)
+    c.add_skip(6, 6)
+    assert c.take() == 7
+    d = DataCursor()
+    d.load_state_dict(c.state_dict())
+    assert d.take() == 8 and d.skip == [(3, 5), (6, 6)]
