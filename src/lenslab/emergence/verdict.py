@@ -1,0 +1,526 @@
+"""Emergent, or an artifact of the metric? (Schaeffer et al. 2023, with a precise "jump").
+
+Input: the answers of a family of models of increasing scale to the same examples (or a table
+of metric values by scale). Each metric becomes a curve over scale; each curve is classified
+as ``jump``, ``smooth``, ``flat``, ``unclear`` or ``too few scales``; the verdict compares the
+discontinuous metric (exact match) with the continuous ones computed from the *same*
+predictions.
+
+What "jump" and "smooth" mean here
+----------------------------------
+A capability is called emergent when larger models could not have been forecast from smaller
+ones. We measure exactly that. Orient the curve so that higher is better, put the scales on a
+log axis ``u_k = log(scale_k)`` (k = 0..K-1), and for every step ``k -> k+1`` with at least two
+smaller scales behind it (k >= 1) extrapolate the least-squares line through the points
+``0..k`` to ``u_{k+1}``. The *forecast surprise* of the step is how far the observed value lands
+above that forecast, as a share of the curve's observed range:
+
+    s_k = (y_{k+1} - yhat_{k+1 | 0..k}) / (max_j y_j - min_j y_j),      J = max_k s_k.
+
+``J`` near 0 or negative: every scale was where the trend of the smaller ones pointed (a
+straight or saturating curve in log scale). ``J = 0.5``: at one step the metric landed half
+of its whole range above the forecast. With the threshold :data:`JUMP_THRESHOLD` = 0.25 and a
+percentile interval of ``J`` from a bootstrap over examples (paired across scales) at level
+``level``:
+
+* ``jump``: the interval's lower end is >= 0.25 (the step is a surprise even at the low end);
+* ``smooth``: the upper end is < 0.25 and the curve changes (the bootstrap interval of the
+  improvement ``I(y)`` excludes 0);
+* ``flat``: the curve does not change (the interval of ``I(y)`` contains 0);
+* ``unclear``: the interval straddles 0.25;
+* ``too few scales``: fewer than :data:`MIN_SCALES` scales (J needs several forecasts).
+
+Without per-example data (a table of metric values) there is no bootstrap: the point value of
+``J`` decides between ``jump`` and ``smooth``, and the result says so.
+
+The verdict
+-----------
+* ``metric artifact``: exact match jumps, and at least one continuous metric of the same
+  predictions is smooth (the jump is produced by thresholding, Schaeffer et al. 2023);
+* ``emergent``: exact match jumps, no continuous metric is smooth, and at least one
+  continuous metric also jumps within one step of where exact match jumps;
+* ``inconclusive``: anything else (exact match does not jump, or the continuous metrics are
+  unclear or flat), with the reason.
+
+BIG-bench's breakthroughness and linearity (Srivastava et al. 2022) are reported for every
+curve, with bootstrap intervals. When the table carries each model's pre-training ``loss``,
+every metric is also analysed against loss (Du et al. 2024: abilities emerge below a loss
+threshold), with the scale axis replaced by decreasing loss.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from lenslab.emergence.metrics import (
+    METRICS,
+    PROBABILITY_METRICS,
+    ExampleMatrix,
+    breakthroughness,
+    example_bootstrap_counts,
+    improvement,
+    linearity,
+    score_examples,
+)
+from lenslab.errors import ConfigError, DataError
+
+#: A step whose forecast surprise is at least this share of the curve's range is a jump.
+JUMP_THRESHOLD = 0.25
+#: Scales needed to judge a curve (two forecasts at least).
+MIN_SCALES = 4
+#: Verdict strings.
+VERDICTS = ("metric artifact", "emergent", "inconclusive")
+
+
+def forecast_surprise(u: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Forecast surprise ``J`` and the step where it happens, over the last axis.
+
+    ``u [K]`` log scales (increasing), ``y [..., K]`` oriented so higher is better. Returns
+    (``J [...]``, ``step [...]``): ``step = k`` means the jump is from scale k to k+1. A curve
+    with zero range has ``J = 0``. See the module docstring for the definition.
+    """
+    y = np.asarray(y, dtype=float)
+    K = u.size
+    if K < 3:
+        shape = y.shape[:-1]
+        return np.zeros(shape), np.zeros(shape, dtype=int)
+    rng = np.nanmax(y, axis=-1) - np.nanmin(y, axis=-1)
+    surprises = []
+    for k in range(1, K - 1):
+        uu = u[: k + 1]
+        yy = y[..., : k + 1]
+        um = uu.mean()
+        ym = yy.mean(axis=-1)
+        slope = ((uu - um) * (yy - ym[..., None])).sum(axis=-1) / ((uu - um) ** 2).sum()
+        pred = ym + slope * (u[k + 1] - um)
+        surprises.append(y[..., k + 1] - pred)
+    s = np.stack(surprises, axis=-1)  # [..., K-2]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.where(rng[..., None] > 0, s / np.where(rng > 0, rng, 1.0)[..., None], 0.0)
+    step = np.argmax(np.nan_to_num(rel, nan=-np.inf), axis=-1) + 1
+    return np.max(np.nan_to_num(rel, nan=-np.inf), axis=-1), step
+
+
+@dataclass
+class MetricCurve:
+    """One metric across scales: values ``[K]``, bootstrap band, shape and scores."""
+
+    name: str
+    higher_is_better: bool
+    continuous: bool
+    x: np.ndarray
+    values: np.ndarray
+    n_examples: np.ndarray | None = None
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+    surprise: float = 0.0
+    surprise_interval: tuple[float, float] | None = None
+    jump_step: int = 0
+    shape: str = "too few scales"
+    breakthroughness: float = math.nan
+    linearity: float = math.nan
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def jump_between(self) -> tuple[float, float]:
+        """The two x values (scales or losses) around the largest-surprise step."""
+        return float(self.x[self.jump_step]), float(self.x[min(self.jump_step + 1, self.x.size - 1)])
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "kind": "continuous" if self.continuous else "discontinuous",
+            "higher_is_better": self.higher_is_better,
+            "values": [float(v) for v in self.values],
+            "shape": self.shape,
+            "forecast_surprise": float(self.surprise),
+            "jump_between": list(self.jump_between),
+            "breakthroughness": float(self.breakthroughness),
+            "linearity": float(self.linearity),
+        }
+        if self.n_examples is not None:
+            d["n_examples"] = [int(v) for v in self.n_examples]
+        if self.low is not None and self.high is not None:
+            d["interval_low"] = [float(v) for v in self.low]
+            d["interval_high"] = [float(v) for v in self.high]
+        if self.surprise_interval is not None:
+            d["forecast_surprise_interval"] = [float(v) for v in self.surprise_interval]
+        if self.intervals:
+            d["intervals"] = {k: [float(a), float(b)] for k, (a, b) in self.intervals.items()}
+        return d
+
+
+def _classify(curve: MetricCurve, u: np.ndarray, boot: np.ndarray | None, level: float, threshold: float) -> None:
+    """Fill ``curve``'s shape, surprise and BIG-bench scores; ``boot [R, K]`` replicate curves."""
+    sign = 1.0 if curve.higher_is_better else -1.0
+    y = sign * curve.values
+    K = y.size
+    curve.breakthroughness = float(breakthroughness(y))
+    curve.linearity = float(linearity(y))
+    J, step = forecast_surprise(u, y)
+    curve.surprise, curve.jump_step = float(J), int(step)
+    if K < MIN_SCALES or not np.all(np.isfinite(y)):
+        curve.shape = "too few scales" if K < MIN_SCALES else "unclear"
+        return
+    if boot is None:
+        if np.max(y) - np.min(y) == 0:
+            curve.shape = "flat"
+        else:
+            curve.shape = "jump" if J >= threshold else "smooth"
+        return
+    q = (1 - level) / 2
+    yb = sign * boot
+    ok = np.all(np.isfinite(yb), axis=1)
+    yb = yb[ok]
+    Jb, _ = forecast_surprise(u, yb)
+    lo, hi = float(np.quantile(Jb, q)), float(np.quantile(Jb, 1 - q))
+    curve.surprise_interval = (lo, hi)
+    Ib = improvement(yb)
+    i_lo, i_hi = float(np.quantile(Ib, q)), float(np.quantile(Ib, 1 - q))
+    for name, fn in (("breakthroughness", breakthroughness), ("linearity", linearity)):
+        vals = fn(yb)
+        vals = vals[np.isfinite(vals)]
+        if vals.size:
+            curve.intervals[name] = (float(np.quantile(vals, q)), float(np.quantile(vals, 1 - q)))
+    curve.intervals["improvement"] = (i_lo, i_hi)
+    if i_lo <= 0 <= i_hi:
+        curve.shape = "flat"
+    elif lo >= threshold:
+        curve.shape = "jump"
+    elif hi < threshold:
+        curve.shape = "smooth"
+    else:
+        curve.shape = "unclear"
+
+
+def decide(curves: dict[str, MetricCurve]) -> tuple[str, str]:
+    """The verdict and its one-sentence reason from classified curves (see module docstring)."""
+    disc = [c for c in curves.values() if not c.continuous]
+    cont = [c for c in curves.values() if c.continuous]
+    if not disc:
+        return "inconclusive", "no discontinuous metric (exact match) to test"
+    if not cont:
+        return "inconclusive", "no continuous metric of the same predictions to compare with"
+    em = disc[0]
+    if em.shape != "jump":
+        return "inconclusive", f"{em.name} does not jump (its curve is {em.shape})"
+    a, b = em.jump_between
+    smooth = [c.name for c in cont if c.shape == "smooth"]
+    if smooth:
+        return "metric artifact", (f"{em.name} jumps between {a:g} and {b:g} while "
+                                   f"{', '.join(smooth)} {'is' if len(smooth) == 1 else 'are'} smooth")
+    aligned = [c.name for c in cont if c.shape == "jump" and abs(c.jump_step - em.jump_step) <= 1]
+    if aligned:
+        return "emergent", (f"{em.name} jumps between {a:g} and {b:g} and so "
+                            f"{'does' if len(aligned) == 1 else 'do'} {', '.join(aligned)}")
+    shapes = ", ".join(f"{c.name} {c.shape}" for c in cont)
+    return "inconclusive", f"{em.name} jumps between {a:g} and {b:g} but the continuous metrics are not decisive ({shapes})"
+
+
+@dataclass
+class EmergenceResult:
+    """Metric curves across scales, their shapes and the verdict."""
+
+    scales: np.ndarray
+    curves: dict[str, MetricCurve]
+    verdict: str
+    reason: str
+    level: float = 0.95
+    n_boot: int = 0
+    seed: int = 0
+    threshold: float = JUMP_THRESHOLD
+    source: str = "predictions"
+    scale_name: str = "scale"
+    losses: np.ndarray | None = None
+    loss_curves: dict[str, MetricCurve] | None = None
+    loss_verdict: tuple[str, str] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "source": self.source,
+            "scales": [float(s) for s in self.scales],
+            "metrics": {k: c.to_dict() for k, c in self.curves.items()},
+            "bootstrap": self.n_boot,
+            "level": self.level,
+            "seed": self.seed,
+            "definitions": {
+                "forecast_surprise": "max over steps k>=1 of (y[k+1] - least-squares line in log scale "
+                                     "through points 0..k, evaluated at k+1) / (max y - min y), y oriented higher=better",
+                "jump": f"lower end of the {int(self.level * 100)}% interval of forecast_surprise >= {self.threshold}",
+                "smooth": f"upper end < {self.threshold} and the improvement interval excludes 0",
+                "min_scales": MIN_SCALES,
+            },
+        }
+        if self.losses is not None and self.loss_curves is not None:
+            d["against_loss"] = {
+                "losses": [float(v) for v in self.losses],
+                "metrics": {k: c.to_dict() for k, c in self.loss_curves.items()},
+                "verdict": self.loss_verdict[0] if self.loss_verdict else None,
+                "reason": self.loss_verdict[1] if self.loss_verdict else None,
+            }
+        if self.notes:
+            d["notes"] = list(self.notes)
+        return d
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for name, c in self.curves.items():
+            si = c.surprise_interval
+            rows.append({
+                "metric": name,
+                "kind": "continuous" if c.continuous else "discontinuous",
+                "shape": c.shape,
+                "surprise": c.surprise,
+                "surprise_low": si[0] if si else math.nan,
+                "surprise_high": si[1] if si else math.nan,
+                "breakthroughness": c.breakthroughness,
+                "linearity": c.linearity,
+            })
+        return rows
+
+    def figure(self):
+        """Every metric against scale (log axis) with its bootstrap band; a second row against
+        pre-training loss when losses are known. The largest-surprise step is shaded."""
+        import matplotlib.pyplot as plt
+
+        names = list(self.curves)
+        rows = 2 if self.loss_curves else 1
+        fig, axes = plt.subplots(rows, len(names), figsize=(3.6 * len(names), 3.2 * rows), squeeze=False)
+        for j, name in enumerate(names):
+            _plot_curve(axes[0, j], self.curves[name], log_x=True, xlabel=self.scale_name)
+            if self.loss_curves:
+                _plot_curve(axes[1, j], self.loss_curves[name], log_x=False, xlabel="pre-training loss")
+                axes[1, j].invert_xaxis()
+        fig.suptitle(f"verdict: {self.verdict}", fontsize=11)
+        fig.tight_layout()
+        return fig
+
+    def html(self, figure: bool = True) -> str:
+        from lenslab.report.html import badge, escape, figure_block, figure_to_svg, table_html
+
+        kind = {"metric artifact": "warn", "emergent": "ok"}.get(self.verdict, "")
+        parts = [f"<p>{badge(self.verdict, kind)} {escape(self.reason)}</p>",
+                 table_html(self.summary_rows())]
+        curve_rows = []
+        for i, s in enumerate(self.scales):
+            row: dict[str, Any] = {self.scale_name: float(s)}
+            for name, c in self.curves.items():
+                row[name] = float(c.values[i])
+            curve_rows.append(row)
+        parts.append("<h3>Curves</h3>" + table_html(curve_rows))
+        if self.loss_verdict:
+            parts.append(f"<p>Against pre-training loss: {badge(self.loss_verdict[0])} "
+                         f"{escape(self.loss_verdict[1])}</p>")
+        parts.append(f"<p class='caption'>Jump: the lower end of the {int(self.level * 100)}% interval of the "
+                     f"forecast surprise is at least {self.threshold} (see lenslab.emergence.verdict).</p>")
+        for note in self.notes:
+            parts.append(f"<div class='note'>{escape(note)}</div>")
+        if figure:
+            parts.append(figure_block(figure_to_svg(self.figure()), "Bands: bootstrap over examples."))
+        return "".join(parts)
+
+    def _repr_html_(self) -> str:
+        return self.html()
+
+    def page(self, title: str = "Emergent or metric artifact?"):
+        from lenslab.report.html import Page
+
+        page = Page(title, subtitle=f"{self.scales.size} scales, metrics: {', '.join(self.curves)}")
+        page.add("Verdict", self.html())
+        return page
+
+
+def _plot_curve(ax, c: MetricCurve, log_x: bool, xlabel: str) -> None:
+    x = c.x
+    if c.low is not None and c.high is not None:
+        ax.fill_between(x, c.low, c.high, color="C0", alpha=0.2, lw=0)
+    ax.plot(x, c.values, "o-", color="C0", ms=4)
+    if c.shape == "jump":
+        a, b = c.jump_between
+        ax.axvspan(min(a, b), max(a, b), color="C3", alpha=0.12)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_title(f"{c.name} ({c.shape})", fontsize=9)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.grid(True, alpha=0.25)
+
+
+def _curves(x: np.ndarray, u: np.ndarray, matrices: dict[str, ExampleMatrix], n_boot: int, level: float,
+            seed: int, threshold: float) -> dict[str, MetricCurve]:
+    n_examples = next(iter(matrices.values())).values.shape[1]
+    counts = example_bootstrap_counts(n_examples, n_boot, seed) if n_boot else None
+    q = (1 - level) / 2
+    out = {}
+    for name, m in matrices.items():
+        higher, continuous = METRICS[name]
+        c = MetricCurve(name, higher, continuous, x, m.mean(), m.present.sum(axis=1))
+        boot = None
+        if counts is not None:
+            boot = m.bootstrap_means(counts)
+            c.low, c.high = np.nanquantile(boot, q, axis=0), np.nanquantile(boot, 1 - q, axis=0)
+        _classify(c, u, boot, level, threshold)
+        out[name] = c
+    return out
+
+
+def analyze(scales: Sequence[float], examples: Sequence[Any], targets: Sequence[str], predictions: Sequence[str],
+            logprobs: Sequence[float] | None = None, losses: Sequence[float] | None = None, *,
+            tokens: str = "char", n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+            threshold: float = JUMP_THRESHOLD, scale_name: str = "scale") -> EmergenceResult:
+    """Analyse per-example predictions of a family of models.
+
+    One entry per (model scale, example): ``scales [n]`` (parameters, compute...: positive),
+    ``examples [n]`` example ids shared across scales, ``targets [n]`` and ``predictions [n]``
+    answer strings, optional ``logprobs [n]`` (log p(target), nats) and ``losses [n]`` (the
+    model's pre-training loss, the same for every example of a scale). ``n_boot`` paired
+    bootstrap resamples of the examples give the intervals.
+    """
+    if not 0 < level < 1:
+        raise ConfigError(f"level must be between 0 and 1, not {level}")
+    if n_boot < 0 or 0 < n_boot < 20:
+        raise ConfigError(f"use 0 or at least 20 bootstrap resamples, not {n_boot}")
+    s = np.asarray(scales, dtype=float)
+    n = s.size
+    for name, col in (("example", examples), ("target", targets), ("prediction", predictions)):
+        if len(col) != n:
+            raise DataError(f"{name} has {len(col)} entries but scale has {n}")
+    if n == 0:
+        raise DataError("no predictions given")
+    if not np.all(np.isfinite(s) & (s > 0)):
+        raise DataError("scale must be a positive number in every row")
+    uniq = np.unique(s)
+    ex_ids = {e: i for i, e in enumerate(dict.fromkeys(examples))}
+    si = np.searchsorted(uniq, s)
+    ei = np.array([ex_ids[e] for e in examples])
+    seen = set()
+    for a, b, e in zip(si, ei, examples):
+        if (a, b) in seen:
+            raise DataError(f"example {e!r} appears twice at scale {uniq[a]:g}; one answer per model and example")
+        seen.add((a, b))
+    lp = None
+    notes: list[str] = []
+    if logprobs is not None:
+        lp = np.asarray(logprobs, dtype=float)
+        if np.any(lp[np.isfinite(lp)] > 1e-9):
+            raise DataError("logprob must be a log-probability (<= 0) of the target answer")
+    scores = score_examples(list(targets), list(predictions), lp, tokens)
+    K, E = uniq.size, len(ex_ids)
+    matrices = {}
+    for name, v in scores.items():
+        M = np.full((K, E), np.nan)
+        M[si, ei] = v
+        matrices[name] = ExampleMatrix(M)
+    if lp is not None and not np.any(np.isfinite(lp)):
+        for name in PROBABILITY_METRICS:
+            matrices.pop(name, None)
+        notes.append("the logprob column is empty: no log-likelihood or Brier score")
+    u = np.log(uniq)
+    curves = _curves(uniq, u, matrices, n_boot, level, seed, threshold)
+    verdict, reason = decide(curves)
+    res = EmergenceResult(uniq, curves, verdict, reason, level, n_boot, seed, threshold, "predictions",
+                          scale_name, notes=notes)
+    if K < MIN_SCALES:
+        res.notes.append(f"only {K} scales: at least {MIN_SCALES} are needed to tell a jump from a smooth curve")
+    if losses is not None:
+        _add_loss_axis(res, np.asarray(losses, dtype=float), si, matrices, n_boot, level, seed, threshold)
+    return res
+
+
+def _add_loss_axis(res: EmergenceResult, losses: np.ndarray, si: np.ndarray, matrices: dict[str, ExampleMatrix],
+                   n_boot: int, level: float, seed: int, threshold: float) -> None:
+    """Du et al. 2024: the same curves against pre-training loss (one loss per scale)."""
+    K = res.scales.size
+    per_scale = np.full(K, np.nan)
+    for k in range(K):
+        vals = losses[si == k]
+        vals = vals[np.isfinite(vals)]
+        if vals.size == 0:
+            res.notes.append(f"no loss for scale {res.scales[k]:g}: the analysis against loss is skipped")
+            return
+        if np.ptp(vals) > 1e-9 * max(1.0, abs(vals[0])):
+            raise DataError(f"loss differs between rows of scale {res.scales[k]:g}; give each model's "
+                            f"pre-training loss, the same on all of its rows")
+        per_scale[k] = vals[0]
+    order = np.argsort(-per_scale, kind="stable")  # decreasing loss = improving model
+    res.losses = per_scale[order]
+    mats = {k: ExampleMatrix(m.values[order]) for k, m in matrices.items()}
+    res.loss_curves = _curves(res.losses, -res.losses, mats, n_boot, level, seed, threshold)
+    res.loss_verdict = decide(res.loss_curves)
+
+
+def analyze_table(scales: Sequence[float], metrics: dict[str, Sequence[float]], losses: Sequence[float] | None = None,
+                  *, threshold: float = JUMP_THRESHOLD, scale_name: str = "scale") -> EmergenceResult:
+    """Analyse a table of metric values by scale (no per-example data, so no intervals).
+
+    ``metrics`` maps metric names from :data:`lenslab.emergence.metrics.METRICS` to values
+    ``[K]``, one per scale in ``scales [K]``.
+    """
+    s = np.asarray(scales, dtype=float)
+    if not np.all(np.isfinite(s) & (s > 0)):
+        raise DataError("scale must be a positive number in every row")
+    if np.unique(s).size != s.size:
+        raise DataError("each scale must appear once in a table of metric values")
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise DataError(f"unknown metric column(s) {', '.join(unknown)}; known: {', '.join(METRICS)}")
+    order = np.argsort(s)
+    x = s[order]
+    u = np.log(x)
+    curves = {}
+    for name, vals in metrics.items():
+        v = np.asarray(vals, dtype=float)[order]
+        higher, continuous = METRICS[name]
+        c = MetricCurve(name, higher, continuous, x, v)
+        _classify(c, u, None, 0.95, threshold)
+        curves[name] = c
+    verdict, reason = decide(curves)
+    res = EmergenceResult(x, curves, verdict, reason, 0.95, 0, 0, threshold, "table", scale_name,
+                          notes=["metric values without per-example answers: no bootstrap, "
+                                 "shapes are judged on point values"])
+    if losses is not None:
+        L = np.asarray(losses, dtype=float)[order]
+        if np.all(np.isfinite(L)):
+            lo = np.argsort(-L, kind="stable")
+            res.losses = L[lo]
+            res.loss_curves = {}
+            for name, c in curves.items():
+                lc = MetricCurve(name, c.higher_is_better, c.continuous, res.losses, c.values[lo])
+                _classify(lc, -res.losses, None, 0.95, threshold)
+                res.loss_curves[name] = lc
+            res.loss_verdict = decide(res.loss_curves)
+    return res
+
+
+def analyze_csv(source: Any, *, tokens: str = "char", n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+                threshold: float = JUMP_THRESHOLD) -> EmergenceResult:
+    """Analyse a CSV: per-example predictions or a table of metric values by scale.
+
+    Predictions: columns ``scale``, ``example``, ``target``, ``prediction`` (answer strings),
+    optional ``logprob`` and ``loss``. Metric table: ``scale`` and metric columns named as in
+    :data:`lenslab.emergence.metrics.METRICS` (optional ``loss``).
+    """
+    from lenslab.scaling.table import Table, positive_column, read_csv
+
+    table = source if isinstance(source, Table) else read_csv(source)
+    table.require(["scale"], "an emergence analysis")
+    if "prediction" in table.columns or "target" in table.columns:
+        table.require(["scale", "example", "target", "prediction"], "per-example predictions")
+        scales = positive_column(table, "scale")
+        logprobs = table.numeric("logprob") if table.has("logprob") else None
+        losses = table.numeric("loss") if table.has("loss") else None
+        return analyze(scales, table.text("example"), table.text("target"), table.text("prediction"),
+                       logprobs, losses, tokens=tokens, n_boot=n_boot, level=level, seed=seed,
+                       threshold=threshold)
+    found = [m for m in METRICS if m in table.columns]
+    if not found:
+        raise DataError(f"{table.name} has neither per-example columns (example, target, prediction) nor "
+                        f"metric columns ({', '.join(METRICS)}); it has: {', '.join(table.columns)}")
+    scales = positive_column(table, "scale")
+    losses = table.numeric("loss") if table.has("loss") else None
+    return analyze_table(scales, {m: table.numeric(m) for m in found}, losses, threshold=threshold)
