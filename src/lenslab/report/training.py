@@ -60,6 +60,7 @@ def loss_figure(run_dir: Path, title: str = ""):
             y = _num(e.get("loss"))
             y = y if math.isfinite(y) else top
             ax.scatter([e["step"]], [y], marker=marker, s=60, color=color, label=lab, zorder=4)
+    ax.set_yscale("log")  # spikes and the floor of the curve both stay readable
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (nats / token)")
     if title:

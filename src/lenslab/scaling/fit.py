@@ -864,70 +864,98 @@ def _cv_error(law: Law, y: np.ndarray, starts: np.ndarray, folds: int, seed: int
     return float(np.sqrt(np.mean(err ** 2)))
 
 
+@dataclass
+class BreakSelection:
+    """Candidate laws with 0..k breaks fitted to the same points, and the comparison.
+
+    ``fits[k] = (law, theta [P], objective, batch result of every start)``; ``rows[k]`` holds
+    AIC, BIC, the cross-validated RMSLE and whether ``k`` breaks beat the chosen law with fewer;
+    ``chosen`` is the number of breaks kept.
+    """
+
+    fits: list[tuple[BrokenLaw, np.ndarray, float, Any]]
+    rows: list[dict[str, Any]]
+    chosen: int
+
+
+def select_breaks(lx: np.ndarray, y: np.ndarray, max_breaks: int, folds: int = 10, seed: int = 0) -> BreakSelection:
+    """Fit laws with 0..``max_breaks`` breaks to log sizes ``lx [1, n]`` and log losses ``y [n]``.
+
+    A law with ``k`` breaks replaces the chosen one (with ``k - 1`` breaks) only when both
+
+    * its BIC (Laplace likelihood, see :func:`laplace_ic`) is lower by at least
+      :data:`BIC_MARGIN`, and
+    * its cross-validated RMSLE (``folds``-fold, leave-one-out when ``n <= folds``; each fold
+      refitted from the full-data optima) is lower.
+
+    Laws with fewer than two points more than parameters are not tried.
+    """
+    lo, hi = float(lx.min()), float(lx.max())
+    n = y.size
+    folds = min(folds, n)
+    fits: list[tuple[BrokenLaw, np.ndarray, float, Any]] = []
+    prev: list[np.ndarray] = []
+    rows: list[dict[str, Any]] = []
+    chosen = 0
+    for k in range(0, max_breaks + 1):
+        P = 3 + 3 * k
+        if n < P + 2:
+            break
+        law, best, fbest, batch = _fit_k_breaks(lx, y, k, lo, hi, prev)
+        fits.append((law, best, fbest, batch))
+        keep = [batch.x[i] for i in best_distinct(batch.x, batch.f, 3, tol=1e-2)]
+        prev = [best] + [p for p in keep if np.max(np.abs(p - best)) > 1e-2][:2]
+        ic = laplace_ic(np.abs(law.predict(best[None])[0] - y), P)
+        cv = _cv_error(law, y, np.array(prev), folds, seed)
+        row = {"breaks": k, "n_params": P, "objective": fbest, "aic": ic["aic"], "bic": ic["bic"],
+               "cv_rmsle": cv, "chosen": False}
+        if k > 0:
+            ref = rows[chosen]
+            row["delta_bic"] = ref["bic"] - ic["bic"]
+            row["supported"] = bool(row["delta_bic"] >= BIC_MARGIN and cv < ref["cv_rmsle"] and chosen == k - 1)
+            if row["supported"]:
+                chosen = k
+        rows.append(row)
+    if rows:
+        rows[chosen]["chosen"] = True
+    return BreakSelection(fits, rows, chosen)
+
+
 def fit_broken(x: Any, loss: Any, *, max_breaks: int = 2, x_name: str = "x", y_name: str = "loss",
                bootstrap: int = 0, level: float = 0.95, seed: int = 0, folds: int = 10,
                force_breaks: int | None = None) -> ScalingFit:
     """Fit broken power laws with 0..``max_breaks`` breaks and keep the one the data support.
 
-    A law with ``k`` breaks replaces the one with ``k - 1`` only when both
-
-    * its BIC (Laplace likelihood, see :func:`laplace_ic`) is lower by at least
-      :data:`BIC_MARGIN`, and
-    * its cross-validated RMSLE (``folds``-fold, leave-one-out when ``n <= folds``; each fold
-      refitted from the full-data optima) is lower,
-
-    and it has at least two more points than parameters. The comparison is in
-    ``ScalingFit.selection``. ``force_breaks`` skips the selection and fits exactly that many
-    breaks. ``x [n]`` sizes, ``loss [n]`` losses.
+    The number of breaks is chosen by :func:`select_breaks` (lower BIC by at least
+    :data:`BIC_MARGIN` *and* lower cross-validated error on held-out points); the comparison
+    is in ``ScalingFit.selection``. ``force_breaks`` skips the selection and fits exactly that
+    many breaks. ``x [n]`` sizes, ``loss [n]`` losses.
     """
     _check_level(level, bootstrap)
     if max_breaks < 0 or (force_breaks is not None and force_breaks < 0):
         raise ConfigError("the number of breaks cannot be negative")
     X, L = _check_inputs([x], [x_name], loss, y_name, 3, "broken")
     lx, y = np.log(X).T, np.log(L)
-    lo, hi = float(lx.min()), float(lx.max())
     n = y.size
-    k_max = max_breaks if force_breaks is None else force_breaks
-    if force_breaks is not None and n < 3 + 3 * force_breaks:
-        raise DataError(f"a broken law with {force_breaks} break(s) has {3 + 3 * force_breaks} parameters "
-                        f"but only {n} points were given")
-    folds = min(folds, n)
-    fits = []
-    prev: list[np.ndarray] = []
-    selection: list[dict[str, Any]] = []
-    chosen = 0
-    for k in range(0, k_max + 1):
-        P = 3 + 3 * k
-        if force_breaks is None and n < P + 2:
-            break
-        law, best, fbest, batch = _fit_k_breaks(lx, y, k, lo, hi, prev)
-        fits.append((law, best, fbest, batch))
-        keep = [batch.x[i] for i in best_distinct(batch.x, batch.f, 3, tol=1e-2)]
-        prev = [best] + [p for p in keep if np.max(np.abs(p - best)) > 1e-2][:2]
-        if force_breaks is not None:
-            continue
-        ic = laplace_ic(np.abs(law.predict(best[None])[0] - y), P)
-        cv = _cv_error(law, y, np.array(prev), folds, seed)
-        row = {"breaks": k, "n_params": P, "objective": fbest, "aic": ic["aic"], "bic": ic["bic"],
-               "cv_rmsle": cv, "chosen": False}
-        if k > 0:
-            ref = selection[chosen]
-            row["delta_bic"] = ref["bic"] - ic["bic"]
-            row["supported"] = bool(row["delta_bic"] >= BIC_MARGIN and cv < ref["cv_rmsle"] and chosen == k - 1)
-            if row["supported"]:
-                chosen = k
-        selection.append(row)
+    notes: list[str] = []
     if force_breaks is not None:
-        chosen = force_breaks
+        if n < 3 + 3 * force_breaks:
+            raise DataError(f"a broken law with {force_breaks} break(s) has {3 + 3 * force_breaks} parameters "
+                            f"but only {n} points were given")
+        prev: list[np.ndarray] = []
+        for k in range(force_breaks + 1):
+            law, best, fbest, batch = _fit_k_breaks(lx, y, k, float(lx.min()), float(lx.max()), prev)
+            keep = [batch.x[i] for i in best_distinct(batch.x, batch.f, 3, tol=1e-2)]
+            prev = [best] + [p for p in keep if np.max(np.abs(p - best)) > 1e-2][:2]
         selection = None
     else:
-        selection[chosen]["chosen"] = True
-    law, best, fbest, batch = fits[chosen]
+        sel = select_breaks(lx, y, max_breaks, folds, seed)
+        law, best, fbest, batch = sel.fits[sel.chosen]
+        selection = sel.rows
+        if len(sel.rows) < max_breaks + 1:
+            notes.append(f"only {n} points: laws with more than {len(sel.rows) - 1} break(s) were not tried "
+                         f"(each break adds 3 parameters and needs 2 points to spare)")
     samples = _finish(law, y, best, batch, bootstrap, seed)
-    notes = []
-    if selection is not None and len(selection) < k_max + 1:
-        notes.append(f"only {n} points: laws with more than {len(selection) - 1} break(s) were not tried "
-                     f"(each break adds 3 parameters)")
     return ScalingFit("broken", law, best, (x_name,), y_name, X, L, fbest, level, samples,
                       selection=selection, notes=notes, seed=seed)
 

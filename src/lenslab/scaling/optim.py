@@ -23,11 +23,23 @@ weights: bootstrap counts, or 0/1 masks for cross-validation folds), predictions
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable, ContextManager, Protocol
 
 import numpy as np
 from scipy.optimize import minimize
+
+try:  # optional: scipy's L-BFGS-B makes tiny BLAS calls that threads only slow down
+    from threadpoolctl import threadpool_limits
+except ImportError:  # pragma: no cover - threadpoolctl is not a hard dependency
+    threadpool_limits = None
+
+
+def single_thread_blas() -> ContextManager:
+    """Limit BLAS to one thread where threadpoolctl is available (a no-op otherwise)."""
+    return threadpool_limits(1, user_api="blas") if threadpool_limits is not None else nullcontext()
+
 
 #: Huber threshold on log-loss residuals, as in Hoffmann et al. 2022 and Epoch 2024.
 HUBER_DELTA = 1e-3
@@ -292,8 +304,9 @@ def polish(objective: HuberObjective, x0: np.ndarray, row: int | None = None) ->
             return 1e300, np.zeros_like(p)
         return float(fv[0]), gv[0]
 
-    res = minimize(fg, np.asarray(x0, dtype=float), jac=True, method="L-BFGS-B",
-                   options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-10})
+    with single_thread_blas():
+        res = minimize(fg, np.asarray(x0, dtype=float), jac=True, method="L-BFGS-B",
+                       options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-10})
     x = res.x if res.fun <= fg(np.asarray(x0, dtype=float))[0] else np.asarray(x0, dtype=float)
     return x, float(objective.value(x[None, :], rows)[0])
 

@@ -73,15 +73,18 @@ class TrainResult:
         )
 
 
-def pick_threads(requested: int, n_params: int) -> int:
-    """Intra-op threads. 0 = auto: on small models thread start-up costs more than it saves.
+def pick_threads(requested: int, n_params: int, tokens_per_step: int) -> int:
+    """Intra-op threads. 0 = auto: on tiny steps, thread hand-offs cost more than they save.
 
-    Measured with ``benchmarks/train_throughput.py --threads`` on a 2-core machine (see README).
+    Measured on the 2-core dev machine (``benchmarks/train_throughput.py --threads-sweep`` and
+    the README): the tour's induction model (33k non-embedding parameters, 4096 tokens per step,
+    ~0.8 GFLOP per step) runs 10-30% faster on one thread; the 2-layer d=128 model at 2048
+    tokens per step (~5 GFLOP) runs ~45% faster on two. The switch sits between them.
     """
     if requested > 0:
         return requested
-    cores = os.cpu_count() or 1
-    return 1 if n_params < 1_500_000 else cores
+    flops = 6 * n_params * tokens_per_step
+    return 1 if flops < 2e9 else (os.cpu_count() or 1)
 
 
 def _device(cfg: RunConfig, local_rank: int) -> torch.device:
@@ -136,7 +139,8 @@ class Trainer:
         torch.manual_seed(self.cfg.seed)  # same initial weights on every rank
         self.model = build_model(self.cfg.model).to(self.dev)
         self.n_params = self.model.num_params(non_embedding=True)
-        torch.set_num_threads(pick_threads(self.cfg.train.threads, self.n_params))
+        per_rank_tokens = self.cfg.optim.batch_size * self.task.seq_len // max(self.dist.world, 1)
+        torch.set_num_threads(pick_threads(self.cfg.train.threads, self.n_params, per_rank_tokens))
         # each rank its own stream (dropout); saved per rank in every checkpoint
         torch.manual_seed(self.cfg.seed + 1 + 1_000_003 * self.dist.rank)
 
@@ -462,55 +466,68 @@ class Trainer:
         tok0 = self.tokens
         with progress:
             while self.step < tc.max_steps:
-                if self.step in self.inj.term:
-                    self.inj.term.discard(self.step)
-                    os.kill(os.getpid(), signal.SIGTERM)
-                if self._stop_agreed or (not self.dist.enabled and self._stop_signal):
-                    return self._preempt()
-                if (tc.checkpoint_every and self.step % tc.checkpoint_every == 0
-                        and self.step != self._last_ckpt_step):
-                    self.save_checkpoint()
-                if self.inj.kill.get(self.step) == "step":
-                    die()
-
-                rec, verdict = self.train_step()
-                self.tokens = rec["tokens"]
-                elapsed = time.perf_counter() - t0
-                rec["elapsed_s"] = elapsed
-                rec["tok_per_s"] = (self.tokens - tok0) / max(elapsed, 1e-9)
-                if not verdict.ok:
-                    extra = {"loss": rec["loss"], "data_index": rec["data_index"]}
-                    if verdict.zscore is not None:
-                        extra["zscore"] = round(verdict.zscore, 2)
-                    self.event(verdict.kind, **extra)
-                    self.event("skip", reason=verdict.kind, data_index=rec["data_index"])
-                else:
-                    self.last_loss = rec["loss"]
-                last_of_run = self.step + 1 == tc.max_steps
-                if tc.eval_every and ((self.step + 1) % tc.eval_every == 0 or last_of_run):
-                    rec.update(self.evaluate())
-                if self.dist.is_main and (self.step % tc.log_every == 0 or last_of_run or not verdict.ok):
-                    append_jsonl(self.run_dir / "metrics.jsonl", rec)
-                    if self._tb is not None:
-                        for k in ("loss", "lr", "grad_norm"):
-                            self._tb.add_scalar(f"train/{k}", rec[k], self.step)
-                for cb in self.callbacks:
-                    cb(self, rec)
-                self.seq += 1
-                self.step += 1
-                progress.update(rec)
-
-                if verdict.give_up:
-                    return self._give_up(verdict.reason)
-                if verdict.rollback and not self._rollback():
-                    return self._give_up("a rollback was needed but no verified checkpoint "
-                                         "precedes the anomalies")
+                ended = self.iteration(progress, t0, tok0)
+                if ended is not None:
+                    return ended
         if self._last_ckpt_step != self.step:
             self.save_checkpoint()
         if self.dist.is_main:
             _write_meta(self.run_dir, status="completed", step=self.step)
         return TrainResult("completed", self.step, self.run_dir, "",
                            self.last_loss, dict(self.guard.counts))
+
+    def iteration(self, progress: Optional["_Progress"] = None, t0: float = 0.0,
+                  tok0: int = 0) -> Optional[TrainResult]:
+        """One pass of the loop: maybe checkpoint, one guarded step, logging, recovery.
+
+        Returns a :class:`TrainResult` when the run must stop here (preempted, gave up).
+        """
+        tc = self.cfg.train
+        if self.step in self.inj.term:
+            self.inj.term.discard(self.step)
+            os.kill(os.getpid(), signal.SIGTERM)
+        if self._stop_agreed or (not self.dist.enabled and self._stop_signal):
+            return self._preempt()
+        if (tc.checkpoint_every and self.step % tc.checkpoint_every == 0
+                and self.step != self._last_ckpt_step):
+            self.save_checkpoint()
+        if self.inj.kill.get(self.step) == "step":
+            die()
+
+        rec, verdict = self.train_step()
+        self.tokens = rec["tokens"]
+        elapsed = time.perf_counter() - t0
+        rec["elapsed_s"] = elapsed
+        rec["tok_per_s"] = (self.tokens - tok0) / max(elapsed, 1e-9)
+        if not verdict.ok:
+            extra = {"loss": rec["loss"], "data_index": rec["data_index"]}
+            if verdict.zscore is not None:
+                extra["zscore"] = round(verdict.zscore, 2)
+            self.event(verdict.kind, **extra)
+            self.event("skip", reason=verdict.kind, data_index=rec["data_index"])
+        else:
+            self.last_loss = rec["loss"]
+        last_of_run = self.step + 1 == tc.max_steps
+        if tc.eval_every and ((self.step + 1) % tc.eval_every == 0 or last_of_run):
+            rec.update(self.evaluate())
+        if self.dist.is_main and (self.step % tc.log_every == 0 or last_of_run or not verdict.ok):
+            append_jsonl(self.run_dir / "metrics.jsonl", rec)
+            if self._tb is not None:
+                for k in ("loss", "lr", "grad_norm"):
+                    self._tb.add_scalar(f"train/{k}", rec[k], self.step)
+        for cb in self.callbacks:
+            cb(self, rec)
+        self.seq += 1
+        self.step += 1
+        if progress is not None:
+            progress.update(rec)
+
+        if verdict.give_up:
+            return self._give_up(verdict.reason)
+        if verdict.rollback and not self._rollback():
+            return self._give_up("a rollback was needed but no verified checkpoint "
+                                 "precedes the anomalies")
+        return None
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:

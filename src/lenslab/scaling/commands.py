@@ -1,0 +1,218 @@
+"""CLI commands of the scaling and emergence lab: ``fit``, ``diagnose``, ``emergence``.
+
+:func:`register` adds them to the ``lenslab`` typer app. Each command is a thin shell over the
+Python API (:func:`lenslab.scaling.fit.fit_table`, :func:`lenslab.scaling.diagnose.diagnose`,
+:func:`lenslab.emergence.analyze_csv`): it prints a short rich summary, and writes JSON (atomic),
+a self-contained HTML page and a PNG into ``--out``. Bad input raises
+:class:`lenslab.errors.LensError` subclasses; the app's entry point prints their one-line
+message and exits with code 2. Warnings about skipped rows are printed on stderr.
+"""
+
+from __future__ import annotations
+
+import io
+import shlex
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from lenslab.errors import ConfigError
+
+_out = Console()
+_err = Console(stderr=True, soft_wrap=True)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if v != v:
+            return "-"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _run_with_warnings(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` and print every warning it raised on stderr (one line each)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fn()
+    for w in caught:
+        _err.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+    return result
+
+
+def _write_png(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from lenslab._io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _command(name: str, *parts: Any, **opts: Any) -> str:
+    words = ["lenslab", name] + [str(p) for p in parts]
+    for k, v in opts.items():
+        if v is None or v is False:
+            continue
+        flag = "--" + k.replace("_", "-")
+        words += [flag] if v is True else [flag, str(v)]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+
+
+def fit_command(results: Path, form: str = "power", x: Optional[str] = None, y: str = "loss",
+                holdout_last: int = 0, bootstrap: int = 200, out: Path = Path("fit"), tie: bool = False,
+                max_breaks: int = 2, level: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """``lenslab fit``: fit a law to a results table; write ``fit.json``, ``fit.html``, ``fit.png``."""
+    from lenslab._io import atomic_write_json
+    from lenslab.scaling.fit import fit_table
+
+    _check_out(out)
+    res = _run_with_warnings(lambda: fit_table(results, form, x=x, y=y, holdout_last=holdout_last,
+                                               bootstrap=bootstrap, level=level, seed=seed, tie=tie,
+                                               max_breaks=max_breaks))
+    d = res.to_dict()
+    d["command"] = _command("fit", results, form=form, x=x, y=y, holdout_last=holdout_last or None,
+                            bootstrap=bootstrap, tie=tie, seed=seed, out=out)
+    d["source"] = str(results)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "fit.json", d)
+    res.page(f"Scaling-law fit ({form}): {Path(results).name}").write(out / "fit.html")
+    _write_png(res.figure(), out / "fit.png")
+
+    t = RichTable(title=f"{form} fit of {res.y_name} ({res.n_points} points)")
+    for col in ("parameter", "value", f"{int(level * 100)}% interval"):
+        t.add_column(col, justify="left" if col == "parameter" else "right")
+    for row in res.summary_rows():
+        iv = "-" if row["low"] != row["low"] else f"[{_fmt(row['low'])}, {_fmt(row['high'])}]"
+        t.add_row(row["parameter"], _fmt(row["value"]), iv)
+    _out.print(t)
+    if "holdout" in d:
+        h = d["holdout"]
+        _out.print(f"held out {h['n']} largest points: RMSLE {h['rmsle']:.4g}, "
+                   f"mean relative error {h['mean_relative_error']:+.2%}", highlight=False)
+    if "compute_optimal" in d:
+        co = d["compute_optimal"]
+        _out.print(f"compute-optimal: N ~ C^{co['exponent_a']:.3f}, {co['tokens_per_parameter']:.3g} tokens "
+                   f"per parameter at C = {co['reference_compute']:.3g}", highlight=False)
+    if d.get("selection"):
+        chosen = next(r for r in d["selection"] if r["chosen"])
+        _out.print(f"breaks chosen: {chosen['breaks']} (of {len(d['selection']) - 1} tried)", highlight=False)
+    _err.print(f"[green]wrote[/] {out / 'fit.json'}, fit.html, fit.png", highlight=False)
+    return d
+
+
+def diagnose_command(source: Path, out: Optional[Path] = None, x: Optional[str] = None, y: Optional[str] = None,
+                     bootstrap: int = 200, seed: int = 0) -> dict[str, Any]:
+    """``lenslab diagnose``: does the law bend, and which recorded causes are supported?"""
+    from lenslab._io import atomic_write_json
+    from lenslab.scaling.diagnose import diagnose
+
+    if out is not None:
+        _check_out(out)
+    dg = _run_with_warnings(lambda: diagnose(source, x=x, y=y, n_boot=bootstrap, seed=seed))
+    d = dg.to_dict()
+    d["command"] = _command("diagnose", source, x=x, y=y, bootstrap=bootstrap, seed=seed, out=out)
+    b = dg.bend
+    colour = {"single law rejected": "red", "single law holds": "green"}.get(b.status, "yellow")
+    _out.print(f"[bold {colour}]{b.status}[/]: {b.reason}", highlight=False)
+    t = RichTable(title="plausible causes")
+    for col in ("cause", "status", "evidence"):
+        t.add_column(col)
+    for c in dg.checks:
+        style = {"supported": "red", "not supported": "green"}.get(c.status, "yellow")
+        t.add_row(c.title, f"[{style}]{c.status}[/]", c.evidence)
+    _out.print(t)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "diagnosis.json", d)
+        dg.page().write(out / "diagnosis.html")
+        _write_png(dg.figure(), out / "diagnosis.png")
+        _err.print(f"[green]wrote[/] {out / 'diagnosis.json'}, diagnosis.html, diagnosis.png", highlight=False)
+    return d
+
+
+def emergence_command(predictions: Path, out: Path, bootstrap: int = 1000, tokens: str = "char",
+                      seed: int = 0) -> dict[str, Any]:
+    """``lenslab emergence``: metric curves by scale and the verdict; write ``emergence.*``."""
+    from lenslab._io import atomic_write_json
+    from lenslab.emergence.verdict import analyze_csv
+
+    _check_out(out)
+    if tokens not in ("char", "whitespace"):
+        raise ConfigError(f"--tokens must be char or whitespace, not {tokens!r}")
+    res = _run_with_warnings(lambda: analyze_csv(predictions, tokens=tokens, n_boot=bootstrap, seed=seed))
+    d = res.to_dict()
+    d["command"] = _command("emergence", predictions, bootstrap=bootstrap, tokens=tokens, seed=seed, out=out)
+    d["source"] = str(predictions)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "emergence.json", d)
+    res.page(f"Emergent or metric artifact? {Path(predictions).name}").write(out / "emergence.html")
+    _write_png(res.figure(), out / "emergence.png")
+    colour = {"metric artifact": "yellow", "emergent": "green"}.get(res.verdict, "white")
+    _out.print(f"[bold {colour}]{res.verdict}[/]: {res.reason}", highlight=False)
+    t = RichTable(title=f"{res.scales.size} scales")
+    for col in ("metric", "kind", "shape", "forecast surprise", "breakthroughness", "linearity"):
+        t.add_column(col, justify="left" if col in ("metric", "kind", "shape") else "right")
+    for r in res.summary_rows():
+        sur = _fmt(r["surprise"])
+        if r["surprise_low"] == r["surprise_low"]:
+            sur += f" [{_fmt(r['surprise_low'])}, {_fmt(r['surprise_high'])}]"
+        t.add_row(r["metric"], r["kind"], r["shape"], sur, _fmt(r["breakthroughness"]), _fmt(r["linearity"]))
+    _out.print(t)
+    _err.print(f"[green]wrote[/] {out / 'emergence.json'}, emergence.html, emergence.png", highlight=False)
+    return d
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``fit``, ``diagnose`` and ``emergence`` to ``app``."""
+
+    @app.command("fit")
+    def fit(
+        results: Path = typer.Argument(..., help="results CSV, or a sweep folder with results.csv"),
+        form: str = typer.Option("power", "--form", help="power | chinchilla | broken"),
+        x: Optional[str] = typer.Option(None, "--x", help="size column (default N; chinchilla: N,D)"),
+        y: str = typer.Option("loss", "--y", help="loss column"),
+        holdout_last: int = typer.Option(0, "--holdout-last", help="fit without the K largest points, report error on them"),
+        bootstrap: int = typer.Option(200, "--bootstrap", help="bootstrap resamples for intervals (0: none)"),
+        out: Path = typer.Option(..., "--out", "-o", help="folder for fit.json, fit.html, fit.png"),
+        tie: bool = typer.Option(False, "--tie", help="chinchilla: one exponent, alpha = beta"),
+        max_breaks: int = typer.Option(2, "--max-breaks", help="broken: most breaks to try"),
+        level: float = typer.Option(0.95, "--level", help="interval level"),
+        seed: int = typer.Option(0, "--seed", help="bootstrap seed"),
+    ):
+        """Fit a scaling law (power, Chinchilla or broken) with bootstrap intervals."""
+        fit_command(results, form, x, y, holdout_last, bootstrap, out, tie, max_breaks, level, seed)
+
+    @app.command("diagnose")
+    def diagnose(
+        source: Path = typer.Argument(..., help="sweep folder (results.csv) or results CSV"),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="folder for diagnosis.json/.html/.png"),
+        x: Optional[str] = typer.Option(None, "--x", help="size column (default N)"),
+        y: Optional[str] = typer.Option(None, "--y", help="loss column (default loss, else val_loss)"),
+        bootstrap: int = typer.Option(200, "--bootstrap", help="bootstrap resamples for the confidence"),
+        seed: int = typer.Option(0, "--seed"),
+    ):
+        """Where does the scaling law bend, and which causes do the runs' records support?"""
+        diagnose_command(source, out, x, y, bootstrap, seed)
+
+    @app.command("emergence")
+    def emergence(
+        predictions: Path = typer.Argument(..., help="CSV: scale, example, target, prediction[, logprob, loss]"),
+        out: Path = typer.Option(..., "--out", "-o", help="folder for emergence.json/.html/.png"),
+        bootstrap: int = typer.Option(1000, "--bootstrap", help="bootstrap resamples over examples"),
+        tokens: str = typer.Option("char", "--tokens", help="token unit for per-token metrics: char | whitespace"),
+        seed: int = typer.Option(0, "--seed"),
+    ):
+        """Emergent ability or metric artifact? Metric curves across scales and the verdict."""
+        emergence_command(predictions, out, bootstrap, tokens, seed)
