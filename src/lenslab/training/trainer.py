@@ -84,7 +84,8 @@ def pick_threads(requested: int, n_params: int, tokens_per_step: int) -> int:
     if requested > 0:
         return requested
     flops = 6 * n_params * tokens_per_step
-    return 1 if flops < 2e9 else (os.cpu_count() or 1)
+    local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun: share the cores
+    return 1 if flops < 2e9 else max(1, (os.cpu_count() or 1) // local_procs)
 
 
 def _device(cfg: RunConfig, local_rank: int) -> torch.device:
