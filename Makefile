@@ -7,7 +7,7 @@ PIP     := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 STAMP   := $(VENV)/.stamp-install
 THREADS ?= 2
 
-.PHONY: tour test install replicate bench clean
+.PHONY: tour test install replicate bench clean browser
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,8 +22,14 @@ install: $(STAMP)
 tour: $(STAMP)
 	$(BIN)/lenslab tour --out runs/tour
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -x --durations=15
+
+# The viewer's hostile-token test runs in headless Chromium (Debian's package).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || \
+	    echo "warning: could not install chromium; browser tests will be skipped"; }
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py
