@@ -193,31 +193,51 @@ class BrokenLaw(Law):
     """Caballero et al. 2022 broken power law with ``k`` breaks, fitted in log space.
 
     ``log L = LSE(e, a - alpha log x - sum_i c_i f_i softplus((log x - delta_i) / f_i))``,
-    ``E = exp(e)``, ``A = exp(a)``, break ``d_i = exp(delta_i)``, sharpness ``f_i``.
+    ``E = exp(e)``, ``A = exp(a)``, break ``d_i = exp(delta_i)``, width ``f_i``.
 
-    To keep every break where data can locate it, ``delta_i`` is parameterised inside the
-    observed range of ``log x``: ``delta_i = lo + (hi - lo) * sigmoid(u_i)``, and ``f_i =
-    exp(g_i)``. theta = (a, alpha, e, c_1, u_1, g_1, ..., c_k, u_k, g_k).
+    A break is only meaningful where data can locate it, so both are bounded: the location
+    ``delta_i = lo + (hi - lo) * sigmoid(u_i)`` stays between ``lo`` and ``hi`` (by default the
+    second-smallest and second-largest log size, leaving two points on each side; see
+    :meth:`for_data`), and the width ``f_i = span * sigmoid(g_i)`` is at most the span of the
+    data in log x (a wider "break" is a gentle curvature, not a break).
+    theta = (a, alpha, e, c_1, u_1, g_1, ..., c_k, u_k, g_k).
     """
 
     form = "broken"
 
-    def __init__(self, lx: np.ndarray, k: int, lo: float, hi: float):
+    def __init__(self, lx: np.ndarray, k: int, lo: float, hi: float, span: float):
         super().__init__(lx)
-        self.k, self.lo, self.hi = int(k), float(lo), float(hi)
+        self.k, self.lo, self.hi, self.span = int(k), float(lo), float(hi), float(span)
         names = ["a", "alpha", "e"]
         for i in range(1, self.k + 1):
             names += [f"c{i}", f"u{i}", f"g{i}"]
         self.raw_names = tuple(names)
 
+    @classmethod
+    def for_data(cls, lx: np.ndarray, k: int) -> "BrokenLaw":
+        """Bounds from the data ``lx [1, n]``: breaks between the second-smallest and the
+        second-largest distinct size (the full range with fewer than 4 distinct sizes)."""
+        u = np.unique(np.asarray(lx, dtype=float).ravel())
+        lo, hi = (u[1], u[-2]) if u.size >= 4 else (u[0], u[-1])
+        return cls(lx, k, float(lo), float(hi), float(max(u[-1] - u[0], 1e-6)))
+
     def at(self, lx: np.ndarray) -> "BrokenLaw":
-        return BrokenLaw(lx, self.k, self.lo, self.hi)
+        return BrokenLaw(lx, self.k, self.lo, self.hi, self.span)
 
     def delta(self, u: np.ndarray) -> np.ndarray:
         return self.lo + (self.hi - self.lo) * _sigmoid(u)
 
+    def width(self, g: np.ndarray) -> np.ndarray:
+        return self.span * _sigmoid(g)
+
     def u_of(self, delta: float) -> float:
+        """Raw location parameter for a break at ``delta`` (clipped inside the bounds)."""
         p = np.clip((delta - self.lo) / max(self.hi - self.lo, 1e-12), 0.02, 0.98)
+        return float(np.log(p / (1 - p)))
+
+    def g_of(self, f: float) -> float:
+        """Raw width parameter for a width ``f`` (clipped below the span)."""
+        p = float(np.clip(f / self.span, 1e-4, 0.98))
         return float(np.log(p / (1 - p)))
 
     def predict_vjp(self, theta):
@@ -227,23 +247,26 @@ class BrokenLaw(Law):
         parts = []
         for i in range(self.k):
             c, u, g = theta[:, 3 + 3 * i: 4 + 3 * i], theta[:, 4 + 3 * i: 5 + 3 * i], theta[:, 5 + 3 * i: 6 + 3 * i]
-            f = np.exp(np.clip(g, -30.0, 30.0))
+            sg = _sigmoid(g)
+            f = np.maximum(self.span * sg, 1e-12)
             su = _sigmoid(u)
             z = (lx - (self.lo + (self.hi - self.lo) * su)) / f
             sp, sz = _softplus(z), _sigmoid(z)
             t1 = t1 - c * f * sp
-            parts.append((c, f, su, z, sp, sz))
+            parts.append((c, f, sg, su, z, sp, sz))
         lse, (w1, _) = logsumexp_terms([t1, e])
 
         def vjp(cc: np.ndarray) -> np.ndarray:
             c1 = cc * w1
             ga = c1.sum(axis=1)
             cols = [ga, -_dot(c1, lx), cc.sum(axis=1) - ga]
-            for c, f, su, z, sp, sz in parts:
+            for c, f, sg, su, z, sp, sz in parts:
+                # d t1/dc = -f sp; d t1/d delta = c sz; d t1/d f = -c (sp - z sz)
                 cols.append(-(c1 * sp).sum(axis=1) * f[:, 0])
                 ddelta_du = (self.hi - self.lo) * su * (1 - su)
                 cols.append((c1 * sz).sum(axis=1) * (c * ddelta_du)[:, 0])
-                cols.append(-(c1 * (sp - z * sz)).sum(axis=1) * (c * f)[:, 0])
+                df_dg = f * (1 - sg)
+                cols.append(-(c1 * (sp - z * sz)).sum(axis=1) * (c * df_dg)[:, 0])
             return np.stack(cols, axis=1)
 
         return lse, vjp
@@ -257,7 +280,7 @@ class BrokenLaw(Law):
         deltas = np.stack([self.delta(theta[..., 4 + 3 * i]) for i in range(self.k)], axis=-1)
         order = np.argsort(deltas, axis=-1)
         cs = np.stack([theta[..., 3 + 3 * i] for i in range(self.k)], axis=-1)
-        fs = np.stack([np.exp(theta[..., 5 + 3 * i]) for i in range(self.k)], axis=-1)
+        fs = np.stack([self.width(theta[..., 5 + 3 * i]) for i in range(self.k)], axis=-1)
         cs, fs = np.take_along_axis(cs, order, -1), np.take_along_axis(fs, order, -1)
         ds = np.exp(np.take_along_axis(deltas, order, -1))
         slope = out["alpha"]
@@ -270,7 +293,8 @@ class BrokenLaw(Law):
         return out
 
     def describe(self):
-        return {"form": self.form, "breaks": self.k}
+        return {"form": self.form, "breaks": self.k, "break_range": [math.exp(self.lo), math.exp(self.hi)],
+                "max_width": self.span}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -343,7 +367,7 @@ def broken_starts(law: BrokenLaw, prev: Sequence[np.ndarray], lx: np.ndarray) ->
         for delta in mids:
             for cfac in (-0.9, -0.5, 0.5, 1.0, 2.0):
                 for f in (0.1, 0.5, 2.0):
-                    out.append(np.concatenate([th, [cfac * alpha, law.u_of(float(delta)), math.log(f)]]))
+                    out.append(np.concatenate([th, [cfac * alpha, law.u_of(float(delta)), law.g_of(f)]]))
     return np.array(out)
 
 
@@ -474,7 +498,8 @@ class ScalingFit:
         if self.samples is None or len(self.samples) == 0:
             return None
         X = self._as_x(x, D)
-        pred = np.exp(self.law.at(self._lx(X)).predict(self.samples))  # [R, m]
+        with np.errstate(over="ignore", invalid="ignore"):
+            pred = np.exp(self.law.at(self._lx(X)).predict(self.samples))  # [R, m]
         q = (1 - self.level) / 2
         return np.nanquantile(pred, q, axis=0), np.nanquantile(pred, 1 - q, axis=0)
 
@@ -836,10 +861,9 @@ def fit_chinchilla(N: Any, D: Any, loss: Any, *, tie: bool = False, y_name: str 
     return ScalingFit("chinchilla", law, best, tuple(x_names), y_name, X, L, fbest, level, samples, seed=seed)
 
 
-def _fit_k_breaks(lx: np.ndarray, y: np.ndarray, k: int, lo: float, hi: float,
-                  prev: Sequence[np.ndarray], weights: np.ndarray | None = None):
-    law = BrokenLaw(lx, k, lo, hi)
-    obj = HuberObjective(law, y, np.ones_like(y) if weights is None else weights)
+def _fit_k_breaks(lx: np.ndarray, y: np.ndarray, k: int, prev: Sequence[np.ndarray]):
+    law = BrokenLaw.for_data(lx, k)
+    obj = HuberObjective(law, y, np.ones_like(y))
     if k == 0:
         starts = power_starts(lx[0], y)
     else:
@@ -890,7 +914,6 @@ def select_breaks(lx: np.ndarray, y: np.ndarray, max_breaks: int, folds: int = 1
 
     Laws with fewer than two points more than parameters are not tried.
     """
-    lo, hi = float(lx.min()), float(lx.max())
     n = y.size
     folds = min(folds, n)
     fits: list[tuple[BrokenLaw, np.ndarray, float, Any]] = []
@@ -901,7 +924,7 @@ def select_breaks(lx: np.ndarray, y: np.ndarray, max_breaks: int, folds: int = 1
         P = 3 + 3 * k
         if n < P + 2:
             break
-        law, best, fbest, batch = _fit_k_breaks(lx, y, k, lo, hi, prev)
+        law, best, fbest, batch = _fit_k_breaks(lx, y, k, prev)
         fits.append((law, best, fbest, batch))
         keep = [batch.x[i] for i in best_distinct(batch.x, batch.f, 3, tol=1e-2)]
         prev = [best] + [p for p in keep if np.max(np.abs(p - best)) > 1e-2][:2]
@@ -944,7 +967,7 @@ def fit_broken(x: Any, loss: Any, *, max_breaks: int = 2, x_name: str = "x", y_n
                             f"but only {n} points were given")
         prev: list[np.ndarray] = []
         for k in range(force_breaks + 1):
-            law, best, fbest, batch = _fit_k_breaks(lx, y, k, float(lx.min()), float(lx.max()), prev)
+            law, best, fbest, batch = _fit_k_breaks(lx, y, k, prev)
             keep = [batch.x[i] for i in best_distinct(batch.x, batch.f, 3, tol=1e-2)]
             prev = [best] + [p for p in keep if np.max(np.abs(p - best)) > 1e-2][:2]
         selection = None

@@ -150,7 +150,7 @@ def lbfgs_batched(
     *,
     memory: int = 10,
     max_iter: int = 1000,
-    ftol: float = 1e-10,
+    ftol: float = 1e-12,
     gtol: float = 1e-9,
     c1: float = 1e-4,
     max_backtracks: int = 50,
