@@ -1,0 +1,211 @@
+"""Emergence: per-example metrics, BIG-bench scores, jump vs smooth, verdicts, inputs, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from lenslab.emergence import (
+    analyze,
+    analyze_csv,
+    breakthroughness,
+    edit_distance,
+    forecast_surprise,
+    linearity,
+    score_examples,
+)
+from lenslab.errors import DataError, LensError
+from lenslab.scaling.commands import register
+
+SCALES = np.geomspace(1e6, 1e6 * 4 ** 5, 6)
+
+
+def synthetic(per_digit: list[float], digits: int = 8, examples: int = 300, seed: int = 0):
+    """Answers of six models to the same ``digits``-digit questions.
+
+    At scale k every digit is right with probability ``per_digit[k]`` independently, so per-digit
+    accuracy follows ``per_digit`` and exact match follows ``per_digit ** digits``. ``logprob`` is
+    the log-probability of the whole target under that per-digit model.
+    """
+    rng = np.random.default_rng(seed)
+    targets = ["".join(rng.choice(list("0123456789"), digits)) for _ in range(examples)]
+    cols: dict[str, list] = {"scale": [], "example": [], "target": [], "prediction": [], "logprob": []}
+    for s, p in zip(SCALES, per_digit):
+        for i, t in enumerate(targets):
+            pred = "".join(c if rng.random() < p else str((int(c) + 1) % 10) for c in t)
+            cols["scale"].append(s)
+            cols["example"].append(f"q{i}")
+            cols["target"].append(t)
+            cols["prediction"].append(pred)
+            cols["logprob"].append(digits * math.log(p))
+    return cols
+
+
+SMOOTH_DIGITS = [0.3, 0.5, 0.68, 0.82, 0.92, 0.97]  # per-digit accuracy rises steadily
+JUMP_DIGITS = [0.1, 0.1, 0.12, 0.85, 0.95, 0.97]  # the model itself changes abruptly
+GENTLE_DIGITS = [0.6, 0.7, 0.78, 0.85, 0.9, 0.94]  # exact match rises gently too
+
+
+def _run(per_digit, **kw):
+    c = synthetic(per_digit)
+    return analyze(c["scale"], c["example"], c["target"], c["prediction"], c["logprob"], n_boot=200, **kw)
+
+
+# ------------------------------------------------------------------------------------------------
+# Metrics
+# ------------------------------------------------------------------------------------------------
+
+
+def test_per_example_metrics():
+    s = score_examples(["1234", "1234", "12", "ab cd"], ["1234", "1243", "125", " ab cd "], [0.0, -1.0, -2.0, -0.5])
+    assert s["exact_match"].tolist() == [1, 0, 0, 1]
+    assert s["token_accuracy"].tolist() == [1.0, 0.5, 1.0, 1.0]
+    assert s["edit_distance"].tolist() == [0, 2, 1, 0]
+    assert s["log_likelihood"].tolist() == [0.0, -1.0, -2.0, -0.5]
+    assert s["brier"][0] == 0.0 and s["brier"][1] == pytest.approx((1 - math.exp(-1)) ** 2)
+    words = score_examples(["the cat sat"], ["the dog sat"], tokens="whitespace")
+    assert words["token_accuracy"][0] == pytest.approx(2 / 3) and words["edit_distance"][0] == 1
+    assert edit_distance("kitten", "sitting") == 3 and edit_distance("", "abc") == 3
+
+
+def test_breakthroughness_and_linearity():
+    steady = np.array([0.0, 0.1, 0.2, 0.3, 0.4])
+    assert breakthroughness(steady) == pytest.approx(4.0) and linearity(steady) == pytest.approx(4.0)
+    jump = np.array([0.0, 0.0, 0.0, 0.8, 0.8])
+    assert linearity(jump) == pytest.approx(2.0)  # sqrt(K - 1)
+    assert math.isinf(breakthroughness(jump))
+    assert breakthroughness(-steady) == pytest.approx(-4.0)  # getting worse with scale
+
+
+def test_forecast_surprise():
+    u = np.log(SCALES)
+    J, _ = forecast_surprise(u, np.linspace(0.1, 0.6, 6))
+    assert J == pytest.approx(0.0, abs=1e-12)
+    J, step = forecast_surprise(u, np.array([0.1, 0.1, 0.1, 0.9, 0.9, 0.9]))
+    assert J == pytest.approx(1.0) and step == 2
+    J, _ = forecast_surprise(u, 1 - np.exp(-np.arange(6.0)))  # saturating: always below the trend
+    assert J < 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Verdicts
+# ------------------------------------------------------------------------------------------------
+
+
+def test_thresholded_exact_match_over_smooth_digits_is_a_metric_artifact():
+    res = _run(SMOOTH_DIGITS)
+    assert res.verdict == "metric artifact", res.reason
+    assert res.curves["exact_match"].shape == "jump"
+    assert res.curves["token_accuracy"].shape == "smooth"
+    assert res.curves["edit_distance"].shape == "smooth"
+    em = res.curves["exact_match"]
+    assert em.surprise_interval[0] >= 0.25 and np.all(em.low <= em.values) and np.all(em.values <= em.high)
+
+
+def test_a_true_jump_is_emergent():
+    res = _run(JUMP_DIGITS)
+    assert res.verdict == "emergent", res.reason
+    assert res.curves["token_accuracy"].shape == "jump"
+    assert res.curves["token_accuracy"].jump_between == (SCALES[2], SCALES[3])
+
+
+def test_gentle_curves_are_inconclusive():
+    res = _run(GENTLE_DIGITS)
+    assert res.verdict == "inconclusive"
+    assert "does not jump" in res.reason
+
+
+def test_against_pretraining_loss():
+    c = synthetic(SMOOTH_DIGITS)
+    loss_of = {s: 4.0 - 0.3 * k for k, s in enumerate(SCALES)}
+    losses = [loss_of[s] for s in c["scale"]]
+    res = analyze(c["scale"], c["example"], c["target"], c["prediction"], c["logprob"], losses, n_boot=100)
+    d = res.to_dict()["against_loss"]
+    assert d["losses"] == sorted(d["losses"], reverse=True)
+    assert d["verdict"] in ("metric artifact", "emergent", "inconclusive")
+    assert set(d["metrics"]) == set(res.curves)
+
+
+def test_metric_table_input(tmp_path):
+    path = tmp_path / "table.csv"
+    em = np.array(SMOOTH_DIGITS) ** 8
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["scale", "exact_match", "token_accuracy"])
+        for s, a, b in zip(SCALES[::-1], em[::-1], SMOOTH_DIGITS[::-1]):  # any row order
+            w.writerow([s, a, b])
+    res = analyze_csv(path)
+    assert res.source == "table" and res.n_boot == 0
+    assert res.verdict == "metric artifact"
+    assert res.curves["exact_match"].low is None
+
+
+def test_result_serialises_and_renders():
+    res = _run(SMOOTH_DIGITS)
+    d = json.loads(json.dumps(res.to_dict()))
+    assert d["verdict"] == "metric artifact"
+    assert len(d["metrics"]["exact_match"]["values"]) == 6
+    assert "forecast_surprise_interval" in d["metrics"]["token_accuracy"]
+    assert "<svg" in res._repr_html_()
+
+
+def test_too_few_scales_is_inconclusive():
+    c = synthetic(SMOOTH_DIGITS)
+    keep = [i for i, s in enumerate(c["scale"]) if s <= SCALES[2]]
+    res = analyze(*[[c[k][i] for i in keep] for k in ("scale", "example", "target", "prediction")], n_boot=50)
+    assert res.verdict == "inconclusive"
+    assert res.curves["exact_match"].shape == "too few scales"
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad input and CLI
+# ------------------------------------------------------------------------------------------------
+
+
+def _write(path: Path, cols: dict[str, list]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(list(cols))
+        w.writerows(zip(*cols.values()))
+    return path
+
+
+def test_bad_input(tmp_path):
+    with pytest.raises(DataError, match=r"missing columns example, prediction for per-example predictions"):
+        analyze_csv(_write(tmp_path / "a.csv", {"scale": [1], "target": ["1"]}))
+    with pytest.raises(DataError, match="appears twice at scale 2"):
+        analyze(["2", "2"], ["q", "q"], ["1", "1"], ["1", "2"], n_boot=0)
+    with pytest.raises(DataError, match="scale must be a positive number"):
+        analyze_csv(_write(tmp_path / "b.csv", {"scale": [0], "example": [1], "target": ["1"], "prediction": ["1"]}))
+    with pytest.raises(DataError, match="log-probability"):
+        analyze([1, 2], ["a", "a"], ["1", "1"], ["1", "1"], [0.5, -0.1], n_boot=0)
+    with pytest.raises(DataError, match="neither per-example columns"):
+        analyze_csv(_write(tmp_path / "c.csv", {"scale": [1], "acc": [0.1]}))
+    with pytest.raises(DataError, match="not UTF-8"):
+        p = tmp_path / "d.csv"
+        p.write_bytes(b"scale,example,target,prediction\n1,\xff,1,1\n")
+        analyze_csv(p)
+
+
+def test_cli_emergence(tmp_path):
+    app = typer.Typer()
+    register(app)
+    src = _write(tmp_path / "predictions.csv", synthetic(SMOOTH_DIGITS, examples=200))
+    out = tmp_path / "o"
+    r = CliRunner().invoke(app, ["emergence", str(src), "--bootstrap", "100", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "metric artifact" in r.output
+    d = json.loads((out / "emergence.json").read_text())
+    assert d["verdict"] == "metric artifact"
+    assert {"exact_match", "token_accuracy", "edit_distance", "log_likelihood", "brier"} <= set(d["metrics"])
+    assert "<svg" in (out / "emergence.html").read_text()
+    assert (out / "emergence.png").read_bytes()[:4] == b"\x89PNG"
+    bad = CliRunner().invoke(app, ["emergence", str(tmp_path / "none.csv"), "--out", str(out)])
+    assert isinstance(bad.exception, LensError) and "does not exist" in str(bad.exception)
