@@ -247,7 +247,7 @@ def test_result_serialises_and_renders(broken_data):
 
 
 def test_fewer_points_than_parameters():
-    with pytest.raises(DataError, match="5 parameters but only 4 points"):
+    with pytest.raises(DataError, match="5 parameters but there are only 4 points"):
         fit_chinchilla([1e6, 2e6, 4e6, 8e6], [1e8] * 4, [3.0, 2.9, 2.8, 2.7])
 
 

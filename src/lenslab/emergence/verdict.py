@@ -217,7 +217,8 @@ def decide(curves: dict[str, MetricCurve]) -> tuple[str, str]:
         return "emergent", (f"{em.name} jumps between {a:g} and {b:g} and so "
                             f"{'does' if len(aligned) == 1 else 'do'} {', '.join(aligned)}")
     shapes = ", ".join(f"{c.name} {c.shape}" for c in cont)
-    return "inconclusive", f"{em.name} jumps between {a:g} and {b:g} but the continuous metrics are not decisive ({shapes})"
+    return "inconclusive", (f"{em.name} jumps between {a:g} and {b:g} but the continuous metrics "
+                            f"are not decisive ({shapes})")
 
 
 @dataclass
@@ -251,7 +252,8 @@ class EmergenceResult:
             "seed": self.seed,
             "definitions": {
                 "forecast_surprise": "max over steps k>=1 of (y[k+1] - least-squares line in log scale "
-                                     "through points 0..k, evaluated at k+1) / (max y - min y), y oriented higher=better",
+                                     "through points 0..k, evaluated at k+1) / (max y - min y), "
+                                     "y oriented higher=better",
                 "jump": f"lower end of the {int(self.level * 100)}% interval of forecast_surprise >= {self.threshold}",
                 "smooth": f"upper end < {self.threshold} and the improvement interval excludes 0",
                 "min_scales": MIN_SCALES,

@@ -15,6 +15,7 @@ from lenslab.scaling.fit import (
     EPOCH_GRID,
     FORMS,
     ScalingFit,
+    bootstrap,
     fit_broken,
     fit_chinchilla,
     fit_power,
@@ -24,6 +25,6 @@ from lenslab.scaling.fit import (
 from lenslab.scaling.table import DataWarning, read_csv
 
 __all__ = [
-    "BIC_MARGIN", "EPOCH_GRID", "FORMS", "ScalingFit", "fit_power", "fit_chinchilla", "fit_broken", "fit_table",
-    "select_breaks", "diagnose", "find_bend", "Diagnosis", "Check", "DataWarning", "read_csv",
+    "BIC_MARGIN", "EPOCH_GRID", "FORMS", "ScalingFit", "bootstrap", "fit_power", "fit_chinchilla", "fit_broken",
+    "fit_table", "select_breaks", "diagnose", "find_bend", "Diagnosis", "Check", "DataWarning", "read_csv",
 ]

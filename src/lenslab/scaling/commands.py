@@ -183,7 +183,8 @@ def register(app: typer.Typer) -> None:
         form: str = typer.Option("power", "--form", help="power | chinchilla | broken"),
         x: Optional[str] = typer.Option(None, "--x", help="size column (default N; chinchilla: N,D)"),
         y: str = typer.Option("loss", "--y", help="loss column"),
-        holdout_last: int = typer.Option(0, "--holdout-last", help="fit without the K largest points, report error on them"),
+        holdout_last: int = typer.Option(
+            0, "--holdout-last", help="fit without the K largest points and report the error on them"),
         bootstrap: int = typer.Option(200, "--bootstrap", help="bootstrap resamples for intervals (0: none)"),
         out: Path = typer.Option(..., "--out", "-o", help="folder for fit.json, fit.html, fit.png"),
         tie: bool = typer.Option(False, "--tie", help="chinchilla: one exponent, alpha = beta"),

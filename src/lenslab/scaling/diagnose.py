@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from lenslab.errors import ConfigError, DataError
-from lenslab.scaling.fit import BIC_MARGIN, PowerLaw, ScalingFit, laplace_ic, select_breaks
+from lenslab.scaling.fit import BIC_MARGIN, PowerLaw, ScalingFit, select_breaks
 from lenslab.scaling.optim import HuberObjective, lbfgs_batched
 from lenslab.scaling.table import DataWarning, Table, drop_missing, positive_column, read_csv
 
@@ -137,10 +137,9 @@ class Bend:
             }
         if self.selection is not None:
             d["selection"] = self.selection
-        if self.single is not None:
-            d["single_law"] = {"params": self.single.params, "intervals": {k: list(v) for k, v in self.single.intervals.items()}}
-        if self.broken is not None:
-            d["broken_law"] = {"params": self.broken.params, "intervals": {k: list(v) for k, v in self.broken.intervals.items()}}
+        for key, fit in (("single_law", self.single), ("broken_law", self.broken)):
+            if fit is not None:
+                d[key] = {"params": fit.params, "intervals": {k: list(v) for k, v in fit.intervals.items()}}
         return _jsonable(d)
 
 

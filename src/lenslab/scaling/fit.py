@@ -441,6 +441,8 @@ class ScalingFit:
 
     def _quantiles(self, values: np.ndarray) -> tuple[float, float]:
         v = values[np.isfinite(values)]
+        if v.size == 0:
+            return math.nan, math.nan
         q = (1 - self.level) / 2
         return float(np.quantile(v, q)), float(np.quantile(v, 1 - q))
 
@@ -450,11 +452,13 @@ class ScalingFit:
         sp = self._sample_params()
         if sp is None:
             return {}
-        out = {k: self._quantiles(v) for k, v in sp.items()}
+        return {k: self._quantiles(v) for k, v in sp.items()}
+
+    def compute_optimal_intervals(self) -> dict[str, tuple[float, float]]:
+        """Bootstrap intervals of the allocation exponents and of tokens per parameter at the
+        largest compute in the data (Chinchilla form with bootstrap; empty otherwise)."""
         co = self._compute_optimal_samples()
-        if co is not None:
-            out.update({k: self._quantiles(v) for k, v in co.items()})
-        return out
+        return {} if co is None else {k: self._quantiles(v) for k, v in co.items()}
 
     @property
     def residuals(self) -> np.ndarray:
@@ -587,6 +591,7 @@ class ScalingFit:
                 "exponent_a": opt["a"], "exponent_b": opt["b"], "reference_compute": C,
                 "N_opt": opt["N_opt"], "D_opt": opt["D_opt"],
                 "tokens_per_parameter": opt["tokens_per_parameter"], "loss": opt["loss"],
+                "intervals": {k: list(v) for k, v in self.compute_optimal_intervals().items()},
             }
         if self.selection is not None:
             d["selection"] = self.selection
@@ -619,7 +624,10 @@ class ScalingFit:
             parts.append(table_html([{k: v for k, v in ho.items() if k != "points"}]))
             parts.append(table_html(ho["points"]))
         if self.form == "chinchilla":
-            co = self.to_dict()["compute_optimal"]
+            co = dict(self.to_dict()["compute_optimal"])
+            ivs = co.pop("intervals")
+            for k, (lo, hi) in ivs.items():
+                co[f"{k} interval"] = f"[{lo:.4g}, {hi:.4g}]"
             parts.append("<h3>Compute-optimal allocation</h3>")
             parts.append(table_html([co]))
         if self.selection:
@@ -786,8 +794,8 @@ def _check_inputs(xs: Sequence[np.ndarray], names: Sequence[str], loss: np.ndarr
     if not np.all(np.isfinite(loss) & (loss > 0)):
         raise DataError(f"{y_name} must be positive and finite in every row (log of {y_name} is fitted)")
     if loss.size < n_params:
-        raise DataError(f"the {form} law has {n_params} parameters but only {loss.size} points were given; "
-                        f"add points or use a simpler form")
+        raise DataError(f"the {form} law has {n_params} parameters but there {'is' if loss.size == 1 else 'are'} "
+                        f"only {loss.size} point{'' if loss.size == 1 else 's'}; add points or use a simpler form")
     return np.stack(cols, axis=1), loss
 
 
@@ -819,6 +827,19 @@ def _finish(law: Law, y: np.ndarray, best: np.ndarray, batch, n_boot: int, seed:
     extra = [batch.x[i] for i in best_distinct(batch.x, batch.f, 3, tol=1e-2)
              if batch.f[i] <= 1.2 * f0 and np.max(np.abs(batch.x[i] - best)) > 1e-2] if batch is not None else []
     return _bootstrap(law, y, np.array([best] + extra[:2]), n_boot, seed)
+
+
+def bootstrap(fit: ScalingFit, n_boot: int, seed: int = 0) -> ScalingFit:
+    """Give ``fit`` percentile-bootstrap intervals from ``n_boot`` resamples of its points.
+
+    Each resample is refitted from the fit's optimum (batched L-BFGS; see :func:`_bootstrap`);
+    ``fit.samples`` is replaced and ``fit`` returned.
+    """
+    _check_level(fit.level, n_boot)
+    y = np.log(fit.loss)
+    fit.samples = _bootstrap(fit.law, y, fit.theta[None, :], n_boot, seed) if n_boot else None
+    fit.seed = seed
+    return fit
 
 
 def fit_power(x: Any, loss: Any, *, x_name: str = "x", y_name: str = "loss", bootstrap: int = 0,
@@ -1025,7 +1046,10 @@ def fit_table(source: Any, form: str = "power", *, x: str | Sequence[str] | None
             raise ConfigError(f"the {form} form takes one size column, got {','.join(xs)}")
     derive_D = form == "chinchilla" and xs[1] == "D" and not table.has("D") and table.has("C")
     needed = [xs[0], "C"] if derive_D else list(xs)
-    table.require(needed + [y], f"a {form} fit")
+    purpose = f"a {form} fit"
+    if form == "chinchilla" and xs[1] == "D" and not table.has("D"):
+        purpose += " (or give C to derive D = C / 6N)"
+    table.require(needed + [y], purpose)
     table = drop_missing(table, y, context=needed)
     cols = [positive_column(table, c) for c in needed]
     notes = []
