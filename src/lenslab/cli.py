@@ -119,12 +119,40 @@ def _register_optional() -> None:
     for mod in ("lenslab.scaling.commands",):
         try:
             m = importlib.import_module(mod)
-        except ImportError:
+        except ModuleNotFoundError as e:
+            if e.name != mod:  # the lab exists but is broken: say so, loudly
+                raise
             continue
         m.register(app)
 
 
 _register_optional()
+
+
+@app.command()
+def heads(
+    model: str = typer.Argument(..., help="run folder, local HF folder, hub name, or `minilm`"),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="folder for heads.json and heads.html"),
+    prompts: Optional[Path] = typer.Option(None, "--prompts", help="your prompts, one per line"),
+):
+    """Classify every attention head against re-initialised and permutation nulls."""
+    from rich.table import Table
+
+    from lenslab.attention.lab import run_heads
+
+    report = run_heads(model, out_dir, prompts, command="lenslab " + " ".join(sys.argv[1:]))
+    counts: dict[str, int] = {}
+    for h in report.heads:
+        counts[h["class"]] = counts.get(h["class"], 0) + 1
+    t = Table(title=f"{report.model}: {report.n_layer} layers x {report.n_head} heads")
+    t.add_column("class")
+    t.add_column("heads", justify="right")
+    t.add_column("examples")
+    for c, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+        ex = ", ".join(f"L{h['layer']}H{h['head']}" for h in report.heads if h["class"] == c)
+        t.add_row(c, str(n), ex[:60] + ("..." if len(ex) > 60 else ""))
+    out.print(t)
+    err.print(f"[green]wrote[/] {out_dir / 'heads.json'} and {out_dir / 'heads.html'}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -359,6 +359,10 @@ def hf_from_pretrained(source: str, name: Optional[str] = None) -> HFLens:
         raise ModelError(f"model {source!r} is not a local folder and HF_HUB_OFFLINE is set; "
                          "give a local folder, a run folder, or `minilm`")
     where = str(local) if local.exists() else source
+    if not local.exists() and not _hub_reachable():
+        raise ModelError(f"model {source!r} is not a local folder and the hub cannot be reached "
+                         "from here; give a local folder, a run folder, or `minilm` "
+                         "(HF_HUB_OFFLINE=1 makes this check instant)")
     try:
         config = transformers.AutoConfig.from_pretrained(where)
     except Exception as e:  # hub unreachable, unknown name, broken folder
@@ -375,6 +379,20 @@ def hf_from_pretrained(source: str, name: Optional[str] = None) -> HFLens:
     except Exception:
         tok = None
     return HFLens(model, tok, name or (local.name if local.exists() else source))
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP connect to the hub (or HF_ENDPOINT) instead of minutes of client retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def minilm_path() -> Path:

@@ -73,7 +73,7 @@ def fmt_num(x: Any, digits: int = 4) -> str:
         return f"{x:,}"
     if isinstance(x, float):
         if x != x:
-            return "nan"
+            return "–"  # undefined for this model (e.g. no special tokens)
         if x == 0 or 1e-3 <= abs(x) < 1e5:
             return f"{x:.{digits}g}"
         return f"{x:.{max(digits - 1, 1)}e}"
