@@ -387,7 +387,7 @@ class Trainer:
             g["lr"] = lr
         data_index = self.cursor.take()
         x, y = self._batch(data_index)
-        n_tok = int((y != IGNORE).sum())  # scored tokens in the global batch
+        n_tok = task_scored(self.task, y)  # scored targets in the global batch
         W, A = self.dist.world, o.grad_accum
         shards_x = torch.tensor_split(x, A * W)
         shards_y = torch.tensor_split(y, A * W)
@@ -401,8 +401,7 @@ class Trainer:
             with ctx:
                 with self._autocast():
                     logits = self.net(xm)
-                ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ym.reshape(-1),
-                                     ignore_index=IGNORE, reduction="sum")
+                ce = task_loss(self.task, logits, ym)
                 if data_index in self.inj.nan:
                     ce = ce * float("nan")
                 elif data_index in self.inj.spike:
@@ -438,7 +437,7 @@ class Trainer:
         rec = {
             "step": self.step, "seq": self.seq, "data_index": data_index,
             "loss": loss_val, "lr": lr, "grad_norm": gn,
-            "tokens": self.tokens + x.numel(), "skipped": not verdict.ok,
+            "tokens": self.tokens + x.shape[0] * x.shape[1], "skipped": not verdict.ok,
         }
         if self.scaler is not None:
             rec["loss_scale"] = float(self.scaler.get_scale())
@@ -539,10 +538,8 @@ class Trainer:
             x, y = x.to(self.dev), y.to(self.dev)
             with self._autocast():
                 logits = self.model(x)
-            ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1),
-                                 ignore_index=IGNORE, reduction="sum")
-            tot += ce.item()
-            cnt += int((y != IGNORE).sum())
+            tot += task_loss(self.task, logits, y).item()
+            cnt += task_scored(self.task, y)
         out = {"val_loss": tot / max(cnt, 1)}
         out.update(self.task.metrics(self.model, self.dev))
         self.model.train()
@@ -596,6 +593,21 @@ class Trainer:
         if old:
             for s, h in old.items():
                 signal.signal(s, h)
+
+
+def task_loss(task, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Summed loss over the scored targets: the task's own (e.g. squared error for in-context
+    regression) when it defines ``loss_sum``, else next-token cross-entropy."""
+    own = getattr(task, "loss_sum", None)
+    if own is not None:
+        return own(out, y)
+    return F.cross_entropy(out.float().reshape(-1, out.shape[-1]), y.reshape(-1),
+                           ignore_index=IGNORE, reduction="sum")
+
+
+def task_scored(task, y: torch.Tensor) -> int:
+    own = getattr(task, "scored_count", None)
+    return int(own(y)) if own is not None else int((y != IGNORE).sum())
 
 
 def clip_global_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
