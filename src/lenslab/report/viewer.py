@@ -305,8 +305,8 @@ def _plan_sizes(ns: list[int], per_token2: int, max_tokens: int, max_bytes: int
 
 def build_payload(inputs: Sequence[Any], head_info: Any = None, *, title: str = "",
                   heads: Optional[Iterable[HeadKey]] = None, select: Optional[HeadKey] = None,
-                  mode: str = "lines", max_tokens: int = MAX_TOKENS, max_bytes: int = MAX_BYTES,
-                  ) -> tuple[dict, list[str]]:
+                  mode: str = "lines", hide_special: bool = False, max_tokens: int = MAX_TOKENS,
+                  max_bytes: int = MAX_BYTES) -> tuple[dict, list[str]]:
     """Validate inputs and build the JSON payload and the notices (plain text) for one viewer.
 
     Payload: ``heads`` = ``[[layer, head], ...]`` shown (grid order), and per input ``shown`` /
@@ -386,6 +386,7 @@ def build_payload(inputs: Sequence[Any], head_info: Any = None, *, title: str = 
         "inputs": payload_inputs,
         "select": list(select),
         "mode": mode,
+        "hide_special": bool(hide_special),
     }
     return payload, notices
 
@@ -428,6 +429,7 @@ def render_viewer(inputs: Sequence[Any], head_info: Any = None, title: str = "At
     inputs are shown side by side for the selected head. ``head_info``: see
     :func:`load_head_info`. Options: ``heads`` (subset of ``(layer, head)`` to include),
     ``select`` (initially selected head), ``mode`` (``"lines"`` or ``"heatmap"``),
+    ``hide_special`` (start with special tokens hidden and rows renormalized over the rest),
     ``max_tokens`` per input, ``max_bytes`` of pattern data in all.
     """
     frag = viewer_fragment(inputs, head_info, title="", **opts)

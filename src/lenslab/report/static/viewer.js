@@ -96,16 +96,12 @@
     this.codes = data.inputs.map(function (inp) { return decode(inp.data); });
     this.gridInput = 0;
     this.mode = data.mode === "heatmap" ? "heatmap" : "lines";
+    this.hideSpecial = !!data.hide_special;
     var sel = data.select && this.index.hasOwnProperty(data.select.join(",")) ? data.select : data.heads[0];
     this.layer = sel[0]; this.head = sel[1];
     this.build();
     this.select(this.layer, this.head);
   }
-
-  Viewer.prototype.value = function (inp, hi, q, k) {
-    var n = this.data.inputs[inp].n;
-    return this.codes[inp][(hi * n + q) * n + k] / 255;
-  };
 
   Viewer.prototype.build = function () {
     var self = this, d = this.data;
@@ -114,7 +110,9 @@
 
     // controls
     var ctl = el("div", "lv-controls");
-    if (d.inputs.length > 1) {
+    var showGrid = this.heads.length > 1;   // a single-head viewer shows only its head view
+    this.cells = {};
+    if (d.inputs.length > 1 && showGrid) {
       var lab0 = el("label", null, "Grid input ");
       this.inputSel = el("select");
       d.inputs.forEach(function (inp, i) {
@@ -156,16 +154,28 @@
       self.modeBtns[m[0]] = b; seg.appendChild(b);
     });
     ctl.appendChild(seg);
+    var anySpecial = d.inputs.some(function (inp) { return inp.special.indexOf(true) >= 0; });
+    if (anySpecial) {
+      var lab3 = el("label");
+      var box = el("input");
+      box.type = "checkbox"; box.checked = this.hideSpecial;
+      box.addEventListener("change", function () { self.hideSpecial = box.checked; self.drawHeadViews(); });
+      lab3.appendChild(box);
+      lab3.appendChild(document.createTextNode(" hide special tokens"));
+      ctl.appendChild(lab3);
+    }
     this.root.appendChild(ctl);
 
     // grid + info
     var top = el("div", "lv-top");
-    var gw = el("div", "lv-gridwrap");
-    this.gridCaption = el("div", "lv-caption");
-    gw.appendChild(this.gridCaption);
-    this.grid = el("table", "lv-grid");
-    gw.appendChild(this.grid);
-    top.appendChild(gw);
+    if (showGrid) {
+      var gw = el("div", "lv-gridwrap");
+      this.gridCaption = el("div", "lv-caption");
+      gw.appendChild(this.gridCaption);
+      this.grid = el("table", "lv-grid");
+      gw.appendChild(this.grid);
+      top.appendChild(gw);
+    }
     this.infoBox = el("div", "lv-info");
     top.appendChild(this.infoBox);
     this.root.appendChild(top);
@@ -175,7 +185,7 @@
     this.views = el("div", "lv-views");
     this.root.appendChild(this.views);
     this.root.appendChild(this.tip);
-    this.buildGrid();
+    if (showGrid) { this.buildGrid(); }
   };
 
   Viewer.prototype.buildGrid = function () {
@@ -290,14 +300,16 @@
     this.viewsCaption.textContent = "Head view, layer " + this.layer + " head " + this.head +
       (this.mode === "lines" ? ": queries on the left attend to keys on the right; line " +
         "strength = attention weight; hover a token or a line for values."
-        : ": rows are queries, columns keys; hover a cell for its value.");
+        : ": rows are queries, columns keys; hover a cell for its value.") +
+      (this.hideSpecial ? " Special tokens hidden; rows renormalized over the other tokens." : "");
     while (this.views.firstChild) { this.views.removeChild(this.views.firstChild); }
     var hi = this.index[this.layer + "," + this.head];
     this.data.inputs.forEach(function (inp, i) {
       var panel = el("div", "lv-panel");
       panel.appendChild(el("div", "lv-panel-title", inp.title));
-      if (self.mode === "lines") { self.lineView(panel, i, hi); }
-      else { self.heatView(panel, i, hi); }
+      var mat = self.matrix(i, hi);
+      if (self.mode === "lines") { self.lineView(panel, i, mat); }
+      else { self.heatView(panel, i, mat); }
       self.views.appendChild(panel);
     });
   };
@@ -317,39 +329,57 @@
 
   Viewer.prototype.hideTip = function () { this.tip.style.display = "none"; };
 
-  Viewer.prototype.pair = function (inp, q, k, w) {
-    return "query #" + q + " " + inp.shown[q] + "  \u2192  key #" + k + " " + inp.shown[k] +
-      "\nweight " + w.toFixed(3);
+  // The matrix shown for input i, head position hi: {idx: token indices shown, m, w: Float32Array
+  // [m * m]}. With "hide special tokens", special tokens are dropped and every row is
+  // renormalized over the remaining keys (what is left of a query's attention, as shares).
+  Viewer.prototype.matrix = function (i, hi) {
+    var inp = this.data.inputs[i], n = inp.n, codes = this.codes[i], idx = [];
+    for (var t = 0; t < n; t++) { if (!(this.hideSpecial && inp.special[t])) { idx.push(t); } }
+    if (!idx.length) { idx = []; for (t = 0; t < n; t++) { idx.push(t); } }
+    var m = idx.length, w = new Float32Array(m * m), base = hi * n * n;
+    for (var a = 0; a < m; a++) {
+      var row = base + idx[a] * n, sum = 0;
+      for (var b = 0; b < m; b++) { var v = codes[row + idx[b]] / 255; w[a * m + b] = v; sum += v; }
+      if (this.hideSpecial && m < n && sum > 0) {
+        for (b = 0; b < m; b++) { w[a * m + b] /= sum; }
+      }
+    }
+    return { idx: idx, m: m, w: w };
   };
 
-  Viewer.prototype.lineView = function (panel, i, hi) {
-    var self = this, inp = this.data.inputs[i], n = inp.n;
+  Viewer.prototype.pair = function (inp, q, k, w) {
+    return "query #" + q + " " + inp.shown[q] + "  \u2192  key #" + k + " " + inp.shown[k] +
+      "\nweight " + w.toFixed(3) + (this.hideSpecial ? " (share of non-special attention)" : "");
+  };
+
+  Viewer.prototype.lineView = function (panel, i, mat) {
+    var self = this, inp = this.data.inputs[i], m = mat.m, idx = mat.idx, W = mat.w;
     var wrap = el("div", "lv-lines");
     var left = el("div", "lv-col left"), right = el("div", "lv-col right");
     var cv = el("canvas");
     var dpr = window.devicePixelRatio || 1;
-    cv.width = LINE_W * dpr; cv.height = n * ROW * dpr;
-    cv.style.width = LINE_W + "px"; cv.style.height = (n * ROW) + "px";
+    cv.width = LINE_W * dpr; cv.height = m * ROW * dpr;
+    cv.style.width = LINE_W + "px"; cv.style.height = (m * ROW) + "px";
     var lt = [], rt = [];
-    for (var t = 0; t < n; t++) {
-      var a = this.tokenEl(inp, t), b = this.tokenEl(inp, t);
-      a.style.height = b.style.height = ROW + "px";
-      left.appendChild(a); right.appendChild(b); lt.push(a); rt.push(b);
+    for (var a = 0; a < m; a++) {
+      var x = this.tokenEl(inp, idx[a]), y = this.tokenEl(inp, idx[a]);
+      x.style.height = y.style.height = ROW + "px";
+      left.appendChild(x); right.appendChild(y); lt.push(x); rt.push(y);
     }
     wrap.appendChild(left); wrap.appendChild(cv); wrap.appendChild(right);
     panel.appendChild(wrap);
     var ctx = cv.getContext("2d");
     ctx.scale(dpr, dpr);
-    var focus = null;   // {side: "q"|"k", t}
+    var focus = null;   // {side: "q"|"k", t: display position}
 
     function draw() {
-      ctx.clearRect(0, 0, LINE_W, n * ROW);
+      ctx.clearRect(0, 0, LINE_W, m * ROW);
       ctx.lineWidth = 1.5;
-      for (var q = 0; q < n; q++) {
+      for (var q = 0; q < m; q++) {
         if (focus && focus.side === "q" && focus.t !== q) { continue; }
-        for (var k = 0; k < n; k++) {
+        for (var k = 0; k < m; k++) {
           if (focus && focus.side === "k" && focus.t !== k) { continue; }
-          var w = self.value(i, hi, q, k);
+          var w = W[q * m + k];
           if (w < 0.01) { continue; }
           ctx.strokeStyle = "rgba(48,86,211," + Math.min(1, focus ? 0.15 + w : w).toFixed(3) + ")";
           ctx.beginPath();
@@ -358,9 +388,9 @@
           ctx.stroke();
         }
       }
-      for (var t = 0; t < n; t++) {
-        var wl = focus && focus.side === "k" ? self.value(i, hi, t, focus.t) : 0;
-        var wr = focus && focus.side === "q" ? self.value(i, hi, focus.t, t) : 0;
+      for (var t = 0; t < m; t++) {
+        var wl = focus && focus.side === "k" ? W[t * m + focus.t] : 0;
+        var wr = focus && focus.side === "q" ? W[focus.t * m + t] : 0;
         lt[t].style.background = wl ? "rgba(48,86,211," + (wl * 0.6).toFixed(3) + ")" : "";
         rt[t].style.background = wr ? "rgba(48,86,211," + (wr * 0.6).toFixed(3) + ")" : "";
         lt[t].classList.toggle("focus", !!focus && focus.side === "q" && focus.t === t);
@@ -372,18 +402,18 @@
       e.addEventListener("mouseenter", function () { focus = { side: "q", t: t }; draw(); });
       e.addEventListener("mousemove", function (ev) {
         var best = 0, bk = 0;
-        for (var k = 0; k < n; k++) { var w = self.value(i, hi, t, k); if (w > best) { best = w; bk = k; } }
-        self.showTip(ev, "query #" + t + " " + inp.shown[t] + "\nstrongest key #" + bk + " " +
-          inp.shown[bk] + " (" + best.toFixed(3) + ")");
+        for (var k = 0; k < m; k++) { if (W[t * m + k] > best) { best = W[t * m + k]; bk = k; } }
+        self.showTip(ev, "query #" + idx[t] + " " + inp.shown[idx[t]] + "\nstrongest key #" +
+          idx[bk] + " " + inp.shown[idx[bk]] + " (" + best.toFixed(3) + ")");
       });
     });
     rt.forEach(function (e, t) {
       e.addEventListener("mouseenter", function () { focus = { side: "k", t: t }; draw(); });
       e.addEventListener("mousemove", function (ev) {
         var tot = 0;
-        for (var q = 0; q < n; q++) { tot += self.value(i, hi, q, t); }
-        self.showTip(ev, "key #" + t + " " + inp.shown[t] + "\nmean attention received " +
-          (tot / n).toFixed(3));
+        for (var q = 0; q < m; q++) { tot += W[q * m + t]; }
+        self.showTip(ev, "key #" + idx[t] + " " + inp.shown[idx[t]] +
+          "\nmean attention received " + (tot / m).toFixed(3));
       });
     });
     [left, right].forEach(function (c) {
@@ -391,11 +421,13 @@
     });
     cv.addEventListener("mousemove", function (ev) {
       var r = cv.getBoundingClientRect();
-      var x = (ev.clientX - r.left) * LINE_W / r.width, y = (ev.clientY - r.top) * (n * ROW) / r.height;
+      var x = (ev.clientX - r.left) * LINE_W / r.width, y = (ev.clientY - r.top) * (m * ROW) / r.height;
       var best = null, bd = 5;
-      for (var q = 0; q < n; q++) {
-        for (var k = 0; k < n; k++) {
-          var w = self.value(i, hi, q, k);
+      for (var q = 0; q < m; q++) {
+        if (focus && focus.side === "q" && focus.t !== q) { continue; }
+        for (var k = 0; k < m; k++) {
+          if (focus && focus.side === "k" && focus.t !== k) { continue; }
+          var w = W[q * m + k];
           if (w < 0.01) { continue; }
           var y0 = q * ROW + ROW / 2, y1 = k * ROW + ROW / 2;
           var yl = y0 + (y1 - y0) * x / LINE_W;
@@ -403,50 +435,52 @@
           if (dist < bd || (best && dist === bd && w > best.w)) { bd = dist; best = { q: q, k: k, w: w }; }
         }
       }
-      if (best) { self.showTip(ev, self.pair(inp, best.q, best.k, best.w)); }
+      if (best) { self.showTip(ev, self.pair(inp, idx[best.q], idx[best.k], best.w)); }
       else { self.hideTip(); }
     });
     cv.addEventListener("mouseleave", function () { self.hideTip(); });
     draw();
   };
 
-  Viewer.prototype.heatView = function (panel, i, hi) {
-    var self = this, inp = this.data.inputs[i], n = inp.n;
-    var cell = Math.max(2, Math.min(26, Math.floor(520 / n)));
+  Viewer.prototype.heatView = function (panel, i, mat) {
+    var self = this, inp = this.data.inputs[i], m = mat.m, idx = mat.idx, W = mat.w;
+    var cell = Math.max(2, Math.min(26, Math.floor(520 / m)));
     var labels = cell >= 11;
     var wrap = el("div", "lv-hm");
     var cv = el("canvas");
-    cv.style.width = (n * cell) + "px"; cv.style.height = (n * cell) + "px";
-    paint(cv, this.codes[i], hi * n * n, n);
+    cv.style.width = (m * cell) + "px"; cv.style.height = (m * cell) + "px";
+    var codes = new Uint8Array(m * m);
+    for (var j = 0; j < m * m; j++) { codes[j] = Math.round(Math.min(1, W[j]) * 255); }
+    paint(cv, codes, 0, m);
     cv.style.imageRendering = "pixelated";  // always scaled up here: one block per weight
     var rows = [], cols = [];
     if (labels) {
-      wrap.style.gridTemplateColumns = "auto " + (n * cell) + "px";
+      wrap.style.gridTemplateColumns = "auto " + (m * cell) + "px";
       wrap.appendChild(el("div"));
       var top = el("div", "lv-hm-top");
       var left = el("div", "lv-hm-left");
-      for (var t = 0; t < n; t++) {
-        var c = this.tokenEl(inp, t); c.style.width = cell + "px"; c.classList.add("v");
-        var r = this.tokenEl(inp, t); r.style.height = cell + "px"; r.style.lineHeight = cell + "px";
+      for (var t = 0; t < m; t++) {
+        var c = this.tokenEl(inp, idx[t]); c.style.width = cell + "px"; c.classList.add("v");
+        var r = this.tokenEl(inp, idx[t]); r.style.height = cell + "px"; r.style.lineHeight = cell + "px";
         top.appendChild(c); left.appendChild(r); cols.push(c); rows.push(r);
       }
       wrap.appendChild(top); wrap.appendChild(left);
     } else {
-      panel.appendChild(el("div", "lv-muted", n + " tokens: hover the map for token names."));
+      panel.appendChild(el("div", "lv-muted", m + " tokens: hover the map for token names."));
     }
     wrap.appendChild(cv);
     panel.appendChild(wrap);
     var last = null;
     cv.addEventListener("mousemove", function (ev) {
       var r = cv.getBoundingClientRect();
-      var k = Math.min(n - 1, Math.floor((ev.clientX - r.left) / r.width * n));
-      var q = Math.min(n - 1, Math.floor((ev.clientY - r.top) / r.height * n));
+      var k = Math.min(m - 1, Math.floor((ev.clientX - r.left) / r.width * m));
+      var q = Math.min(m - 1, Math.floor((ev.clientY - r.top) / r.height * m));
       if (q < 0 || k < 0) { return; }
       if (labels) {
         if (last) { rows[last[0]].classList.remove("focus"); cols[last[1]].classList.remove("focus"); }
         rows[q].classList.add("focus"); cols[k].classList.add("focus"); last = [q, k];
       }
-      self.showTip(ev, self.pair(inp, q, k, self.value(i, hi, q, k)));
+      self.showTip(ev, self.pair(inp, idx[q], idx[k], W[q * m + k]));
     });
     cv.addEventListener("mouseleave", function () {
       self.hideTip();

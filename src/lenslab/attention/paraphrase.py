@@ -1,0 +1,810 @@
+"""Paraphrase stability: does a head attend the same way when a question is asked in other words?
+
+Input: groups of phrasings of the same question (a file, one phrasing per line, blank lines
+between groups; see :func:`read_groups`). For every phrasing:
+
+1. **Words.** A word is a maximal run of word characters (``\\w+``) in the text, normalized by
+   NFKC and lowercasing; punctuation is dropped. Tokens are aligned to words through their
+   character offsets (a token belongs to the word it overlaps most; special tokens and punctuation
+   belong to none). See :func:`align_words`.
+2. **Word-to-word attention.** Token attention ``[head, q, k]`` becomes word attention
+   ``[head, word_q, word_k]``: *sum* over the key tokens of a word, *mean* over the query tokens of
+   a word. Repeated words are one word (their tokens pooled), so words can be matched by form.
+   Patterns are streamed one layer at a time (``capture(on_layer=...)``); only the small word
+   matrices and a head profile are kept.
+3. **Head profile** per head (all in [0, 1]): normalized entropy (mean over queries of
+   ``H(row) / log(visible keys)``), mean relative offset (``sum_k w (k - q) / (T - 1)``, mapped
+   from [-1, 1] to [0, 1]), first-token share (sink / ``[CLS]``), share on other special tokens
+   (``[SEP]``), share on non-word tokens (punctuation).
+
+For two phrasings ``a``, ``b`` and each head:
+
+* **attention similarity**: restrict both word matrices to the words they share (rows and
+  columns), renormalize each row to sum 1, and take the Pearson correlation of the two flattened
+  matrices (rows with no attention on shared words are left out). In [-1, 1]; 1 for identical
+  phrasings. Pairs sharing fewer than ``min_shared`` words are skipped (and listed).
+* **profile similarity**: ``1 - mean |profile_a - profile_b|`` over the five features, in [0, 1].
+
+**Null**: the same measures on unrelated sentence pairs of similar length: each phrasing of a
+pair is matched with sentences from the *other* groups (or, with only one group, from a built-in
+set of natural sentences) that share at least ``min_shared`` words with it and are closest in token
+length to its partner. **Stability** of a head = mean attention similarity over paraphrase pairs,
+with a percentile bootstrap interval over pairs; its gap to the null mean has an interval from
+independent bootstrap of both. The most phrasing-sensitive heads are those with the lowest
+stability among heads that put at least ``min_word_mass`` of their attention on shared words
+(a head that looks almost only at ``[CLS]``/``[SEP]`` has no word pattern to compare); each is
+shown side by side on the group where it changed most.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+import warnings
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from lenslab.errors import DataError
+
+WORD_RE = re.compile(r"\w+")
+PROFILE_FEATURES = ("entropy", "offset", "first_token", "special_tokens", "non_word")
+
+# Unrelated natural sentences for the null when only one group is given. Written for lenslab:
+# everyday statements and questions of 6 to 25 words that use common function words, so most
+# user sentences share at least two words with several of them.
+BUILTIN_SENTENCES = (
+    "What is the best way to keep bread fresh for a week?",
+    "The train to the city leaves at seven in the morning.",
+    "How do you say thank you in the language of Japan?",
+    "She left the keys on the table next to the door.",
+    "Is it true that the moon has no air at all?",
+    "My brother is learning to play the piano this year.",
+    "Where is the nearest place to buy a cup of coffee?",
+    "The children built a small house out of old boxes.",
+    "Why does the sky turn red when the sun goes down?",
+    "We will meet at the library after the lecture is over.",
+    "Can you tell me what time the museum opens on Sunday?",
+    "A strong wind knocked over the fence in the garden.",
+    "The recipe asks for two eggs and a spoon of sugar.",
+    "Which of these roads is the fastest way to the coast?",
+    "He forgot to water the plants while they were on holiday.",
+    "It is the job of the heart to pump blood through the body.",
+    "Who wrote the letter that was found in the old desk?",
+    "The price of the tickets went up again this summer.",
+    "How many people live in the largest city of the country?",
+    "They painted the walls of the kitchen a pale shade of green.",
+    "The river rises every spring when the snow in the mountains melts.",
+    "What do you need to bring to the meeting on Friday?",
+    "Our team lost the match because of a late goal.",
+    "Is there a quiet room in the building where I can work?",
+    "The old dog sleeps in the sun for most of the afternoon.",
+    "Please send me the report by the end of the day.",
+    "What is the name of the tallest mountain in the world?",
+    "The bakery on the corner sells the best bread in town.",
+    "Most birds in the north fly south before the winter starts.",
+    "Do you know how long it takes to boil an egg?",
+    "The film was so long that half of the audience fell asleep.",
+    "A small boat was tied to the end of the wooden pier.",
+    "How does a plant turn light from the sun into food?",
+    "The students asked the teacher to explain the question again.",
+    "There is a map of the city on the wall of the station.",
+    "When did people first learn to make fire for cooking?",
+    "I lost my umbrella on the bus on the way to work.",
+    "The new bridge over the river will open next month.",
+    "What is the difference between a lake and a pond?",
+    "The farmer sold the apples at the market in the village.",
+)
+
+
+# ---------------------------------------------------------------------------- input
+
+
+def _check_groups(groups: Any) -> list[list[str]]:
+    if isinstance(groups, (str, bytes)) or not isinstance(groups, Sequence):
+        raise DataError("give groups as a list of lists of phrasings, or a file path")
+    out: list[list[str]] = []
+    for g, grp in enumerate(groups, 1):
+        if isinstance(grp, str) or not isinstance(grp, Sequence):
+            raise DataError(f"group {g} must be a list of phrasings, not {type(grp).__name__}")
+        phr = [str(p).strip() for p in grp]
+        if any(not p for p in phr):
+            raise DataError(f"group {g} has an empty phrasing; every phrasing needs words")
+        if len(phr) < 2:
+            raise DataError(f"group {g} has {len(phr)} phrasing(s); a group needs at least two "
+                            "phrasings of the same question to compare")
+        out.append(phr)
+    if not out:
+        raise DataError("no phrasings given; a group needs at least two phrasings")
+    return out
+
+
+def read_groups(path: Union[str, Path]) -> list[list[str]]:
+    """Read a paraphrase file: UTF-8, one phrasing per line, blank lines between groups.
+
+    Runs of blank lines count as one separator. Raises :class:`DataError` (one line) when the file
+    is missing, is not UTF-8, holds no phrasings, or has a group with fewer than two phrasings.
+    """
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"paraphrase file not found: {p}") from None
+    except IsADirectoryError:
+        raise DataError(f"{p} is a folder; give a text file with one phrasing per line") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+                        "save it as UTF-8") from None
+    groups: list[list[str]] = []
+    current: list[str] = []
+    starts: list[int] = []
+    for lineno, line in enumerate(text.split("\n"), 1):
+        line = line.strip()
+        if not line:
+            if current:
+                groups.append(current)
+                current = []
+            continue
+        if not current:
+            starts.append(lineno)
+        current.append(line)
+    if current:
+        groups.append(current)
+    if not groups:
+        raise DataError(f"{p} holds no phrasings; write one phrasing per line, blank lines "
+                        "between groups")
+    for g, (grp, line) in enumerate(zip(groups, starts), 1):
+        if len(grp) < 2:
+            raise DataError(f"{p}: group {g} (line {line}) has only one phrasing; a group needs "
+                            "at least two phrasings of the same question")
+    return groups
+
+
+# ---------------------------------------------------------------------------- words
+
+
+def normalize_word(word: str) -> str:
+    """The form words are matched by: NFKC, lowercased, NFKC again (lowercasing can denormalize)."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", word).lower())
+
+
+@dataclass
+class WordAlignment:
+    """Words of a text and which word each token belongs to.
+
+    ``forms``: distinct normalized word forms in order of first appearance; ``token_form``:
+    ``[T]`` index into ``forms`` per token, -1 for special tokens and punctuation; ``words``:
+    every word occurrence as ``(start, end, form)`` character spans.
+    """
+
+    forms: list[str]
+    token_form: np.ndarray  # [T] int
+    words: list[tuple[int, int, str]]
+
+
+def align_words(text: str, offsets: Sequence[Optional[tuple[int, int]]]) -> WordAlignment:
+    """Align tokens to words through character offsets (see module doc)."""
+    words = [(m.start(), m.end(), normalize_word(m.group())) for m in WORD_RE.finditer(text)]
+    forms: list[str] = []
+    index: dict[str, int] = {}
+    for _, _, f in words:
+        if f not in index:
+            index[f] = len(forms)
+            forms.append(f)
+    starts = [w[0] for w in words]
+    token_form = np.full(len(offsets), -1, dtype=np.int64)
+    for t, off in enumerate(offsets):
+        if off is None:
+            continue
+        a, b = int(off[0]), int(off[1])
+        if b <= a:
+            continue
+        best, best_overlap = -1, 0
+        i = max(bisect_right(starts, a) - 1, 0)
+        while i < len(words) and words[i][0] < b:
+            overlap = min(b, words[i][1]) - max(a, words[i][0])
+            if overlap > best_overlap:
+                best, best_overlap = index[words[i][2]], overlap
+            i += 1
+        token_form[t] = best
+    return WordAlignment(forms, token_form, words)
+
+
+# ---------------------------------------------------------------------------- per sentence
+
+
+@dataclass
+class SentenceStats:
+    """What the analysis keeps of one captured sentence.
+
+    ``word_att``: ``[layer, head, F, F]`` word-to-word attention (query word mean, key word sum);
+    ``profile``: ``[layer, head, 5]`` head profile (see :data:`PROFILE_FEATURES`).
+    """
+
+    text: str
+    n_tokens: int
+    forms: list[str]
+    word_att: np.ndarray
+    profile: np.ndarray
+    truncated: bool = False
+
+
+def analyze_sentence(lens: Any, text: str, truncate: bool = False) -> SentenceStats:
+    """Tokenize and capture ``text``, streaming layers into word attention and head profiles."""
+    toks = lens.tokenize(text, truncate=truncate)
+    al = align_words(toks.text, toks.offsets)
+    T, F = len(toks), len(al.forms)
+    if F == 0:
+        raise DataError(f"{text[:60]!r} has no words (only punctuation or symbols)")
+    tf = al.token_form
+    in_word = tf >= 0
+    mk = np.zeros((F, T))
+    mk[tf[in_word], np.nonzero(in_word)[0]] = 1.0  # [F, T] key: sum over a word's tokens
+    mq = mk / mk.sum(1, keepdims=True)  # [F, T] query: mean over a word's tokens
+    special = np.array(toks.special if toks.special else [False] * T, dtype=bool)
+    pos = np.arange(T)
+    other_special = (special & (pos != 0)).astype(float)  # [T]
+    non_word = (~special & ~in_word & (pos != 0)).astype(float)  # [T] punctuation etc.
+    n_vis = pos + 1 if lens.causal else np.full(T, T)  # keys each query can see
+    rel = (pos[None, :] - pos[:, None]) / max(T - 1, 1)  # [q, k] relative offset
+    L, H = lens.n_layer, lens.n_head
+    word_att = np.zeros((L, H, F, F), dtype=np.float32)
+    profile = np.zeros((L, H, len(PROFILE_FEATURES)), dtype=np.float32)
+    rows = n_vis > 1
+    log_vis = np.log(np.maximum(n_vis, 2))
+
+    def on_layer(layer: int, p: Any) -> None:  # p [batch=1, head, q, k]
+        w = p[0].double().cpu().numpy()  # [H, T, T]
+        word_att[layer] = np.einsum("ft,htk,gk->hfg", mq, w, mk)
+        ent = -(w * np.log(np.where(w > 0, w, 1.0))).sum(-1) / log_vis  # [H, T]
+        profile[layer, :, 0] = ent[:, rows].mean(-1) if rows.any() else 0.0
+        profile[layer, :, 1] = ((w * rel).sum(-1).mean(-1) + 1.0) / 2.0
+        profile[layer, :, 2] = w[:, :, 0].mean(-1)
+        profile[layer, :, 3] = (w @ other_special).mean(-1)
+        profile[layer, :, 4] = (w @ non_word).mean(-1)
+
+    lens.capture(toks.tensor(), on_layer=on_layer)
+    return SentenceStats(text, T, al.forms, word_att, profile, toks.truncated)
+
+
+# ---------------------------------------------------------------------------- similarity
+
+
+def shared_forms(a: SentenceStats, b: SentenceStats) -> list[str]:
+    """Word forms present in both, in ``a``'s order."""
+    bs = set(b.forms)
+    return [f for f in a.forms if f in bs]
+
+
+def attention_similarity(a: SentenceStats, b: SentenceStats, shared: Sequence[str]
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-head similarity of word-to-word attention on ``shared`` words.
+
+    Returns ``(r, mass)``, both ``[layer, head]``: ``r`` the Pearson correlation of the
+    row-renormalized ``[S, S]`` matrices (NaN where no row has attention on shared words in both;
+    1 where both are constant and equal, 0 where only one is constant), ``mass`` the mean share of
+    a query word's attention that falls on shared words (mean of both phrasings).
+    """
+    ia = [a.forms.index(f) for f in shared]
+    ib = [b.forms.index(f) for f in shared]
+    xa = a.word_att[:, :, ia][:, :, :, ia].astype(np.float64)  # [L, H, S, S]
+    xb = b.word_att[:, :, ib][:, :, :, ib].astype(np.float64)
+    ma, mb = xa.sum(-1), xb.sum(-1)  # [L, H, S] row mass on shared words
+    valid = (ma > 1e-9) & (mb > 1e-9)
+    xa = np.where(valid[..., None], xa / np.where(valid, ma, 1.0)[..., None], 0.0)
+    xb = np.where(valid[..., None], xb / np.where(valid, mb, 1.0)[..., None], 0.0)
+    w = np.broadcast_to(valid[..., None], xa.shape).astype(np.float64)
+    n = w.sum((-2, -1))  # [L, H]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mxa = (w * xa).sum((-2, -1)) / n
+        mxb = (w * xb).sum((-2, -1)) / n
+        da = (xa - mxa[..., None, None]) * w
+        db = (xb - mxb[..., None, None]) * w
+        va, vb = (da * da).sum((-2, -1)), (db * db).sum((-2, -1))
+        r = (da * db).sum((-2, -1)) / np.sqrt(va * vb)
+    tiny = 1e-12
+    flat_a, flat_b = va <= tiny, vb <= tiny
+    same = np.abs((xa - xb) * w).max((-2, -1)) <= 1e-6
+    r = np.where(flat_a & flat_b, np.where(same, 1.0, 0.0), r)
+    r = np.where(flat_a ^ flat_b, 0.0, r)
+    r = np.where(n > 0, np.clip(r, -1.0, 1.0), np.nan)
+    mass = (ma.mean(-1) + mb.mean(-1)) / 2.0
+    return r, mass
+
+
+def profile_similarity(a: SentenceStats, b: SentenceStats) -> np.ndarray:
+    """``1 - mean |profile_a - profile_b|`` per head, ``[layer, head]`` in [0, 1]."""
+    return 1.0 - np.abs(a.profile.astype(np.float64) - b.profile).mean(-1)
+
+
+# ---------------------------------------------------------------------------- bootstrap
+
+
+def _boot_means(vals: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap means over axis 0 ignoring NaN: ``vals [P, ...] -> [n_boot, ...]``."""
+    P = vals.shape[0]
+    flat = vals.reshape(P, -1)
+    ok = np.isfinite(flat)
+    counts = rng.multinomial(P, np.full(P, 1.0 / P), size=n_boot).astype(np.float64)  # [B, P]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (counts @ np.where(ok, flat, 0.0)) / (counts @ ok.astype(np.float64))
+    return out.reshape((n_boot,) + vals.shape[1:])
+
+
+def _interval(boot: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    a = (1.0 - level) / 2.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN heads give NaN
+        return np.nanquantile(boot, a, axis=0), np.nanquantile(boot, 1.0 - a, axis=0)
+
+
+def _nanmean0(x: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(x, axis=0)
+
+
+# ---------------------------------------------------------------------------- result
+
+
+def _f(x: Any) -> Optional[float]:
+    """JSON-safe float (NaN and infinities become None)."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+@dataclass
+class ParaphraseResult:
+    """Per-head paraphrase stability of one model on some groups of phrasings.
+
+    Arrays are ``[layer, head]``; ``*_ci`` are ``[2, layer, head]`` (low, high).
+    """
+
+    model: str
+    n_layer: int
+    n_head: int
+    groups: list[list[SentenceStats]]
+    pairs: list[dict]  # {"group", "a", "b", "shared": [...], "used": bool}
+    null_pairs: list[dict]  # {"a": text, "b": text, "source": "other groups" | "built-in"}
+    stability: np.ndarray
+    stability_ci: np.ndarray
+    profile: np.ndarray
+    profile_ci: np.ndarray
+    null: np.ndarray
+    null_ci: np.ndarray
+    null_profile: np.ndarray
+    gap: np.ndarray
+    gap_ci: np.ndarray
+    word_mass: np.ndarray
+    per_group: np.ndarray  # [group, layer, head] mean attention similarity (NaN: no pair)
+    sensitive: list[tuple[int, int]]
+    settings: dict
+    notes: list[str] = field(default_factory=list)
+    views: dict = field(default_factory=dict)  # (layer, head) -> viewer fragment HTML
+    overview: str = ""  # all-heads viewer fragment HTML
+
+    def worst_group(self, layer: int, head: int) -> int:
+        """The group whose phrasings this head treats least alike."""
+        col = self.per_group[:, layer, head]
+        return int(np.argmin(np.where(np.isfinite(col), col, np.inf)))
+
+    def verdict(self, layer: int, head: int) -> str:
+        """A short reading of one head's numbers."""
+        if self.word_mass[layer, head] < self.settings["min_word_mass"]:
+            return "little attention on shared words"
+        if not np.isfinite(self.stability[layer, head]):
+            return "no comparable pair"
+        if not np.isfinite(self.gap_ci[0, layer, head]):
+            return "no null"
+        if self.gap_ci[0, layer, head] > 0:
+            return "more stable than unrelated sentences"
+        if self.gap_ci[1, layer, head] < 0:
+            return "less stable than unrelated sentences"
+        return "not distinguishable from unrelated sentences"
+
+    def heads(self) -> list[dict]:
+        """One JSON-safe record per head."""
+        out = []
+        for layer in range(self.n_layer):
+            for h in range(self.n_head):
+                out.append({
+                    "layer": layer, "head": h,
+                    "stability": _f(self.stability[layer, h]),
+                    "stability_ci": [_f(self.stability_ci[0, layer, h]), _f(self.stability_ci[1, layer, h])],
+                    "profile_similarity": _f(self.profile[layer, h]),
+                    "profile_ci": [_f(self.profile_ci[0, layer, h]), _f(self.profile_ci[1, layer, h])],
+                    "null": _f(self.null[layer, h]),
+                    "null_ci": [_f(self.null_ci[0, layer, h]), _f(self.null_ci[1, layer, h])],
+                    "null_profile": _f(self.null_profile[layer, h]),
+                    "gap": _f(self.gap[layer, h]),
+                    "gap_ci": [_f(self.gap_ci[0, layer, h]), _f(self.gap_ci[1, layer, h])],
+                    "word_mass": _f(self.word_mass[layer, h]),
+                    "per_group": [_f(x) for x in self.per_group[:, layer, h]],
+                    "verdict": self.verdict(layer, h),
+                })
+        return out
+
+    def to_dict(self) -> dict:
+        """Everything needed to read the result, JSON-safe (NaN written as null)."""
+        groups = []
+        for g, grp in enumerate(self.groups):
+            groups.append({
+                "phrasings": [{"text": s.text, "n_tokens": s.n_tokens, "words": s.forms,
+                               "truncated": s.truncated} for s in grp],
+                "pairs": [{k: p[k] for k in ("a", "b", "shared", "used")}
+                          for p in self.pairs if p["group"] == g],
+            })
+        by_source: dict[str, int] = {}
+        for p in self.null_pairs:
+            by_source[p["source"]] = by_source.get(p["source"], 0) + 1
+        heads = self.heads()
+        return {
+            "model": self.model,
+            "n_layer": self.n_layer,
+            "n_head": self.n_head,
+            "settings": dict(self.settings),
+            "measures": {
+                "stability": "mean over paraphrase pairs of the Pearson correlation of "
+                             "word-to-word attention restricted to shared words, rows renormalized",
+                "profile_similarity": "1 - mean absolute difference of the head profile "
+                                      f"({', '.join(PROFILE_FEATURES)}; each in [0, 1])",
+                "null": "the same on unrelated sentence pairs of similar length",
+                "intervals": f"{self.settings['ci']:.0%} percentile bootstrap over pairs "
+                             f"({self.settings['n_boot']} resamples)",
+            },
+            "groups": groups,
+            "null_pairs": {"count": len(self.null_pairs), "by_source": by_source,
+                           "pairs": [{"a": p["a"], "b": p["b"], "source": p["source"]}
+                                     for p in self.null_pairs]},
+            "heads": heads,
+            "most_sensitive": [dict(heads[layer * self.n_head + h], group=self.worst_group(layer, h))
+                               for layer, h in self.sensitive],
+            "notes": list(self.notes),
+        }
+
+    def head_info(self) -> dict:
+        """Per-head numbers in the viewer's head-info form (class = verdict)."""
+        short = {"more stable than unrelated sentences": "stable",
+                 "less stable than unrelated sentences": "phrasing-sensitive",
+                 "not distinguishable from unrelated sentences": "like unrelated",
+                 "little attention on shared words": "non-word",
+                 "no comparable pair": "n/a", "no null": "no null"}
+        info = {}
+        for layer in range(self.n_layer):
+            for h in range(self.n_head):
+                info[(layer, h)] = {
+                    "class": short[self.verdict(layer, h)],
+                    "scores": {"stability": _f(self.stability[layer, h]),
+                               "profile": _f(self.profile[layer, h]),
+                               "word mass": _f(self.word_mass[layer, h])},
+                    "null": {"stability": _f(self.null[layer, h]),
+                             "profile": _f(self.null_profile[layer, h])},
+                }
+        return info
+
+    def figure(self):
+        """Matplotlib figure: stability, null and gap per head (layers x heads)."""
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 3, figsize=(13, 0.45 * self.n_layer + 1.6), squeeze=False)
+        panels = [(self.stability, "stability (paraphrases)", "viridis", (-1, 1)),
+                  (self.null, "null (unrelated pairs)", "viridis", (-1, 1)),
+                  (self.gap, "gap = stability - null", "RdBu", (-1, 1))]
+        for ax, (arr, name, cmap, (lo, hi)) in zip(axes[0], panels):
+            im = ax.imshow(arr, cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
+            ax.set_title(name, fontsize=10)
+            ax.set_xlabel("head")
+            ax.set_ylabel("layer")
+            ax.set_xticks(range(self.n_head))
+            ax.set_yticks(range(self.n_layer))
+            ax.tick_params(labelsize=7)
+            fig.colorbar(im, ax=ax, shrink=0.8)
+        fig.tight_layout()
+        return fig
+
+    def to_html(self) -> str:
+        """A self-contained page: summary, per-head map, sensitive heads side by side."""
+        from lenslab.report.html import figure_block, figure_to_svg, table_html
+        from lenslab.report.html import escape
+        from lenslab.report.viewer import page
+
+        d = self.to_dict()
+        st = self.settings
+        notes = "".join(f"<div class='note'>{escape(n)}</div>" for n in self.notes)
+        rows = []
+        for g, grp in enumerate(d["groups"], 1):
+            for i, ph in enumerate(grp["phrasings"]):
+                rows.append({"group": g, "phrasing": i + 1, "text": ph["text"],
+                             "tokens": ph["n_tokens"], "words": " ".join(ph["words"])})
+        pair_rows = [{"group": p["group"] + 1, "a": p["a"] + 1, "b": p["b"] + 1,
+                      "shared words": " ".join(p["shared"]),
+                      "used": "yes" if p["used"] else f"no (< {st['min_shared']} shared)"}
+                     for p in self.pairs]
+        n_used = sum(p["used"] for p in self.pairs)
+        summary = (
+            f"<p>{n_used} paraphrase pairs in {len(self.groups)} group(s) against "
+            f"{len(self.null_pairs)} unrelated pairs ({escape(', '.join(f'{v} from {k}' for k, v in d['null_pairs']['by_source'].items()) or 'none')}). "
+            "Stability is the Pearson correlation of word-to-word attention on the words two "
+            "phrasings share (rows renormalized), averaged over pairs; 1 means the head attends "
+            "between shared words the same way in every phrasing. Intervals: "
+            f"{st['ci']:.0%} bootstrap over pairs ({st['n_boot']} resamples, seed {st['seed']}).</p>"
+            + notes + table_html(rows) + table_html(pair_rows)
+        )
+        sens_rows = []
+        for e in d["most_sensitive"]:
+            sens_rows.append({"head": f"L{e['layer']}H{e['head']}", "stability": e["stability"],
+                              "95% interval": _ci_text(e["stability_ci"]), "null": e["null"],
+                              "gap": e["gap"], "gap interval": _ci_text(e["gap_ci"]),
+                              "profile": e["profile_similarity"], "word mass": e["word_mass"],
+                              "verdict": e["verdict"], "worst group": e["group"] + 1})
+        sens = table_html(sens_rows)
+        for e in d["most_sensitive"]:
+            key = (e["layer"], e["head"])
+            if key in self.views:
+                sens += (f"<h3>Layer {e['layer']}, head {e['head']}: group {e['group'] + 1}</h3>"
+                         f"<p class='caption'>stability {_num_text(e['stability'])} "
+                         f"{_ci_text(e['stability_ci'])}, null {_num_text(e['null'])}, "
+                         f"profile similarity {_num_text(e['profile_similarity'])}; "
+                         f"{escape(e['verdict'])}.</p>" + self.views[key])
+        all_rows = [{"head": f"L{e['layer']}H{e['head']}", "stability": e["stability"],
+                     "interval": _ci_text(e["stability_ci"]), "null": e["null"], "gap": e["gap"],
+                     "profile": e["profile_similarity"], "null profile": e["null_profile"],
+                     "word mass": e["word_mass"], "verdict": e["verdict"]} for e in d["heads"]]
+        sections = [
+            ("Summary", summary),
+            ("Stability per head", figure_block(figure_to_svg(self.figure()),
+                                                "Left: paraphrase stability; middle: the same "
+                                                "measure on unrelated sentence pairs; right: the "
+                                                "gap.") +
+             "<details><summary>All heads</summary>" + table_html(all_rows, digits=3) + "</details>"),
+            ("Most phrasing-sensitive heads", sens or "<p>(no head qualifies)</p>"),
+        ]
+        if self.overview:
+            sections.append(("All heads, side by side", self.overview))
+        return page(f"Paraphrase stability: {self.model}", sections,
+                    subtitle=f"{self.n_layer} layers x {self.n_head} heads")
+
+    def _repr_html_(self) -> str:
+        from lenslab.report.viewer import notebook_frame
+
+        return notebook_frame(self.to_html(), height=1000)
+
+    def write(self, out_dir: Union[str, Path], command: Optional[str] = None) -> tuple[Path, Path]:
+        """Write ``paraphrase.json`` and ``paraphrase.html`` into ``out_dir`` (atomic)."""
+        from lenslab._io import atomic_write_json, atomic_write_text
+
+        out = Path(out_dir)
+        d = self.to_dict()
+        if command:
+            d["command"] = command
+        atomic_write_json(out / "paraphrase.json", d)
+        atomic_write_text(out / "paraphrase.html", self.to_html())
+        return out / "paraphrase.json", out / "paraphrase.html"
+
+
+def _num_text(x: Optional[float]) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _ci_text(ci: Sequence[Optional[float]]) -> str:
+    return f"[{_num_text(ci[0])}, {_num_text(ci[1])}]"
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def paraphrase_stability(
+    lens: Any,
+    groups: Union[str, Path, Sequence[Sequence[str]]],
+    *,
+    truncate: bool = False,
+    min_shared: int = 2,
+    null_per_pair: int = 2,
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+    top: int = 5,
+    min_word_mass: float = 0.1,
+    head_info: Any = None,
+    views: bool = True,
+    progress: bool = False,
+) -> ParaphraseResult:
+    """Measure per-head paraphrase stability of ``lens`` (a :class:`LensModel`).
+
+    ``groups``: a file path (see :func:`read_groups`) or a list of groups of phrasings.
+    ``head_info``: optional head taxonomy (``heads.json``) whose classes the views show.
+    ``views``: build the side-by-side viewer fragments (re-captures the groups they need).
+    """
+    if isinstance(groups, (str, Path)):
+        groups = read_groups(groups)
+    groups = _check_groups(groups)
+    if min_shared < 2:
+        raise DataError("min_shared must be at least 2 (one shared word has no pattern to compare)")
+    rng = np.random.default_rng(seed)
+    L, H = lens.n_layer, lens.n_head
+
+    texts = [t for grp in groups for t in grp]
+    bar = _progress(progress, len(texts))
+
+    def analyze(t: str, where: str) -> SentenceStats:
+        try:
+            s = analyze_sentence(lens, t, truncate=truncate)
+        except DataError as e:
+            raise DataError(f"{where}: {e}") from None
+        bar(1)
+        return s
+
+    stats = [[analyze(t, f"group {g + 1}, phrasing {i + 1}") for i, t in enumerate(grp)]
+             for g, grp in enumerate(groups)]
+    notes: list[str] = []
+    if any(s.truncated for grp in stats for s in grp):
+        notes.append(f"some phrasings were truncated to the model's context of {lens.n_ctx} tokens")
+
+    # ---- paraphrase pairs
+    pairs: list[dict] = []
+    att, prof, mass, pgroup = [], [], [], []
+    for g, grp in enumerate(stats):
+        for i in range(len(grp)):
+            for j in range(i + 1, len(grp)):
+                sh = shared_forms(grp[i], grp[j])
+                used = len(sh) >= min_shared
+                pairs.append({"group": g, "a": i, "b": j, "shared": sh, "used": used})
+                if used:
+                    r, m = attention_similarity(grp[i], grp[j], sh)
+                    att.append(r)
+                    mass.append(m)
+                    prof.append(profile_similarity(grp[i], grp[j]))
+                    pgroup.append(g)
+    skipped = [p for p in pairs if not p["used"]]
+    if not att:
+        raise DataError(f"no two phrasings of a group share at least {min_shared} words; "
+                        "paraphrases must have words in common to compare attention")
+    if skipped:
+        notes.append(f"{len(skipped)} of {len(pairs)} pairs share fewer than {min_shared} words "
+                     "and are not compared")
+
+    # ---- null: unrelated pairs of similar length
+    builtin: list[SentenceStats] = []
+
+    def builtin_pool() -> list[SentenceStats]:
+        if not builtin:
+            builtin.extend(analyze_sentence(lens, t, truncate=True) for t in BUILTIN_SENTENCES)
+        return builtin
+
+    null_keys: set = set()
+    null_pairs: list[dict] = []
+    natt, nprof = [], []
+    def nearest(a: SentenceStats, partner: SentenceStats, pool: list[SentenceStats]
+                ) -> list[SentenceStats]:
+        """Up to ``null_per_pair`` sentences sharing ``min_shared`` words with ``a``, closest in
+        token length to ``partner`` (ties broken at random)."""
+        cands = [c for c in pool if len(shared_forms(a, c)) >= min_shared]
+        tie = rng.random(len(cands))
+        order = sorted(range(len(cands)),
+                       key=lambda k: (abs(cands[k].n_tokens - partner.n_tokens), tie[k]))
+        return [cands[k] for k in order[:null_per_pair]]
+
+    for p in (p for p in pairs if p["used"]):
+        grp = stats[p["group"]]
+        others = [s for g2, gg in enumerate(stats) if g2 != p["group"] for s in gg]
+        for a, partner in ((grp[p["a"]], grp[p["b"]]), (grp[p["b"]], grp[p["a"]])):
+            source, found = "other groups", nearest(a, partner, others)
+            if not found:  # one group only, or no other group shares enough words
+                source, found = "built-in sentences", nearest(a, partner, builtin_pool())
+            for c in found:
+                key = (id(a), id(c))
+                if key in null_keys:
+                    continue
+                null_keys.add(key)
+                r, _ = attention_similarity(a, c, shared_forms(a, c))
+                natt.append(r)
+                nprof.append(profile_similarity(a, c))
+                null_pairs.append({"a": a.text, "b": c.text, "source": source})
+    nan = np.full((L, H), np.nan)
+    if len(stats) > 1 and any(p["source"] == "built-in sentences" for p in null_pairs):
+        notes.append(f"some phrasings share fewer than {min_shared} words with every sentence of "
+                     "the other groups; their null pairs use built-in sentences")
+    if not natt:
+        notes.append(f"no unrelated sentence shares {min_shared} words with the phrasings: "
+                     "there is no null baseline")
+
+    # ---- aggregate with bootstrap intervals
+    att_a, prof_a, mass_a = np.stack(att), np.stack(prof), np.stack(mass)  # [P, L, H]
+    b_att = _boot_means(att_a, n_boot, rng)
+    b_prof = _boot_means(prof_a, n_boot, rng)
+    stability, profile = _nanmean0(att_a), _nanmean0(prof_a)
+    if natt:
+        natt_a, nprof_a = np.stack(natt), np.stack(nprof)
+        b_null = _boot_means(natt_a, n_boot, rng)
+        null, null_profile = _nanmean0(natt_a), _nanmean0(nprof_a)
+        null_ci = np.stack(_interval(b_null, ci))
+        gap_ci = np.stack(_interval(b_att - b_null, ci))
+    else:
+        null, null_profile = nan.copy(), nan.copy()
+        null_ci, gap_ci = np.stack([nan, nan]), np.stack([nan, nan])
+    per_group = np.full((len(groups), L, H), np.nan)
+    pg = np.array(pgroup)
+    for g in range(len(groups)):
+        if (pg == g).any():
+            per_group[g] = _nanmean0(att_a[pg == g])
+
+    word_mass = mass_a.mean(0)
+    eligible = [(layer, h) for layer in range(L) for h in range(H)
+                if word_mass[layer, h] >= min_word_mass and np.isfinite(stability[layer, h])]
+    if len(eligible) < L * H:
+        notes.append(f"{L * H - len(eligible)} heads put less than {min_word_mass:.0%} of their "
+                     "attention on shared words (sinks, delimiters) and are not ranked")
+    sensitive = sorted(eligible, key=lambda x: (stability[x], -np.nan_to_num(null[x])))[:max(top, 0)]
+
+    res = ParaphraseResult(
+        model=lens.name, n_layer=L, n_head=H, groups=stats, pairs=pairs, null_pairs=null_pairs,
+        stability=stability, stability_ci=np.stack(_interval(b_att, ci)),
+        profile=profile, profile_ci=np.stack(_interval(b_prof, ci)),
+        null=null, null_ci=null_ci, null_profile=null_profile,
+        gap=stability - null, gap_ci=gap_ci, word_mass=word_mass, per_group=per_group,
+        sensitive=sensitive,
+        settings={"min_shared": min_shared, "null_per_pair": null_per_pair, "n_boot": n_boot,
+                  "ci": ci, "seed": seed, "top": top, "min_word_mass": min_word_mass,
+                  "truncate": truncate},
+        notes=notes,
+    )
+    if views:
+        _build_views(res, lens, groups, truncate, head_info)
+    return res
+
+
+def _build_views(res: ParaphraseResult, lens: Any, groups: list[list[str]], truncate: bool,
+                 head_info: Any) -> None:
+    """Side-by-side viewers: one per sensitive head (its worst group, that head only) and one
+    all-heads viewer of the first sensitive head's group with the stability numbers per head."""
+    from lenslab.report.viewer import ViewerInput, capture_quantized, load_head_info, viewer_fragment
+
+    captured: dict[int, list[ViewerInput]] = {}
+
+    def inputs(g: int) -> list[ViewerInput]:
+        if g not in captured:
+            items = []
+            for i, t in enumerate(groups[g]):
+                toks, q = capture_quantized(lens, t, truncate=truncate)
+                items.append(ViewerInput(f"{i + 1}. {t}", list(toks.strings), q, list(toks.special)))
+            captured[g] = items
+        return captured[g]
+
+    info = res.head_info()
+    taxonomy = load_head_info(head_info)
+    for key, e in taxonomy.items():  # the taxonomy's class, with the stability numbers
+        if key in info and e.get("class"):
+            info[key]["class"] = e["class"]
+    for layer, h in res.sensitive:
+        res.views[(layer, h)] = viewer_fragment(inputs(res.worst_group(layer, h)), info,
+                                                heads=[(layer, h)], select=(layer, h),
+                                                hide_special=True)
+    first = res.worst_group(*res.sensitive[0]) if res.sensitive else 0
+    sel = res.sensitive[0] if res.sensitive else (0, 0)
+    res.overview = viewer_fragment(inputs(first), info, select=sel,
+                                   title=f"Group {first + 1}: every head; grid labels are "
+                                         "stability verdicts (or taxonomy classes when given)")
+
+
+def _progress(enabled: bool, total: int):
+    """A rich progress bar advancing by ``n``, or a no-op."""
+    if not enabled:
+        return lambda n: None
+    from rich.progress import Progress
+
+    prog = Progress(transient=True)
+    task = prog.add_task("capturing phrasings", total=total)
+    prog.start()
+
+    def advance(n: int) -> None:
+        prog.advance(task, n)
+        if prog.finished:
+            prog.stop()
+
+    return advance
