@@ -116,7 +116,7 @@ def _register_optional() -> None:
     """Labs register their own commands; a lab that is absent leaves the core usable."""
     import importlib
 
-    for mod in ("lenslab.scaling.commands",):
+    for mod in ("lenslab.scaling.commands", "lenslab.attention.commands"):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -54,6 +54,16 @@ from lenslab.errors import DataError
 WORD_RE = re.compile(r"\w+")
 PROFILE_FEATURES = ("entropy", "offset", "first_token", "special_tokens", "non_word")
 
+# Verdicts of :meth:`ParaphraseResult.verdict` and their short labels (viewer grid, CLI table).
+SHORT_VERDICT = {
+    "more stable than unrelated sentences": "stable",
+    "less stable than unrelated sentences": "phrasing-sensitive",
+    "not distinguishable from unrelated sentences": "like unrelated",
+    "little attention on shared words": "non-word",
+    "no comparable pair": "n/a",
+    "no null": "no null",
+}
+
 # Unrelated natural sentences for the null when only one group is given. Written for lenslab:
 # everyday statements and questions of 6 to 25 words that use common function words, so most
 # user sentences share at least two words with several of them.
@@ -470,16 +480,11 @@ class ParaphraseResult:
 
     def head_info(self) -> dict:
         """Per-head numbers in the viewer's head-info form (class = verdict)."""
-        short = {"more stable than unrelated sentences": "stable",
-                 "less stable than unrelated sentences": "phrasing-sensitive",
-                 "not distinguishable from unrelated sentences": "like unrelated",
-                 "little attention on shared words": "non-word",
-                 "no comparable pair": "n/a", "no null": "no null"}
         info = {}
         for layer in range(self.n_layer):
             for h in range(self.n_head):
                 info[(layer, h)] = {
-                    "class": short[self.verdict(layer, h)],
+                    "class": SHORT_VERDICT[self.verdict(layer, h)],
                     "scores": {"stability": _f(self.stability[layer, h]),
                                "profile": _f(self.profile[layer, h]),
                                "word mass": _f(self.word_mass[layer, h])},
