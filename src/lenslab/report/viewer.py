@@ -278,8 +278,10 @@ def assets() -> tuple[str, str]:
     base = resources.files("lenslab.report") / "static"
     css = (base / "viewer.css").read_text(encoding="utf-8")
     js = (base / "viewer.js").read_text(encoding="utf-8")
-    if "</script" in js.lower() or "</style" in css.lower():  # would end the inline element
-        raise RuntimeError("viewer assets must not contain a closing script/style tag")
+    # "</script" would end the inline element; "<!--" and "<script" could switch the HTML parser
+    # into its escaped script states, where the real closing tag no longer closes it
+    if any(bad in js.lower() for bad in ("</script", "<script", "<!--")) or "</style" in css.lower():
+        raise RuntimeError("viewer assets must not contain script/style tags or <!--")
     return css, js
 
 

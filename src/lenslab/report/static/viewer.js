@@ -1,6 +1,6 @@
 /* lenslab attention viewer: offline, no dependencies, no network.
  *
- * Every <div class="lv"> holds its data in <script type="application/json" class="lv-data">.
+ * Every div.lv holds its data in a JSON script element of class lv-data (type application/json).
  * Safety rule of this file: strings from the data (token strings, titles, classes, score names)
  * are only ever inserted with textContent / createTextNode or set as properties (title), never
  * through innerHTML, insertAdjacentHTML, document.write or attribute strings that are parsed.
