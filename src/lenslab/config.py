@@ -49,6 +49,12 @@ class GPTConfig(_Strict):
     attn_only: bool = False
     tie_embeddings: bool = True
     bias: bool = True
+    d_in: Optional[PosInt] = Field(
+        None, description="continuous inputs: a linear read-in from d_in features replaces the "
+        "token embedding (in-context regression fills it in)")
+    d_out: Optional[PosInt] = Field(
+        None, description="continuous outputs: a linear read-out to d_out values replaces the "
+        "unembedding (in-context regression fills it in)")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "GPTConfig":
@@ -75,7 +81,20 @@ class LSTMConfig(_Strict):
     tie_embeddings: bool = True
 
 
-ModelConfig = Annotated[Union[GPTConfig, LSTMConfig], Field(discriminator="kind")]
+class LSAConfig(_Strict):
+    """One layer of linear self-attention over tokens ``e_i = (x_i, y_i)`` (von Oswald et al. 2023).
+
+    ``e_q <- e_q + sum_h P_h W_V,h mean_i[e_i e_i^T] W_K,h^T W_Q,h e_q`` over the context tokens;
+    the prediction is the updated y coordinate of each token. Needs ``data.layout = "paired"``.
+    """
+
+    kind: Literal["lsa"] = "lsa"
+    d_in: Optional[PosInt] = Field(None, description="token width d + 1; defaults to the task's")
+    n_head: PosInt = 1
+    init_std: PosFloat = Field(0.05, description="std of the normal initialisation of every matrix")
+
+
+ModelConfig = Annotated[Union[GPTConfig, LSTMConfig, LSAConfig], Field(discriminator="kind")]
 
 
 # ----------------------------------------------------------------------------- data
@@ -131,8 +150,27 @@ class TextData(_Strict):
     val_fraction: Annotated[float, Field(ge=0, lt=0.5)] = 0.1
 
 
+class ICLRegressionData(_Strict):
+    """In-context linear regression (Garg et al. 2022): each sequence has its own ``w ~ N(0, I_d)``
+    and ``n_points`` pairs ``(x_i, y_i = w.x_i + noise)``.
+
+    ``layout = "interleaved"``: tokens ``(x_1, 0), (0, y_1), (x_2, 0), ...`` of width d + 1; the
+    model predicts ``y_i`` at the token of ``x_i`` from the ``i - 1`` pairs before it.
+    ``layout = "paired"`` (von Oswald et al. 2023): tokens ``(x_i, y_i)`` for the first
+    ``n_points - 1`` pairs, then the query ``(x_q, 0)``; only the query is scored.
+    """
+
+    task: Literal["icl_regression"] = "icl_regression"
+    d: PosInt = 5
+    n_points: Annotated[int, Field(ge=2)] = 11
+    noise: Annotated[float, Field(ge=0)] = Field(0.0, description="std of the label noise")
+    x_dist: Literal["normal", "uniform"] = Field(
+        "normal", description="x ~ N(0, I) or uniform in [-1, 1]^d")
+    layout: Literal["interleaved", "paired"] = "interleaved"
+
+
 DataConfig = Annotated[
-    Union[InductionData, ModularAdditionData, AdditionData, TextData],
+    Union[InductionData, ModularAdditionData, AdditionData, TextData, ICLRegressionData],
     Field(discriminator="task"),
 ]
 
@@ -220,7 +258,8 @@ class RunConfig(_Strict):
 
 def _format_error(err: ValidationError, source: str) -> str:
     parts = []
-    tags = {"gpt", "lstm", "induction", "modular_addition", "addition", "text"}
+    tags = {"gpt", "lstm", "lsa", "induction", "modular_addition", "addition", "text",
+            "icl_regression"}
     for e in err.errors():
         loc_parts = [str(x) for x in e["loc"] if not str(x).startswith("function-")]
         # discriminated unions put the tag in the location; drop it for readability
@@ -241,8 +280,8 @@ def _format_error(err: ValidationError, source: str) -> str:
 def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
     data = dict(data)
     for section, tag, default, choices in (
-        ("model", "kind", "gpt", "gpt, lstm"),
-        ("data", "task", None, "induction, modular_addition, addition, text"),
+        ("model", "kind", "gpt", "gpt, lstm, lsa"),
+        ("data", "task", None, "induction, modular_addition, addition, text, icl_regression"),
     ):
         sub = data.get(section)
         if isinstance(sub, dict):

@@ -1,20 +1,24 @@
-"""The model zoo: own GPT, LSTM baseline, and (in :mod:`lenslab.models.hf`) any HF model."""
+"""The model zoo: own GPT, LSTM baseline, one-layer linear self-attention (in-context regression),
+and (in :mod:`lenslab.models.hf`) any HF model."""
 
 from __future__ import annotations
 
 import torch.nn as nn
 
-from lenslab.config import GPTConfig, LSTMConfig
+from lenslab.config import GPTConfig, LSAConfig, LSTMConfig
 from lenslab.models.gpt import GPT
+from lenslab.models.lsa import LinearSelfAttention
 from lenslab.models.lstm import LSTM
 
-__all__ = ["GPT", "LSTM", "build_model"]
+__all__ = ["GPT", "LSTM", "LinearSelfAttention", "build_model"]
 
 
-def build_model(cfg: GPTConfig | LSTMConfig) -> nn.Module:
+def build_model(cfg: GPTConfig | LSTMConfig | LSAConfig) -> nn.Module:
     """Build a freshly initialised model (initialisation uses torch's global RNG: seed first)."""
     if isinstance(cfg, GPTConfig):
         return GPT(cfg)
     if isinstance(cfg, LSTMConfig):
         return LSTM(cfg)
+    if isinstance(cfg, LSAConfig):
+        return LinearSelfAttention(cfg)
     raise TypeError(f"unknown model config {type(cfg).__name__}")

@@ -96,21 +96,38 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    """Decoder-only transformer: ``ids [B, T] -> logits [B, T, vocab]``."""
+    """Decoder-only transformer: ``ids [B, T] -> logits [B, T, vocab]``.
+
+    With ``cfg.d_in`` / ``cfg.d_out`` set (Garg et al. 2022's variant for in-context regression)
+    a linear read-in ``[B, T, d_in] -> [B, T, d_model]`` replaces the token embedding and a
+    linear read-out ``[B, T, d_model] -> [B, T, d_out]`` replaces the unembedding; the blocks
+    and positions are the same.
+    """
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        if cfg.vocab_size is None:
+        if cfg.vocab_size is None and (cfg.d_in is None or cfg.d_out is None):
             raise ModelError("GPT needs model.vocab_size (set it, or let the task fill it in)")
         self.cfg = cfg
-        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        # token path (ids in, logits out) unless d_in / d_out ask for continuous vectors
+        self.tok_emb: Optional[nn.Embedding] = None
+        self.read_in: Optional[nn.Linear] = None
+        if cfg.d_in is None:
+            self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        else:
+            self.read_in = nn.Linear(cfg.d_in, cfg.d_model, bias=cfg.bias)
         self.pos_emb = nn.Embedding(cfg.n_ctx, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        if cfg.tie_embeddings:
-            self.lm_head.weight = self.tok_emb.weight
+        self.lm_head: Optional[nn.Linear] = None
+        self.read_out: Optional[nn.Linear] = None
+        if cfg.d_out is None:
+            self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+            if cfg.tie_embeddings and self.tok_emb is not None:
+                self.lm_head.weight = self.tok_emb.weight
+        else:
+            self.read_out = nn.Linear(cfg.d_model, cfg.d_out, bias=cfg.bias)
         self.apply(self._init)
         for name, p in self.named_parameters():  # GPT-2: scale residual writes by depth
             if name.endswith("proj.weight"):
@@ -145,30 +162,41 @@ class GPT(nn.Module):
         """
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
-            n -= self.tok_emb.weight.numel() + self.pos_emb.weight.numel()
+            n -= self.pos_emb.weight.numel()
+            if self.tok_emb is not None:
+                n -= self.tok_emb.weight.numel()
         return n
 
     def forward(
         self,
-        idx: torch.Tensor,  # [B, T] token ids
+        idx: torch.Tensor,  # [B, T] token ids, or [B, T, d_in] vectors when cfg.d_in is set
         attn_hook: Optional[AttnHook] = None,
         head_scale: Optional[torch.Tensor] = None,  # [layer, head] multipliers (ablation)
         return_resid: bool = False,
     ) -> torch.Tensor:
-        B, T = idx.shape
+        B, T = idx.shape[:2]
         if T > self.cfg.n_ctx:
             raise ModelError(
                 f"input has {T} tokens but the model's context is {self.cfg.n_ctx}; "
                 "shorten the input"
             )
         pos = torch.arange(T, device=idx.device)
-        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))
+        if self.read_in is not None:
+            if idx.dim() != 3 or idx.shape[-1] != self.cfg.d_in:
+                raise ModelError(f"this GPT reads vectors [batch, T, {self.cfg.d_in}], not a "
+                                 f"tensor of shape {list(idx.shape)}")
+            h = self.read_in(idx.to(self.read_in.weight.dtype))
+        else:
+            h = self.tok_emb(idx)
+        x = self.drop(h + self.pos_emb(pos))
         for i, block in enumerate(self.blocks):
             hs = head_scale[i] if head_scale is not None else None
             x = block(x, attn_hook, hs)
         x = self.ln_f(x)
         if return_resid:
             return x
+        if self.read_out is not None:
+            return self.read_out(x)  # [B, T, d_out]
         return self.lm_head(x)  # [B, T, V]
 
     @torch.no_grad()
