@@ -98,7 +98,8 @@ def induction_runs(tmp_path_factory):
         cfg = cfg.model_copy(update={
             "model": cfg.model.model_copy(update={"n_layer": layers}),
             "train": cfg.train.model_copy(update={"max_steps": steps, "eval_every": 100,
-                                                  "checkpoint_every": 100, "threads": 1})})
+                                                  "checkpoint_every": 50, "keep_checkpoints": 100,
+                                                  "threads": 1})})
         res = lenslab.train(cfg, d / f"L{layers}", progress=False)
         assert res.status == "completed"
         out[layers] = d / f"L{layers}"

@@ -155,6 +155,79 @@ def heads(
     err.print(f"[green]wrote[/] {out_dir / 'heads.json'} and {out_dir / 'heads.html'}")
 
 
+@app.command()
+def icl(
+    run_dir: Path = typer.Argument(..., help="run folder (token task)"),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="folder for icl.json and icl.html"),
+    early: Optional[int] = typer.Option(None, help="early position (default: 50/512 of the context)"),
+    late: Optional[int] = typer.Option(None, help="late position (default: 500/512 of the context)"),
+):
+    """ICL score, per-position loss and the induction phase change over the run's checkpoints."""
+    from lenslab.icl.score import measure_icl, write_icl
+
+    rep = measure_icl(run_dir, early, late, progress=True)
+    path = write_icl(rep, out_dir, "lenslab " + " ".join(sys.argv[1:]))
+    s = rep.score
+    out.print(f"ICL score {s['icl_score']:+.4f} (loss at {s['late']}: {s['loss_late']:.4f}, "
+              f"at {s['early']}: {s['loss_early']:.4f})")
+    if rep.phase is not None:
+        ph = rep.phase
+        out.print("phase change: " + (f"from step {ph.jump_from} (< {ph.low}) to step {ph.jump_to} "
+                                      f"(> {ph.high}), steepest at {ph.jump_step}" if ph.detected
+                                      else "not detected"))
+    err.print(f"[green]wrote[/] {path}")
+
+
+@app.command()
+def compare(
+    run_a: Path = typer.Argument(..., help="first run folder"),
+    run_b: Path = typer.Argument(..., help="second run folder (same task and seed)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="write compare.json/html here"),
+):
+    """Per-position loss of two runs side by side (e.g. transformer against LSTM)."""
+    from rich.table import Table
+
+    from lenslab.icl.score import compare as do_compare
+
+    cmp_ = do_compare(run_a, run_b)
+    t = Table()
+    for c in ("run", "params", "loss early", "loss late", "ICL score"):
+        t.add_column(c)
+    for n in cmp_.names:
+        sc = cmp_.scores[n]
+        t.add_row(n, f"{cmp_.params[n]:,}", f"{sc['loss_early']:.3f}", f"{sc['loss_late']:.3f}",
+                  f"{sc['icl_score']:+.3f}")
+    out.print(t)
+    if out_dir is not None:
+        from lenslab._io import atomic_write_json
+        from lenslab.report.html import Page
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out_dir / "compare.json", cmp_.to_dict())
+        page = Page("Per-position loss", " vs ".join(cmp_.names))
+        page.add("Curves", cmp_.to_html())
+        page.write(out_dir / "compare.html")
+        err.print(f"[green]wrote[/] {out_dir / 'compare.html'}")
+
+
+@app.command()
+def replicate(
+    name: str = typer.Argument(..., help="induction | lsa-gd | icl-regression | grokking | all"),
+    out_dir: Path = typer.Option(Path("runs/replicate"), "--out", "-o"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Reproduce a published result on this machine; ends with PASS NAME or FAIL NAME: why."""
+    from lenslab.icl import replicate as R
+
+    names = sorted(R.available()) if name == "all" else [name]
+    failed = False
+    for n in names:
+        res = R.run(n, out_dir, progress=not quiet)
+        print(res.line(), flush=True)
+        failed |= not res.passed
+    raise typer.Exit(1 if failed else 0)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point: LensError becomes one line on stderr and its exit code; no traceback."""
     try:

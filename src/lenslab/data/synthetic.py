@@ -50,9 +50,11 @@ class InductionTask:
             yield self._xy(self.sample(rng_for(self.seed, _EVAL, i), batch_size)[0])
 
     def repeated_mask(self, periods: np.ndarray) -> torch.Tensor:
-        """``[n, T]`` True where the target token is a repeat (predictable by induction)."""
+        """``[n, T]`` True where induction can predict the target: the current token already
+        occurred a period ago. (The first token of the second period is a repeat too, but
+        nothing in the context says the prefix has ended, so it is not counted.)"""
         tpos = np.arange(1, self.seq_len + 1)[None, :]  # position of each target
-        return torch.from_numpy(tpos >= periods[:, None])
+        return torch.from_numpy(tpos >= periods[:, None] + 1)
 
     def token_str(self, ids):
         return [f"t{int(i)}" for i in ids]
