@@ -515,8 +515,7 @@ class ParaphraseResult:
 
     def to_html(self) -> str:
         """A self-contained page: summary, per-head map, sensitive heads side by side."""
-        from lenslab.report.html import figure_block, figure_to_svg, table_html
-        from lenslab.report.html import escape
+        from lenslab.report.html import escape, figure_block, table_html
         from lenslab.report.viewer import page
 
         d = self.to_dict()
@@ -563,7 +562,7 @@ class ParaphraseResult:
                      "word mass": e["word_mass"], "verdict": e["verdict"]} for e in d["heads"]]
         sections = [
             ("Summary", summary),
-            ("Stability per head", figure_block(figure_to_svg(self.figure()),
+            ("Stability per head", figure_block(_svg(self.figure()),
                                                 "Left: paraphrase stability; middle: the same "
                                                 "measure on unrelated sentence pairs; right: the "
                                                 "gap.") +
@@ -591,6 +590,21 @@ class ParaphraseResult:
         atomic_write_json(out / "paraphrase.json", d)
         atomic_write_text(out / "paraphrase.html", self.to_html())
         return out / "paraphrase.json", out / "paraphrase.html"
+
+
+def _svg(fig: Any) -> str:
+    """Inline SVG of a figure, fonts as paths, without a timestamp (same input, same page)."""
+    import io
+
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": "lenslab"}):
+        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    plt.close(fig)
+    svg = buf.getvalue()
+    return svg[svg.find("<svg"):]
 
 
 def _num_text(x: Optional[float]) -> str:
@@ -703,7 +717,7 @@ def paraphrase_stability(
             if not found:  # one group only, or no other group shares enough words
                 source, found = "built-in sentences", nearest(a, partner, builtin_pool())
             for c in found:
-                key = (id(a), id(c))
+                key = (a.text, c.text)  # repeated phrasings give one null pair, not several
                 if key in null_keys:
                     continue
                 null_keys.add(key)
