@@ -14,10 +14,10 @@ from typing import Callable
 
 from lenslab.report.html import Page, escape
 
-Chapter = tuple[str, str, Callable[[Path, bool], str]]  # (anchor, title, builder)
+Chapter = tuple[str, str, Callable[[Path, Page, bool], str]]  # (anchor, title, builder)
 
 
-def _training_chapter(out: Path, quick: bool) -> str:
+def _training_chapter(out: Path, page: Page, quick: bool) -> str:
     """Train a small attention-only GPT on the induction task with faults injected."""
     import shutil
 
@@ -30,7 +30,7 @@ def _training_chapter(out: Path, quick: bool) -> str:
     cfg = cfg.model_copy(update={
         "name": "tour-induction",
         "train": cfg.train.model_copy(update={"max_steps": steps, "eval_every": 50,
-                                              "checkpoint_every": 20}),
+                                              "checkpoint_every": 20, "keep_checkpoints": 1000}),
         "guard": cfg.guard.model_copy(update={"rollback_after": 3}),
     })
     run = out / "runs" / "induction"
@@ -51,9 +51,35 @@ def _training_chapter(out: Path, quick: bool) -> str:
     return intro + training_chapter(run)
 
 
+def _attention_chapter(out: Path, page: Page, quick: bool) -> str:
+    from lenslab.attention.lab import tour_chapter
+
+    return tour_chapter(out, page, quick)
+
+
+def _icl_chapter(out: Path, page: Page, quick: bool) -> str:
+    from lenslab.icl.score import tour_chapter
+
+    return tour_chapter(out, page, quick)
+
+
+def _scaling_chapter(out: Path, page: Page, quick: bool) -> str:
+    from lenslab.scaling.tour import scaling_chapter
+
+    return scaling_chapter(out / "scaling", quick)
+
+
 def chapters() -> list[Chapter]:
-    """The tour's chapters in order; labs append theirs here."""
-    out: list[Chapter] = [("training", "Training under guard", _training_chapter)]
+    """The tour's chapters in order (each lab adds its own)."""
+    import importlib.util
+
+    out = [
+        ("training", "Training under guard", _training_chapter),
+        ("attention", "Inside the model", _attention_chapter),
+        ("icl", "Learning in context", _icl_chapter),
+    ]
+    if importlib.util.find_spec("lenslab.scaling.tour") is not None:
+        out.append(("scaling", "Scaling", _scaling_chapter))
     return out
 
 
@@ -72,7 +98,7 @@ def run_tour(out_dir: str | Path = "runs/tour", quick: bool = False) -> Path:
         con.rule(f"[bold]{title}")
         t0 = time.perf_counter()
         try:
-            body = build(out, quick)
+            body = build(out, page, quick)
         except Exception as e:  # a failed chapter must not cost the others
             failures.append(title)
             body = (f"<div class='note'>This chapter failed: {escape(type(e).__name__)}: "

@@ -105,19 +105,133 @@ def _token_strings(lens: LensModel, ids: list[int]) -> list[str]:
     return task.token_str(ids) if task is not None else [str(i) for i in ids]
 
 
+def add_viewer_assets(page: Page) -> None:
+    """Inline the viewer's CSS and JS into ``page`` once (fragments need them)."""
+    from lenslab.report import viewer
+
+    css, js = viewer.assets()
+    if js not in page.scripts:
+        page.scripts.append(js)
+        page.extra_css += css
+
+
+def viewer_block(lens: LensModel, report: Optional[HeadReport], texts: list[tuple[str, list[int]]],
+                 title: str = "") -> str:
+    """An interactive viewer fragment for token-id inputs, with the head classes beside heads."""
+    from lenslab.report import viewer
+
+    inputs = []
+    for name, ids in texts:
+        pats = lens.capture(torch.tensor([ids]))
+        tok = getattr(lens, "tokenizer", None)
+        special = ([i in set(tok.all_special_ids) for i in ids] if tok is not None else None)
+        d = {"title": name, "tokens": _token_strings(lens, ids), "patterns": pats}
+        if special is not None:
+            d["special"] = special
+        inputs.append(d)
+    return viewer.viewer_fragment(inputs, report.heads if report is not None else None, title=title)
+
+
 def _add_viewer(page: Page, lens: LensModel, report: HeadReport) -> None:
-    """Embed the interactive viewer when it is available (lenslab.report.viewer)."""
-    try:
-        from lenslab.report import viewer
-    except ImportError:
-        return
-    embed = getattr(viewer, "embed_section", None)
-    if embed is None:
-        return
+    add_viewer_assets(page)
     ex = random_battery(lens, 1, length=min(16, lens.n_ctx // 2 - 1), seed=3)[0]
-    pats = lens.capture(torch.tensor([ex.ids]))
-    page.add("Viewer", embed(page, [("repeated random tokens", _token_strings(lens, ex.ids), pats)],
-                              head_info=report.heads))
+    page.add("Viewer", "<p>Click a head in the grid; hover tokens for weights.</p>"
+             + viewer_block(lens, report, [("repeated random tokens", ex.ids)]))
 
 
 __all__ = ["run_heads", "escape"]
+
+
+PARAPHRASE_GROUP = [
+    "What is the capital city of France?",
+    "Which city is the capital of France?",
+    "France's capital city is which one?",
+    "Name the capital of France.",
+]
+
+
+def tour_chapter(out: Path, page: Page, quick: bool) -> str:
+    """"Inside the model": the tour GPT's heads with evidence, MiniLM's taxonomy, a paraphrase
+    group. Needs the training chapter's run (``out/runs/induction``)."""
+    import time
+
+    from lenslab.attention.capture import GPTLens
+    from lenslab.report.html import table_html
+
+    add_viewer_assets(page)
+    parts = []
+    run = out / "runs" / "induction"
+    t0 = time.perf_counter()
+    rep = run_heads(GPTLens.from_run(run), run / "analysis", progress=False,
+                    command=f"lenslab heads {run} --out {run / 'analysis'}")
+    gpt = GPTLens.from_run(run)
+    data = __import__("json").loads((run / "analysis" / "heads.json").read_text())
+    imp = data.get("importance")
+    ind = [h for h in rep.heads if h["class"] == "induction"]
+    prev = [h for h in rep.heads if h["class"] == "previous-token"]
+    best = max(rep.heads, key=lambda h: h["scores"]["induction"])
+    bn = best["null"]["induction"]
+    if ind:
+        finding = (
+            f"The model trained in the first chapter has {len(prev)} previous-token head(s) and "
+            f"{len(ind)} induction head(s). The best, L{best['layer']}H{best['head']}, puts "
+            f"{best['scores']['induction']:.2f} of its attention on the token after the previous "
+            f"occurrence of the current token, against a threshold of {bn['threshold']:.2f} from "
+            f"its nulls (re-initialised weights, 99th percentile {bn['reinit_hi']:.3f}; its own "
+            f"attention with shuffled keys, {bn['perm_hi']:.3f}). "
+            + ("This is the two-layer induction circuit of Olsson et al. 2022: a layer-0 head "
+               "copies the previous token into each position, a layer-1 head matches on it."
+               if any(h["layer"] == 0 for h in prev) and all(h["layer"] >= 1 for h in ind) else ""))
+    else:
+        finding = (
+            "The model trained in the first chapter has no induction head yet: its best "
+            f"prefix-matching score is {best['scores']['induction']:.2f} (L{best['layer']}H"
+            f"{best['head']}), under the threshold {bn['threshold']:.2f} set by its nulls. "
+            "(Short training, e.g. `--quick`, stops before the phase change.)")
+    parts.append("<h3>The tour's GPT</h3><p>" + escape(finding) + "</p>" + rep.to_html())
+    if imp is not None:
+        parts.append(figure_block(figure_to_svg(structure_vs_importance_figure(
+            rep, _importance_from(imp))), "Structure against importance (rise of the loss on "
+            "repeated random tokens when the head is zeroed)."))
+    ex = random_battery(gpt, 1, length=min(16, gpt.n_ctx // 2 - 1), seed=3)[0]
+    parts.append(viewer_block(gpt, rep, [("repeated random tokens", ex.ids)],
+                              title="Attention of the tour's GPT"))
+    try:
+        minilm = load_lens("minilm")
+    except Exception as e:  # the package is optional for users; say what is missing
+        parts.append(f"<div class='note'>MiniLM section skipped: {escape(e)}</div>")
+        return "".join(parts)
+    mdir = out / "minilm"
+    mrep = run_heads(minilm, mdir, progress=False, command=f"lenslab heads minilm --out {mdir}")
+    counts: dict[str, int] = {}
+    for h in mrep.heads:
+        counts[h["class"]] = counts.get(h["class"], 0) + 1
+    parts.append(
+        "<h3>all-MiniLM-L6-v2 (pretrained, 6 layers x 12 heads)</h3>"
+        "<p>The same battery and nulls on a real pretrained model. "
+        + escape(", ".join(f"{k}: {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])))
+        + ". Many heads park their attention on [CLS] (sink heads: a no-op when there is nothing "
+        "to attend to), layer 0 holds most of the broad heads, and a few heads are sharply "
+        "structured (previous-token, duplicate-token, next-token).</p>"
+        + figure_block(figure_to_svg(mrep.grid_figure()))
+        + "<details><summary>all 72 heads with evidence</summary>"
+        + table_html(mrep.table_rows(), digits=3) + "</details>")
+    try:
+        from lenslab.attention.paraphrase import paraphrase_stability
+    except ImportError:
+        return "".join(parts)
+    pres = paraphrase_stability(minilm, [PARAPHRASE_GROUP], head_info=mrep.heads,
+                                n_boot=200 if quick else 1000, top=3)
+    from lenslab._io import atomic_write_json
+
+    atomic_write_json(mdir / "paraphrase.json", pres.to_dict())
+    parts.append("<h3>The same question, phrased four ways</h3><p>"
+                 + " / ".join(escape(s) for s in PARAPHRASE_GROUP) + "</p>" + pres.to_html())
+    parts.append(f"<p class='caption'>Attention chapter computed in {time.perf_counter() - t0:.0f} s."
+                 "</p>")
+    return "".join(parts)
+
+
+def _importance_from(d: dict) -> Importance:
+    return Importance(d["metric"], d["baseline"], torch.tensor(d["zero_ablation"]),
+                      torch.tensor(d["mean_ablation"]))

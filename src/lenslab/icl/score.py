@@ -497,3 +497,60 @@ def _json(d) -> str:
     from lenslab._io import dumps
 
     return json.dumps(json.loads(dumps(d)), indent=2)
+
+
+# ---------------------------------------------------------------------- tour
+
+
+def tour_chapter(out: Path, page: Page, quick: bool) -> str:
+    """"Learning in context": the phase change of the tour's GPT, transformer against LSTM on
+    the same data and token budget, and in-context regression against known algorithms."""
+    import shutil
+    import time
+
+    import lenslab
+
+    t0 = time.perf_counter()
+    run = out / "runs" / "induction"
+    parts = []
+    ph = phase_change(run)
+    rep = measure_icl(run, with_phase=False)
+    write_icl(ICLReport(rep.run_dir, rep.step, rep.curve, rep.score, ph), run / "analysis",
+              f"lenslab icl {run} --out {run / 'analysis'}")
+    parts.append(
+        "<h3>The induction phase change</h3>"
+        "<p>Every checkpoint of the first chapter's run, measured again: the best head's "
+        "prefix-matching score, the best previous-token score, the loss on a repeated random "
+        "sequence and the ICL score. Olsson et al. 2022 saw all of these change together in a "
+        "narrow window of training; so does this model.</p>" + ph.to_html())
+    gcfg = load_config(run / "config.toml")
+    lcfg = lenslab.example_config("lstm")
+    lcfg = lcfg.model_copy(update={
+        "name": "tour-lstm", "seed": gcfg.seed, "data": gcfg.data,
+        "optim": lcfg.optim.model_copy(update={"batch_size": gcfg.optim.batch_size}),
+        "train": lcfg.train.model_copy(update={"max_steps": gcfg.train.max_steps, "eval_every": 100,
+                                               "checkpoint_every": 100})})
+    lrun = out / "runs" / "lstm"
+    if lrun.exists():
+        shutil.rmtree(lrun)
+    res = lenslab.train(lcfg, lrun, progress=True)
+    cmp_ = compare(run, lrun)
+    gname, lname = cmp_.names
+    parts.append(
+        "<h3>Transformer against LSTM</h3>"
+        f"<p>An LSTM ({cmp_.params[lname]:,} non-embedding parameters) trained by the same trainer "
+        f"on the same data and token budget ({res.step} steps) as the GPT "
+        f"({cmp_.params[gname]:,}). Early in the context both can only guess; later the "
+        f"transformer copies from context (loss {cmp_.scores[gname]['loss_late']:.2f} at position "
+        f"{cmp_.scores[gname]['late'] + 1}) while the LSTM must have squeezed the sequence into its "
+        f"state ({cmp_.scores[lname]['loss_late']:.2f}): Kaplan et al. 2020 (fig. 7) describe LSTMs "
+        "keeping up early in the context and falling behind later.</p>" + cmp_.to_html())
+    try:
+        from lenslab.icl.algorithms import regression_chapter
+    except ImportError:
+        regression_chapter = None
+    if regression_chapter is not None:
+        parts.append("<h3>Which algorithm runs in context?</h3>"
+                     + regression_chapter(out / "runs", quick))
+    parts.append(f"<p class='caption'>ICL chapter computed in {time.perf_counter() - t0:.0f} s.</p>")
+    return "".join(parts)
