@@ -307,7 +307,7 @@ def _plan_sizes(ns: list[int], per_token2: int, max_tokens: int, max_bytes: int
 
 def build_payload(inputs: Sequence[Any], head_info: Any = None, *, title: str = "",
                   heads: Optional[Iterable[HeadKey]] = None, select: Optional[HeadKey] = None,
-                  mode: str = "lines", hide_special: bool = False, max_tokens: int = MAX_TOKENS,
+                  mode: str = "auto", hide_special: bool = False, max_tokens: int = MAX_TOKENS,
                   max_bytes: int = MAX_BYTES) -> tuple[dict, list[str]]:
     """Validate inputs and build the JSON payload and the notices (plain text) for one viewer.
 
@@ -315,8 +315,8 @@ def build_payload(inputs: Sequence[Any], head_info: Any = None, *, title: str = 
     ``title`` token strings, ``special`` flags, ``n`` tokens kept, ``data`` = base64 of uint8
     ``[len(heads), n, n]`` (row-major: head, query, key).
     """
-    if mode not in ("lines", "heatmap"):
-        raise DataError(f"viewer mode must be 'lines' or 'heatmap', not {mode!r}")
+    if mode not in ("auto", "lines", "heatmap"):
+        raise DataError(f"viewer mode must be 'auto', 'lines' or 'heatmap', not {mode!r}")
     items = [_as_input(x, i) for i, x in enumerate(inputs)]
     if not items:
         raise DataError("nothing to show: give at least one input")
@@ -430,7 +430,8 @@ def render_viewer(inputs: Sequence[Any], head_info: Any = None, title: str = "At
     ``special``), :class:`ViewerInput` objects, or ``(title, tokens, patterns)`` tuples; several
     inputs are shown side by side for the selected head. ``head_info``: see
     :func:`load_head_info`. Options: ``heads`` (subset of ``(layer, head)`` to include),
-    ``select`` (initially selected head), ``mode`` (``"lines"`` or ``"heatmap"``),
+    ``select`` (initially selected head), ``mode`` (``"lines"``, ``"heatmap"`` or ``"auto"``:
+    lines up to 60 tokens, else heatmap),
     ``hide_special`` (start with special tokens hidden and rows renormalized over the rest),
     ``max_tokens`` per input, ``max_bytes`` of pattern data in all.
     """

@@ -10,7 +10,8 @@
  *   inputs: [{title, shown[], tip[], special[], n, n_total, data}]
  *           data = base64 uint8 [heads.length, n, n] (head, query, key), weight = byte / 255
  *   info:   [{layer, head, class, scores{name: number|null}, null{name: text}}]
- *   select: [layer, head]; mode: "lines" | "heatmap"
+ *   select: [layer, head]; mode: "lines" | "heatmap" | "auto" (lines up to 60 tokens);
+ *   hide_special: start with special tokens hidden (rows renormalized over the rest)
  * When a viewer has rendered, its container gets data-lv-ready="1".
  */
 (function () {
@@ -84,6 +85,26 @@
     ctx.putImageData(img, 0, 0);
   }
 
+  // grid thumbnail: at most THUMB x THUMB pixels; each pixel is the MAX of its block of weights,
+  // so a sharp pattern (diagonal, a column) stays visible when many tokens share a pixel
+  var THUMB = 64;
+  function paintThumb(canvas, codes, offset, n) {
+    if (n <= THUMB) { paint(canvas, codes, offset, n); return; }
+    var s = THUMB, pooled = new Uint8Array(s * s);
+    for (var i = 0; i < s; i++) {
+      var r0 = Math.floor(i * n / s), r1 = Math.floor((i + 1) * n / s);
+      for (var j = 0; j < s; j++) {
+        var c0 = Math.floor(j * n / s), c1 = Math.floor((j + 1) * n / s), mx = 0;
+        for (var r = r0; r < r1; r++) {
+          var row = offset + r * n;
+          for (var c = c0; c < c1; c++) { if (codes[row + c] > mx) { mx = codes[row + c]; } }
+        }
+        pooled[i * s + j] = mx;
+      }
+    }
+    paint(canvas, pooled, 0, s);
+  }
+
   // ------------------------------------------------------------------ one viewer
   function Viewer(root, data) {
     this.root = root;
@@ -95,7 +116,9 @@
     (data.info || []).forEach(function (e) { this.info[e.layer + "," + e.head] = e; }, this);
     this.codes = data.inputs.map(function (inp) { return decode(inp.data); });
     this.gridInput = 0;
-    this.mode = data.mode === "heatmap" ? "heatmap" : "lines";
+    var longest = Math.max.apply(null, data.inputs.map(function (x) { return x.n; }));
+    this.mode = data.mode === "auto" ? (longest > 60 ? "heatmap" : "lines") :
+      (data.mode === "heatmap" ? "heatmap" : "lines");
     this.hideSpecial = !!data.hide_special;
     var sel = data.select && this.index.hasOwnProperty(data.select.join(",")) ? data.select : data.heads[0];
     this.layer = sel[0]; this.head = sel[1];
@@ -242,7 +265,7 @@
     this.gridCaption.appendChild(el("b", null, inp.title));
     this.gridCaption.appendChild(document.createTextNode("; click a head to select it."));
     this.heads.forEach(function (x, i) {
-      paint(self.cells[x.join(",")].canvas, codes, i * inp.n * inp.n, inp.n);
+      paintThumb(self.cells[x.join(",")].canvas, codes, i * inp.n * inp.n, inp.n);
     });
   };
 
