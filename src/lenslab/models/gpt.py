@@ -52,9 +52,11 @@ class CausalSelfAttention(nn.Module):
         if attn_hook is None and head_scale is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
         else:
-            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.d_head))  # [B, H, T, T]
-            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-            att = att.masked_fill(~causal, float("-inf")).softmax(dim=-1)
+            # in place where possible: a [B, H, T, T] tensor is the largest thing alive here
+            att = q @ (k.transpose(-2, -1) * (1.0 / math.sqrt(self.d_head)))  # [B, H, T, T]
+            future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu_(1)
+            att.masked_fill_(future, float("-inf"))
+            att = att.softmax(dim=-1)
             if attn_hook is not None:
                 attn_hook(self.layer, att)
             if drop > 0:

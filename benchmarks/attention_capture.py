@@ -1,0 +1,127 @@
+"""Attention capture: speed against a plain forward, and memory of streaming statistics.
+
+Prints JSON:
+
+* ``capture_over_forward``: time of a forward that captures every pattern ``[layer, head, q,
+  k]`` over a plain (fused-attention) forward, on lenslab's GPT with 4 layers, d = 256, batch 8,
+  context 256; measured alternately in one process. Target: at most 1.5.
+* ``streaming_peak_gib``: peak resident memory of a separate process that computes per-head
+  statistics (entropy, previous-token mass, first-token mass) over a 4096-token input on a
+  6-layer, 8-head GPT, one layer at a time. Target: under 2 GiB; materializing all patterns
+  would take 6 * 8 * 4096^2 * 4 bytes = 3.0 GiB on their own.
+* ``transformer_lens``: the same capture through TransformerLens's ``run_with_cache`` when the
+  package is installed (on a HookedTransformer of the same shape), for comparison.
+
+    python benchmarks/attention_capture.py [--reps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+from lenslab.config import GPTConfig
+from lenslab.models import GPT
+
+
+def timed(fn, reps):
+    t = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - t) / reps
+
+
+def capture_speed(reps: int) -> dict:
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=512, n_layer=4, n_head=8, d_model=256, n_ctx=256)).eval()
+    x = torch.randint(0, 512, (8, 256))
+    kept = []
+
+    def plain():
+        with torch.no_grad():
+            m(x)
+
+    def capture():
+        kept.clear()
+        with torch.no_grad():
+            m(x, attn_hook=lambda layer, p: kept.append(p))
+
+    plain(); capture()  # warm-up
+    tp = tc = 0.0
+    for r in range(reps):  # interleaved
+        if r % 2:
+            tp += timed(plain, 1); tc += timed(capture, 1)
+        else:
+            tc += timed(capture, 1); tp += timed(plain, 1)
+    return {"plain_s": tp / reps, "capture_s": tc / reps, "capture_over_forward": tc / tp,
+            "target": 1.5, "pass": tc / tp <= 1.5, "threads": torch.get_num_threads()}
+
+
+STREAM = r"""
+import resource, torch, json
+from lenslab.config import GPTConfig
+from lenslab.models import GPT
+torch.manual_seed(0)
+T = 4096
+m = GPT(GPTConfig(vocab_size=256, n_layer=6, n_head=8, d_model=256, n_ctx=T)).eval()
+x = torch.randint(0, 256, (1, T))
+stats = {}
+def on_layer(layer, p):                     # p: [1, H, T, T]; reduce it, keep nothing
+    p = p[0]
+    ent = torch.empty(p.shape[0])
+    for h in range(p.shape[0]):             # head by head: temporaries stay [T, T]
+        ent[h] = -(p[h] * p[h].clamp_min(1e-12).log()).sum(-1).mean()
+    prev = p.diagonal(offset=-1, dim1=-2, dim2=-1).mean(-1)
+    first = p[..., 0].mean(-1)
+    stats[layer] = {"entropy": ent.tolist(), "prev": prev.tolist(), "first": first.tolist()}
+with torch.no_grad():
+    m(x, attn_hook=on_layer)
+print(json.dumps({"layers": len(stats), "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def streaming_memory() -> dict:
+    base = subprocess.run([sys.executable, "-c", "import resource, torch, lenslab.models; "
+                           "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
+                          capture_output=True, text=True, check=True)
+    r = subprocess.run([sys.executable, "-c", STREAM], capture_output=True, text=True, check=True)
+    d = json.loads(r.stdout.strip().splitlines()[-1])
+    peak = d["peak_rss_kib"] / 2**20
+    return {"tokens": 4096, "layers": d["layers"], "heads": 8,
+            "streaming_peak_gib": peak, "interpreter_and_torch_gib": int(base.stdout) / 2**20,
+            "all_patterns_gib": 6 * 8 * 4096**2 * 4 / 2**30, "target_gib": 2.0, "pass": peak < 2.0}
+
+
+def transformer_lens(reps: int) -> dict | None:
+    try:
+        from transformer_lens import HookedTransformer, HookedTransformerConfig
+    except ImportError:
+        return None
+    cfg = HookedTransformerConfig(n_layers=4, d_model=256, n_ctx=256, d_head=32, n_heads=8,
+                                  d_vocab=512, act_fn="gelu", normalization_type="LN")
+    m = HookedTransformer(cfg).eval()
+    x = torch.randint(0, 512, (8, 256))
+    with torch.no_grad():
+        m(x); m.run_with_cache(x, names_filter=lambda n: n.endswith("hook_pattern"))
+        tp = timed(lambda: m(x), reps)
+        tc = timed(lambda: m.run_with_cache(x, names_filter=lambda n: n.endswith("hook_pattern")), reps)
+    return {"plain_s": tp, "run_with_cache_s": tc, "ratio": tc / tp}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=10)
+    a = ap.parse_args()
+    out = {"torch": torch.__version__, "capture": capture_speed(a.reps),
+           "streaming": streaming_memory(), "transformer_lens": transformer_lens(a.reps)}
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
