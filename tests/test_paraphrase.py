@@ -111,8 +111,9 @@ def test_real_paraphrases_give_bounded_values_with_intervals(real):
 def test_result_json_and_html(real, tmp_path):
     d = real.to_dict()
     text = json.dumps(d, allow_nan=False)
-    assert len(d["heads"]) == 72 and {"layer", "head", "stability", "stability_ci", "null",
-                                      "profile_similarity", "gap_ci", "verdict"} <= set(d["heads"][0])
+    assert len(d["heads"]) == 72
+    assert {"layer", "head", "stability", "stability_ci", "null", "profile_similarity", "gap_ci",
+            "verdict"} <= set(d["heads"][0])
     assert [p["text"] for p in d["groups"][0]["phrasings"]] == FRANCE
     assert d["groups"][0]["pairs"][0]["shared"] == ["is", "the", "capital", "of", "france"]
     assert len(d["most_sensitive"]) == 5 and "group" in d["most_sensitive"][0]
@@ -236,7 +237,8 @@ def test_main_app_has_the_commands_and_exits_2_on_bad_input(tmp_path, capsys):
 
     names = {c.name for c in app.registered_commands}
     assert {"view", "paraphrase"} <= names
-    rc = main(["view", str(tmp_path / "missing" / "model"), "hi", "--out", str(tmp_path / "v.html")])
+    rc = main(["view", str(tmp_path / "missing" / "model"), "hi",
+               "--out", str(tmp_path / "v.html")])
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "model folder not found" in err[0]

@@ -171,7 +171,8 @@ def test_bad_inputs_are_data_errors():
     with pytest.raises(DataError, match="q = k = 3 tokens"):
         render_viewer([("a", list("abc"), patterns(4))])
     with pytest.raises(DataError, match="same model"):
-        render_viewer([("a", list("abc"), patterns(3, 2, 3)), ("b", list("abc"), patterns(3, 1, 3))])
+        render_viewer([("a", list("abc"), patterns(3, 2, 3)),
+                       ("b", list("abc"), patterns(3, 1, 3))])
     with pytest.raises(DataError, match="at least one input"):
         render_viewer([])
     with pytest.raises(DataError, match="lacks 'patterns'"):

@@ -43,9 +43,10 @@ import re
 import unicodedata
 import warnings
 from bisect import bisect_right
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -423,17 +424,20 @@ class ParaphraseResult:
         out = []
         for layer in range(self.n_layer):
             for h in range(self.n_head):
+                def ci(arr: np.ndarray) -> list[Optional[float]]:
+                    return [_f(arr[0, layer, h]), _f(arr[1, layer, h])]
+
                 out.append({
                     "layer": layer, "head": h,
                     "stability": _f(self.stability[layer, h]),
-                    "stability_ci": [_f(self.stability_ci[0, layer, h]), _f(self.stability_ci[1, layer, h])],
+                    "stability_ci": ci(self.stability_ci),
                     "profile_similarity": _f(self.profile[layer, h]),
-                    "profile_ci": [_f(self.profile_ci[0, layer, h]), _f(self.profile_ci[1, layer, h])],
+                    "profile_ci": ci(self.profile_ci),
                     "null": _f(self.null[layer, h]),
-                    "null_ci": [_f(self.null_ci[0, layer, h]), _f(self.null_ci[1, layer, h])],
+                    "null_ci": ci(self.null_ci),
                     "null_profile": _f(self.null_profile[layer, h]),
                     "gap": _f(self.gap[layer, h]),
-                    "gap_ci": [_f(self.gap_ci[0, layer, h]), _f(self.gap_ci[1, layer, h])],
+                    "gap_ci": ci(self.gap_ci),
                     "word_mass": _f(self.word_mass[layer, h]),
                     "per_group": [_f(x) for x in self.per_group[:, layer, h]],
                     "verdict": self.verdict(layer, h),
@@ -473,7 +477,8 @@ class ParaphraseResult:
                            "pairs": [{"a": p["a"], "b": p["b"], "source": p["source"]}
                                      for p in self.null_pairs]},
             "heads": heads,
-            "most_sensitive": [dict(heads[layer * self.n_head + h], group=self.worst_group(layer, h))
+            "most_sensitive": [dict(heads[layer * self.n_head + h],
+                                    group=self.worst_group(layer, h))
                                for layer, h in self.sensitive],
             "notes": list(self.notes),
         }
@@ -531,13 +536,15 @@ class ParaphraseResult:
                       "used": "yes" if p["used"] else f"no (< {st['min_shared']} shared)"}
                      for p in self.pairs]
         n_used = sum(p["used"] for p in self.pairs)
+        sources = ", ".join(f"{v} from {k}" for k, v in d["null_pairs"]["by_source"].items())
         summary = (
             f"<p>{n_used} paraphrase pairs in {len(self.groups)} group(s) against "
-            f"{len(self.null_pairs)} unrelated pairs ({escape(', '.join(f'{v} from {k}' for k, v in d['null_pairs']['by_source'].items()) or 'none')}). "
+            f"{len(self.null_pairs)} unrelated pairs ({escape(sources or 'none')}). "
             "Stability is the Pearson correlation of word-to-word attention on the words two "
             "phrasings share (rows renormalized), averaged over pairs; 1 means the head attends "
             "between shared words the same way in every phrasing. Intervals: "
-            f"{st['ci']:.0%} bootstrap over pairs ({st['n_boot']} resamples, seed {st['seed']}).</p>"
+            f"{st['ci']:.0%} bootstrap over pairs ({st['n_boot']} resamples, "
+            f"seed {st['seed']}).</p>"
             + notes + table_html(rows) + table_html(pair_rows)
         )
         sens_rows = []
@@ -566,7 +573,8 @@ class ParaphraseResult:
                                                 "Left: paraphrase stability; middle: the same "
                                                 "measure on unrelated sentence pairs; right: the "
                                                 "gap.") +
-             "<details><summary>All heads</summary>" + table_html(all_rows, digits=3) + "</details>"),
+             "<details><summary>All heads</summary>" + table_html(all_rows, digits=3)
+             + "</details>"),
             ("Most phrasing-sensitive heads", sens or "<p>(no head qualifies)</p>"),
         ]
         if self.overview:
@@ -648,10 +656,7 @@ def paraphrase_stability(
     rng = np.random.default_rng(seed)
     L, H = lens.n_layer, lens.n_head
 
-    texts = [t for grp in groups for t in grp]
-    bar = _progress(progress, len(texts))
-
-    def analyze(t: str, where: str) -> SentenceStats:
+    def analyze(t: str, where: str, bar: Callable[[int], None]) -> SentenceStats:
         try:
             s = analyze_sentence(lens, t, truncate=truncate)
         except DataError as e:
@@ -659,8 +664,9 @@ def paraphrase_stability(
         bar(1)
         return s
 
-    stats = [[analyze(t, f"group {g + 1}, phrasing {i + 1}") for i, t in enumerate(grp)]
-             for g, grp in enumerate(groups)]
+    with _progress(progress, sum(len(grp) for grp in groups)) as bar:
+        stats = [[analyze(t, f"group {g + 1}, phrasing {i + 1}", bar) for i, t in enumerate(grp)]
+                 for g, grp in enumerate(groups)]
     notes: list[str] = []
     if any(s.truncated for grp in stats for s in grp):
         notes.append(f"some phrasings were truncated to the model's context of {lens.n_ctx} tokens")
@@ -759,7 +765,8 @@ def paraphrase_stability(
     if len(eligible) < L * H:
         notes.append(f"{L * H - len(eligible)} heads put less than {min_word_mass:.0%} of their "
                      "attention on shared words (sinks, delimiters) and are not ranked")
-    sensitive = sorted(eligible, key=lambda x: (stability[x], -np.nan_to_num(null[x])))[:max(top, 0)]
+    ranked = sorted(eligible, key=lambda x: (stability[x], -np.nan_to_num(null[x])))
+    sensitive = ranked[:max(top, 0)]
 
     res = ParaphraseResult(
         model=lens.name, n_layer=L, n_head=H, groups=stats, pairs=pairs, null_pairs=null_pairs,
@@ -782,7 +789,8 @@ def _build_views(res: ParaphraseResult, lens: Any, groups: list[list[str]], trun
                  head_info: Any) -> None:
     """Side-by-side viewers: one per sensitive head (its worst group, that head only) and one
     all-heads viewer of the first sensitive head's group with the stability numbers per head."""
-    from lenslab.report.viewer import ViewerInput, capture_quantized, load_head_info, viewer_fragment
+    from lenslab.report.viewer import (ViewerInput, capture_quantized, load_head_info,
+                                       viewer_fragment)
 
     captured: dict[int, list[ViewerInput]] = {}
 
@@ -791,7 +799,8 @@ def _build_views(res: ParaphraseResult, lens: Any, groups: list[list[str]], trun
             items = []
             for i, t in enumerate(groups[g]):
                 toks, q = capture_quantized(lens, t, truncate=truncate)
-                items.append(ViewerInput(f"{i + 1}. {t}", list(toks.strings), q, list(toks.special)))
+                items.append(ViewerInput(f"{i + 1}. {t}", list(toks.strings), q,
+                                         list(toks.special)))
             captured[g] = items
         return captured[g]
 
@@ -811,19 +820,14 @@ def _build_views(res: ParaphraseResult, lens: Any, groups: list[list[str]], trun
                                          "stability verdicts (or taxonomy classes when given)")
 
 
-def _progress(enabled: bool, total: int):
-    """A rich progress bar advancing by ``n``, or a no-op."""
+@contextmanager
+def _progress(enabled: bool, total: int) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar (transient; stopped even when an error escapes), or a no-op."""
     if not enabled:
-        return lambda n: None
+        yield lambda n: None
+        return
     from rich.progress import Progress
 
-    prog = Progress(transient=True)
-    task = prog.add_task("capturing phrasings", total=total)
-    prog.start()
-
-    def advance(n: int) -> None:
-        prog.advance(task, n)
-        if prog.finished:
-            prog.stop()
-
-    return advance
+    with Progress(transient=True) as prog:
+        task = prog.add_task("capturing phrasings", total=total)
+        yield lambda n: prog.advance(task, n)

@@ -9,9 +9,9 @@ it) and safe with any token strings:
   close the script element or start markup;
 * the page's script (``report/static/viewer.js``, inlined) inserts every token string with
   ``textContent`` / ``createTextNode``, never ``innerHTML``;
-* invisible or misleading characters are shown visibly (NUL as ``␀``, right-to-left marks as
-  ``⟨RLM⟩``, whitespace-only tokens as ``␣``), see :func:`visible_token`; the raw string stays in the
-  token's tooltip.
+* invisible or misleading characters are shown visibly (NUL as ``␀``, right-to-left marks
+  as ``⟨RLM⟩``, whitespace-only tokens as ``␣``), see :func:`visible_token`; the raw string
+  stays in the token's tooltip.
 
 Large inputs: patterns are quantized to uint8 (``round(255 * w)``, at most 1/510 off) and sent
 base64-encoded, and the page is capped (tokens per input, bytes of pattern data in all) with a
@@ -142,10 +142,11 @@ def _odd(ch: str) -> Optional[str]:
 def visible_token(s: str, max_chars: int = DISPLAY_CHARS) -> str:
     """How a token is shown: invisible characters made visible, long tokens shortened.
 
-    NUL and other C0 controls become control pictures (``␀``, ``␉``), bidirectional controls a
-    bracketed name (``⟨RLO⟩``), other format/unassigned-use characters ``⟨U+XXXX⟩``; spaces at
-    either end and whitespace-only tokens become ``␣``; a token starting with a combining mark gets
-    a dotted circle so it cannot merge into its neighbour; the empty string is ``⟨empty⟩``.
+    NUL and other C0 controls become control pictures (``␀``, ``␉``), bidirectional controls
+    a bracketed name (``⟨RLO⟩``), other format, private-use and separator characters
+    ``⟨U+XXXX⟩``; spaces at either end and whitespace-only tokens become ``␣``; a token starting
+    with a combining mark gets a dotted circle so it cannot merge into its neighbour; the empty
+    string is ``⟨empty⟩``.
     """
     if s == "":
         return "⟨empty⟩"
@@ -262,7 +263,8 @@ def load_head_info(src: Any) -> dict[HeadKey, dict]:
         null = e.get("null") or {}
         out[(layer, head)] = {
             "class": str(e.get("class") or ""),
-            "scores": {str(k): _num(v) for k, v in scores.items()} if isinstance(scores, Mapping) else {},
+            "scores": ({str(k): _num(v) for k, v in scores.items()}
+                       if isinstance(scores, Mapping) else {}),
             "null": ({str(k): _fmt(v) for k, v in null.items()} if isinstance(null, Mapping)
                      else {"": _fmt(null)}),
         }
@@ -280,7 +282,8 @@ def assets() -> tuple[str, str]:
     js = (base / "viewer.js").read_text(encoding="utf-8")
     # "</script" would end the inline element; "<!--" and "<script" could switch the HTML parser
     # into its escaped script states, where the real closing tag no longer closes it
-    if any(bad in js.lower() for bad in ("</script", "<script", "<!--")) or "</style" in css.lower():
+    if any(bad in js.lower() for bad in ("</script", "<script", "<!--")) \
+            or "</style" in css.lower():
         raise RuntimeError("viewer assets must not contain script/style tags or <!--")
     return css, js
 
@@ -296,13 +299,12 @@ def _plan_sizes(ns: list[int], per_token2: int, max_tokens: int, max_bytes: int
     if per_token2 * sum(n * n for n in kept) <= max_bytes:
         return kept, len(ns), None
     shown = len(ns)
-    while shown >= 1:
-        cap = int(math.isqrt(max(max_bytes // (per_token2 * shown), 0)))
-        if cap >= MIN_TOKENS or shown == 1:
-            cap = max(cap, 1)
-            return [min(n, cap) for n in kept[:shown]], shown, cap
+    cap = math.isqrt(max(max_bytes, 0) // (per_token2 * shown))
+    while cap < MIN_TOKENS and shown > 1:  # too few tokens each: show fewer inputs instead
         shown -= 1
-    return kept[:1], 1, None  # pragma: no cover - loop always returns
+        cap = math.isqrt(max(max_bytes, 0) // (per_token2 * shown))
+    cap = max(cap, 1)
+    return [min(n, cap) for n in kept[:shown]], shown, cap
 
 
 def build_payload(inputs: Sequence[Any], head_info: Any = None, *, title: str = "",
@@ -311,9 +313,11 @@ def build_payload(inputs: Sequence[Any], head_info: Any = None, *, title: str = 
                   max_bytes: int = MAX_BYTES) -> tuple[dict, list[str]]:
     """Validate inputs and build the JSON payload and the notices (plain text) for one viewer.
 
-    Payload: ``heads`` = ``[[layer, head], ...]`` shown (grid order), and per input ``shown`` /
-    ``title`` token strings, ``special`` flags, ``n`` tokens kept, ``data`` = base64 of uint8
-    ``[len(heads), n, n]`` (row-major: head, query, key).
+    Payload: ``heads`` = ``[[layer, head], ...]`` shown (grid order), ``info`` (head classes and
+    scores), ``select``, ``mode``, ``hide_special``, and per input ``title``, ``shown`` (display
+    forms, :func:`visible_token`) and ``tip`` (raw strings, :func:`token_title`) per token,
+    ``special`` flags, ``n`` tokens kept of ``n_total``, and ``data`` = base64 of uint8
+    ``[len(heads), n, n]`` (row-major: head, query, key). Notices say what the caps cut.
     """
     if mode not in ("auto", "lines", "heatmap"):
         raise DataError(f"viewer mode must be 'auto', 'lines' or 'heatmap', not {mode!r}")
@@ -366,7 +370,7 @@ def build_payload(inputs: Sequence[Any], head_info: Any = None, *, title: str = 
     sel_idx = np.array([layer * n_head + h for layer, h in head_list])
     payload_inputs = []
     for it, p, n in zip(items[:n_shown], arrays[:n_shown], kept):
-        q = quantize(p).reshape(n_layer * n_head, p.shape[2], p.shape[3])[sel_idx, :n, :n]
+        q = quantize(p.reshape(n_layer * n_head, p.shape[2], p.shape[3])[sel_idx, :n, :n])
         payload_inputs.append({
             "title": it.title,
             "shown": [visible_token(s) for s in it.tokens[:n]],
@@ -406,7 +410,8 @@ def viewer_fragment(inputs: Sequence[Any], head_info: Any = None, *, title: str 
     notes = "".join(f"<div class='lv-notice'>{escape(n)}</div>" for n in notices)
     head = f"<div class='lv-title'>{escape(title)}</div>" if title else ""
     return (f"<div class='lv' id='{vid}'>{head}{notes}"
-            "<noscript><div class='lv-notice'>The attention viewer needs JavaScript.</div></noscript>"
+            "<noscript><div class='lv-notice'>The attention viewer needs JavaScript.</div>"
+            "</noscript>"
             f"<script type='application/json' class='lv-data'>{data}</script></div>")
 
 
