@@ -123,6 +123,9 @@ def test_result_json_and_html(real, tmp_path):
     assert page.count("class='lv'") == 5 + 1  # a view per sensitive head + all heads
     assert "Content-Security-Policy" in page and "<svg" in page
     assert real._repr_html_().startswith("<iframe sandbox='allow-scripts'")
+    frag = real.fragment(level=3)  # for other lenslab pages: no document wrapper
+    assert "<html" not in frag and "<script>" not in frag and frag.count("class='lv'") == 6
+    assert frag.startswith("<h3>Summary</h3>") and "<h4>Layer " in frag
     js, html = real.write(tmp_path / "out", command="lenslab paraphrase x y --out z")
     assert json.loads(js.read_text())["command"].startswith("lenslab paraphrase")
     assert html.read_text(encoding="utf-8") == page

@@ -163,6 +163,11 @@ def test_head_info_from_list_path_and_mapping(tmp_path):
         load_head_info(bad)
     with pytest.raises(DataError, match="not found"):
         load_head_info(tmp_path / "missing.json")
+    # heads.json from `lenslab heads`: null summaries show their threshold first
+    taxo = [{"layer": 0, "head": 0, "class": "sink", "scores": {"sink": 0.9},
+             "null": {"sink": {"reinit_mean": 0.1, "reinit_hi": 0.2, "perm_mean": 0.3,
+                               "perm_hi": 0.4, "threshold": 0.5}}}]
+    assert load_head_info(taxo)[(0, 0)]["null"]["sink"].startswith("threshold 0.5, reinit_mean")
     with pytest.raises(DataError, match="needs 'layer' and 'head'"):
         load_head_info([{"class": "x"}])
 

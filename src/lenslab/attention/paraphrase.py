@@ -518,10 +518,10 @@ class ParaphraseResult:
         fig.tight_layout()
         return fig
 
-    def to_html(self) -> str:
-        """A self-contained page: summary, per-head map, sensitive heads side by side."""
+    def sections(self, sub: int = 3) -> list[tuple[str, str]]:
+        """``(heading, HTML)`` parts: summary, per-head map and table, the most sensitive heads
+        each side by side, and an all-heads viewer. ``sub`` is the level of inner headings."""
         from lenslab.report.html import escape, figure_block, table_html
-        from lenslab.report.viewer import page
 
         d = self.to_dict()
         st = self.settings
@@ -558,7 +558,8 @@ class ParaphraseResult:
         for e in d["most_sensitive"]:
             key = (e["layer"], e["head"])
             if key in self.views:
-                sens += (f"<h3>Layer {e['layer']}, head {e['head']}: group {e['group'] + 1}</h3>"
+                sens += (f"<h{sub}>Layer {e['layer']}, head {e['head']}: "
+                         f"group {e['group'] + 1}</h{sub}>"
                          f"<p class='caption'>stability {_num_text(e['stability'])} "
                          f"{_ci_text(e['stability_ci'])}, null {_num_text(e['null'])}, "
                          f"profile similarity {_num_text(e['profile_similarity'])}; "
@@ -579,7 +580,22 @@ class ParaphraseResult:
         ]
         if self.overview:
             sections.append(("All heads, side by side", self.overview))
-        return page(f"Paraphrase stability: {self.model}", sections,
+        return sections
+
+    def fragment(self, level: int = 3) -> str:
+        """The result as HTML to embed in another lenslab page, headings at ``level``.
+
+        The page must carry the viewer's CSS and JS once (:func:`lenslab.report.viewer.assets`,
+        e.g. ``Page(scripts=[js], extra_css=css)``); :meth:`to_html` is the standalone page.
+        """
+        return "".join(f"<h{level}>{heading}</h{level}>{body}"
+                       for heading, body in self.sections(sub=level + 1))
+
+    def to_html(self) -> str:
+        """A self-contained page: summary, per-head map, sensitive heads side by side."""
+        from lenslab.report.viewer import page
+
+        return page(f"Paraphrase stability: {self.model}", self.sections(),
                     subtitle=f"{self.n_layer} layers x {self.n_head} heads")
 
     def _repr_html_(self) -> str:

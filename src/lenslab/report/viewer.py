@@ -207,8 +207,9 @@ def _fmt(v: Any) -> str:
     f = _num(v)
     if f is not None:
         return f"{f:.3g}"
-    if isinstance(v, Mapping):
-        return ", ".join(f"{k} {_fmt(x)}" for k, x in list(v.items())[:4])
+    if isinstance(v, Mapping):  # a null summary: its threshold first when it has one
+        keys = sorted(v, key=lambda k: (k != "threshold", list(v).index(k)))
+        return ", ".join(f"{k} {_fmt(v[k])}" for k in keys[:5])
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_fmt(x) for x in list(v)[:4]) + "]"
     return str(v)
