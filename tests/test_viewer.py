@@ -152,6 +152,7 @@ def test_head_info_from_list_path_and_mapping(tmp_path):
         assert info[(1, 2)]["class"] == "induction"
         assert info[(1, 2)]["scores"] == {"induction": 0.91, "entropy": None}
         assert info[(1, 2)]["null"]["induction"] == "mean 0.05, q95 0.1"
+        assert info[(1, 2)]["null_detail"]["induction"] == "mean 0.05, q95 0.1"
         assert info[(0, 0)]["null"] == {"prev": "0.1"}
     page = render_viewer([("x", list("abcd"), patterns(4))], head_info=f)
     p = payload_of(page)
@@ -167,7 +168,9 @@ def test_head_info_from_list_path_and_mapping(tmp_path):
     taxo = [{"layer": 0, "head": 0, "class": "sink", "scores": {"sink": 0.9},
              "null": {"sink": {"reinit_mean": 0.1, "reinit_hi": 0.2, "perm_mean": 0.3,
                                "perm_hi": 0.4, "threshold": 0.5}}}]
-    assert load_head_info(taxo)[(0, 0)]["null"]["sink"].startswith("threshold 0.5, reinit_mean")
+    assert load_head_info(taxo)[(0, 0)]["null"]["sink"] == "threshold 0.5"
+    assert load_head_info(taxo)[(0, 0)]["null_detail"]["sink"].startswith(
+        "threshold 0.5, reinit_mean 0.1")
     with pytest.raises(DataError, match="needs 'layer' and 'head'"):
         load_head_info([{"class": "x"}])
 

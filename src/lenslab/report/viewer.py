@@ -209,10 +209,17 @@ def _fmt(v: Any) -> str:
         return f"{f:.3g}"
     if isinstance(v, Mapping):  # a null summary: its threshold first when it has one
         keys = sorted(v, key=lambda k: (k != "threshold", list(v).index(k)))
-        return ", ".join(f"{k} {_fmt(v[k])}" for k in keys[:5])
+        return ", ".join(f"{k} {_fmt(v[k])}" for k in keys[:8])
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_fmt(x) for x in list(v)[:4]) + "]"
     return str(v)
+
+
+def _null_short(v: Any) -> str:
+    """A null baseline for the scores table: its threshold when it has one, else all of it."""
+    if isinstance(v, Mapping) and _num(v.get("threshold")) is not None:
+        return f"threshold {_fmt(v['threshold'])}"
+    return _fmt(v)
 
 
 def load_head_info(src: Any) -> dict[HeadKey, dict]:
@@ -222,7 +229,8 @@ def load_head_info(src: Any) -> dict[HeadKey, dict]:
     ``"heads"`` is one); a list of entries with ``layer``, ``head``, ``class``, ``scores`` and
     optionally ``null``; or a mapping from ``(layer, head)`` (or ``"layer,head"``) to
     ``{"class": str, "scores": {name: float}}``. Scores keep their numbers (non-finite ones become
-    None); null baselines are kept as short display strings (they may be numbers or summaries).
+    None); null baselines become display strings: ``null`` short (a summary's threshold),
+    ``null_detail`` complete (shown on hover).
     """
     if src is None:
         return {}
@@ -266,8 +274,10 @@ def load_head_info(src: Any) -> dict[HeadKey, dict]:
             "class": str(e.get("class") or ""),
             "scores": ({str(k): _num(v) for k, v in scores.items()}
                        if isinstance(scores, Mapping) else {}),
-            "null": ({str(k): _fmt(v) for k, v in null.items()} if isinstance(null, Mapping)
-                     else {"": _fmt(null)}),
+            "null": ({str(k): _null_short(v) for k, v in null.items()}
+                     if isinstance(null, Mapping) else {"": _fmt(null)}),
+            "null_detail": ({str(k): _fmt(v) for k, v in null.items()}
+                            if isinstance(null, Mapping) else {}),
         }
     return out
 

@@ -308,7 +308,10 @@
         tr.appendChild(el("td", null, k));
         tr.appendChild(el("td", "num", fmt(info.scores[k])));
         var nl = info["null"] || {};
-        tr.appendChild(el("td", "num", nl.hasOwnProperty(k) ? nl[k] : ""));
+        var td = el("td", "num", nl.hasOwnProperty(k) ? nl[k] : "");
+        var detail = info.null_detail || {};
+        if (detail.hasOwnProperty(k)) { td.title = "null: " + detail[k]; }
+        tr.appendChild(td);
         t.appendChild(tr);
       });
       box.appendChild(t);
