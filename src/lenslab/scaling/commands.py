@@ -1,9 +1,10 @@
-"""CLI commands of the scaling and emergence lab: ``fit``, ``diagnose``, ``emergence``.
+"""CLI commands of the scaling and emergence lab: ``sweep``, ``fit``, ``diagnose``, ``emergence``.
 
 :func:`register` adds them to the ``lenslab`` typer app. Each command is a thin shell over the
-Python API (:func:`lenslab.scaling.fit.fit_table`, :func:`lenslab.scaling.diagnose.diagnose`,
-:func:`lenslab.emergence.analyze_csv`): it prints a short rich summary, and writes JSON (atomic),
-a self-contained HTML page and a PNG into ``--out``. Bad input raises
+Python API (:func:`lenslab.scaling.sweep.run_sweep`, :func:`lenslab.scaling.fit.fit_table`,
+:func:`lenslab.scaling.diagnose.diagnose`, :func:`lenslab.emergence.analyze_csv`): it prints a
+short rich summary; the analyses write JSON (atomic), a self-contained HTML page and a PNG into
+``--out``, the sweep its run folders and ``results.csv``/``results.json``. Bad input raises
 :class:`lenslab.errors.LensError` subclasses; the app's entry point prints their one-line
 message and exits with code 2. Warnings about skipped rows are printed on stderr.
 """
@@ -174,8 +175,49 @@ def emergence_command(predictions: Path, out: Path, bootstrap: int = 1000, token
     return d
 
 
+def sweep_command(sweep: Path, out: Path, workers: Optional[int] = None, threads: Optional[int] = None,
+                  inject: Optional[str] = None, quiet: bool = False) -> int:
+    """``lenslab sweep``: train (or resume) every grid point, write the results table; the exit code."""
+    from lenslab.scaling.sweep import run_sweep
+
+    res = run_sweep(sweep, out, inject=inject, progress=not quiet, workers=workers, threads=threads)
+    cols = [c for c in ("name", "status", "N", "D", "loss", "val_loss", "exact_match", "digit_acc", "epochs",
+                        "guard_events") if any(c in r for r in res.rows)]
+    t = RichTable(title=f"{len(res.rows)} runs ({res.elapsed_s:.0f} s)")
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("name", "status") else "right", no_wrap=c == "name")
+    for r in res.rows:
+        t.add_row(*(_fmt(r.get(c, float("nan"))) for c in cols))
+    _out.print(t)
+    for name, msg in res.messages.items():
+        _err.print(f"[yellow]{name}[/]: {msg}", highlight=False)
+    extra = f", {res.predictions.name}" if res.predictions is not None else ""
+    _err.print(f"[green]wrote[/] {out / 'results.csv'}, results.json{extra}", highlight=False)
+    if res.exit_code == 75:
+        _err.print(f"interrupted: continue with `lenslab sweep {sweep} --out {out}`", highlight=False)
+    elif res.exit_code:
+        _err.print(f"[bold red]unfinished[/]: {', '.join(res.unfinished)}; rerun "
+                   f"`lenslab sweep {sweep} --out {out}` to resume them", highlight=False)
+    return res.exit_code
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``fit``, ``diagnose`` and ``emergence`` to ``app``."""
+    """Add ``sweep``, ``fit``, ``diagnose`` and ``emergence`` to ``app``."""
+
+    @app.command("sweep")
+    def sweep(
+        sweep_file: Path = typer.Argument(..., help="sweep TOML: base run config and grid (see lenslab.scaling.sweep)"),
+        out: Path = typer.Option(..., "--out", "-o", help="sweep folder: runs/, results.csv, results.json"),
+        workers: Optional[int] = typer.Option(None, "--workers", help="runs at the same time (overrides the file)"),
+        threads: Optional[int] = typer.Option(None, "--threads", help="torch threads per run (overrides the file)"),
+        inject: Optional[str] = typer.Option(
+            None, "--inject", help="faults for tests: kill@20 (every new run) or NAME=kill@20;NAME2=nan@5"),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
+    ):
+        """Train a grid of runs (resumable; several at once) and write the results table."""
+        code = sweep_command(sweep_file, out, workers, threads, inject, quiet)
+        if code:
+            raise typer.Exit(code)
 
     @app.command("fit")
     def fit(

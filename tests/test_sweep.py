@@ -1,0 +1,263 @@
+"""Sweeps: a 2x2 grid of tiny runs, its results table, skip and resume on rerun, bad configs.
+
+The sweep's workers are real ``python -m lenslab`` subprocesses; one of them is SIGKILLed
+mid-run by fault injection and resumed by the next ``run_sweep`` call, and must end bit for
+bit where an uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import tomli_w
+
+from conftest import final_weights, metrics, tiny_dict
+from lenslab.errors import ConfigError, LensError, RunDirError
+from lenslab.scaling.sweep import (HEAD_COLUMNS, TAIL_COLUMNS, load_sweep, make_spec, plan, run_row, run_sweep,
+                                   write_results)
+
+KILLED = "L2-d32-h2-s30-seed3"  # the largest run: scheduled first, killed at step 15
+
+
+def sweep_dict(**over) -> dict:
+    base = tiny_dict(train={"max_steps": 30, "eval_every": 10, "checkpoint_every": 10})
+    d = {"name": "t", "workers": 2, "threads": 1, "max_retries": 0, "predictions": 0, "base": base,
+         "grid": {"d_model": [16, 32], "steps": [20, 30]}}
+    d.update(over)  # replaces whole keys: a grid given here is the whole grid
+    return d
+
+
+def write_sweep(path: Path, **over) -> Path:
+    path.write_text(tomli_w.dumps(sweep_dict(**over)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory):
+    """The grid trained once, with one run SIGKILLed at step 15 and not retried."""
+    d = tmp_path_factory.mktemp("sweep")
+    sweep = write_sweep(d / "sweep.toml")
+    res = run_sweep(sweep, d / "out", inject=f"{KILLED}=kill@15", progress=False)
+    return sweep, d / "out", res
+
+
+@pytest.fixture(scope="module")
+def second(first):
+    """The same sweep again: the killed run is resumed, the finished ones skipped."""
+    sweep, out, _ = first
+    return sweep, out, run_sweep(sweep, out, progress=False)
+
+
+def _rows(out: Path) -> dict[str, dict]:
+    with open(out / "results.csv", newline="") as f:
+        return {r["name"]: r for r in csv.DictReader(f)}
+
+
+def test_grid_runs_and_table(first):
+    from lenslab.config import config_from_dict
+    from lenslab.data import build_task, resolve_config
+    from lenslab.models import GPT
+
+    sweep, out, res = first
+    assert res.exit_code == 1 and res.outcome[KILLED] == "killed" and res.unfinished == [KILLED]
+    rows = _rows(out)
+    assert sorted(rows) == ["L2-d16-h2-s20-seed3", "L2-d16-h2-s30-seed3", "L2-d32-h2-s20-seed3", KILLED]
+    with open(out / "results.csv", newline="") as f:
+        header = next(csv.reader(f))
+    assert header[:len(HEAD_COLUMNS)] == list(HEAD_COLUMNS) and header[-len(TAIL_COLUMNS):] == list(TAIL_COLUMNS)
+    assert {"first_period_loss", "repeat_loss"} <= set(header)  # the induction task's own metrics
+    for name, r in rows.items():
+        d_model, steps = int(r["d_model"]), int(r["steps"])
+        cfg = config_from_dict(tiny_dict(model={"d_model": d_model}))
+        n = GPT(resolve_config(cfg, build_task(cfg)).model).num_params(non_embedding=True)
+        assert int(r["N"]) == n
+        assert int(r["D"]) == steps * 8 * 24  # steps x batch x seq_len
+        assert int(r["C"]) == 6 * n * int(r["D"])
+        assert float(r["epochs"]) == 0.0 and r["unique_tokens"] == ""  # induction: fresh data
+        assert float(r["lr"]) == 3e-3 and int(r["warmup"]) == 5 and int(r["guard_events"]) == 0
+        assert (Path(r["run"]) / "config.toml").is_file()
+        if name == KILLED:
+            assert r["status"] == "killed (resumable)" and r["loss"] == "" and r["val_loss"] == ""
+        else:
+            assert r["status"] == "completed"
+            assert float(r["loss"]) == float(r["train_loss"]) and 1.0 < float(r["loss"]) < 4.0
+            assert math.isfinite(float(r["val_loss"]))
+    j = json.loads((out / "results.json").read_text())
+    assert j["columns"] == header and j["rows"][-1]["loss"] is None and "epochs" in j["definitions"]
+
+
+def test_rerun_resumes_killed_run_exactly_and_skips_finished(second, tmp_path):
+    import lenslab
+    from lenslab.config import load_config
+
+    sweep, out, res = second
+    assert res.exit_code == 0
+    assert res.outcome[KILLED] == "resumed"
+    assert all(v == "skipped" for k, v in res.outcome.items() if k != KILLED)
+    rows = _rows(out)
+    assert all(r["status"] == "completed" for r in rows.values())
+    assert int(rows[KILLED]["resumes"]) == 1
+    # the resumed run ends exactly where an uninterrupted run of its config ends
+    ref = tmp_path / "ref"
+    lenslab.train(load_config(out / "configs" / f"{KILLED}.toml"), ref, progress=False)
+    run = out / "runs" / KILLED
+    drop = ("elapsed_s", "tok_per_s")
+    assert metrics(run, drop) == metrics(ref, drop)
+    assert final_weights(run) == final_weights(ref)
+
+
+def test_third_run_skips_everything_and_threads_do_not_count(second):
+    sweep, out, _ = second
+    t0 = time.perf_counter()
+    res = run_sweep(sweep, out, progress=False, threads=2)  # threads change speed, not the experiment
+    assert res.exit_code == 0 and set(res.outcome.values()) == {"skipped"}
+    assert time.perf_counter() - t0 < 10  # no worker was started
+
+
+def test_results_feed_diagnose_and_fit(second):
+    from lenslab.scaling.diagnose import diagnose
+    from lenslab.scaling.table import read_csv
+
+    _, out, _ = second
+    t = read_csv(out)  # a sweep folder is read through its results.csv
+    assert t.has("N", "D", "C", "loss", "train_loss", "val_loss", "epochs", "lr", "warmup", "guard_events")
+    dg = diagnose(out, n_boot=0)
+    status = {c.name: c.status for c in dg.checks}
+    assert status["repeated_data"] == "not supported"  # epochs = 0
+    assert status["lr_not_retuned"] == "supported" and status["warmup_not_retuned"] == "supported"
+    assert status["guard_events"] == "not supported"
+    assert status["train_val_gap"] in ("supported", "not supported")  # computed, not "cannot tell"
+
+
+def test_changed_grid_point_is_an_error_that_names_it(second, tmp_path):
+    sweep, out, _ = second
+    changed = write_sweep(tmp_path / "changed.toml", base=tiny_dict(
+        optim={"lr": 1e-3}, train={"max_steps": 30, "eval_every": 10, "checkpoint_every": 10}))
+    with pytest.raises(RunDirError, match=r"grid point L2-d16-h2-s20-seed3 changed .*optim\.lr: 0\.003 -> 0\.001"):
+        run_sweep(changed, out, progress=False)
+
+
+def test_cli_sweep_and_one_line_errors(second, tmp_path, capsys):
+    from lenslab.cli import main
+
+    sweep, out, _ = second
+    assert main(["sweep", str(sweep), "--out", str(out), "--quiet"]) == 0
+    assert "L2-d16-h2-s20-seed3" in capsys.readouterr().out
+    bad = write_sweep(tmp_path / "bad.toml", grid={"d_model": [33]})
+    assert main(["sweep", str(bad), "--out", str(tmp_path / "o"), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "grid point L2-d33-h2-s30-seed3" in err and "divisible" in err
+    assert not (tmp_path / "o").exists()  # nothing was written
+
+
+def test_a_second_sweep_on_the_same_folder_is_refused(second):
+    sweep, out, _ = second
+    (out / "sweep.lock").write_text(f"{os.getpid()} {os.uname().nodename}\n")
+    try:
+        with pytest.raises(RunDirError, match="another lenslab sweep"):
+            run_sweep(sweep, out, progress=False)
+    finally:
+        (out / "sweep.lock").unlink()
+
+
+BAD = [
+    ({"base": None}, "base: missing"),
+    ({"grid": {"widths": [1]}}, r"grid\.widths: unknown key"),
+    ({"grid": {"n_head": [2], "d_head": [8]}}, "n_head or d_head, not both"),
+    ({"grid": {"steps": [10], "tokens": [100]}}, "steps or tokens, not both"),
+    ({"grid": {"d_model": []}}, "d_model is an empty list"),
+    ({"grid": {"d_model": [16, 16]}}, "d_model repeats 16"),
+    ({"grid": {"steps": [0]}}, r"grid\.steps\.0: Input should be greater than 0"),
+    ({"workers": 0}, "workers: Input should be greater than 0"),
+    ({"base": "missing.toml"}, "base: run config not found"),
+    ({"base": {"data": {"vocab_size": 16}}}, r"\[base\]: data\.task: missing"),
+    ({"grid": {"d_model": [16], "d_head": [3]}}, "d_head 3 does not divide d_model 16"),
+]
+
+
+@pytest.mark.parametrize("over,msg", BAD)
+def test_bad_sweep_configs(tmp_path, over, msg):
+    d = sweep_dict(**{k: v for k, v in over.items() if v is not None})
+    for k, v in over.items():
+        if v is None:
+            d.pop(k)
+    p = tmp_path / "s.toml"
+    p.write_text(tomli_w.dumps(d))
+    with pytest.raises(LensError, match=msg) as e:
+        run_sweep(p, tmp_path / "out", progress=False)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_sweep_files(tmp_path):
+    with pytest.raises(ConfigError, match="sweep file not found"):
+        load_sweep(tmp_path / "nope.toml")
+    p = tmp_path / "s.toml"
+    p.write_text("workers = [")
+    with pytest.raises(ConfigError, match="malformed TOML"):
+        load_sweep(p)
+    lstm = sweep_dict(base=tiny_dict(model={"kind": "lstm", "n_layer": 1, "d_model": 16}), grid={"n_head": [2]})
+    for k in ("n_head", "attn_only", "tie_embeddings"):
+        lstm["base"]["model"].pop(k, None)
+    with pytest.raises(ConfigError, match="a lstm model has no n_head to vary"):
+        plan(make_spec(lstm))
+    with pytest.raises(ConfigError, match="--inject names run 'nope'"):
+        run_sweep(sweep_dict(), tmp_path / "o", inject="nope=kill@3", progress=False)
+
+
+def test_plan_tokens_heads_and_addition_epochs(tmp_path):
+    d = sweep_dict(grid={"d_model": [16, 32], "d_head": [8], "tokens": [1000]})
+    pts = plan(make_spec(d))
+    assert [p.name for p in pts] == ["L2-d16-h2-t1000-seed3", "L2-d32-h4-t1000-seed3"]
+    assert all(p.steps == math.ceil(1000 / (8 * 24)) and p.D == p.steps * 8 * 24 for p in pts)
+    add = sweep_dict(base={**tiny_dict(), "data": {"task": "addition", "digits": 2}},
+                     grid={"shapes": [{"n_layer": 1, "d_model": 16, "n_head": 2}], "steps": [50]})
+    (p,) = plan(make_spec(add))
+    row = run_row(p, tmp_path / "none")
+    assert row["status"] == "pending" and math.isnan(row["loss"])
+    assert row["unique_tokens"] == 10 ** 4 * 8  # every 2-digit problem, 8 input tokens each
+    assert row["epochs"] == pytest.approx(50 * 8 * 8 / (10 ** 4 * 8))
+
+
+def test_addition_predictions_feed_emergence(tmp_path):
+    """Two tiny addition models (trained in-process) answer the same problems; the CSV is the
+    input lenslab emergence reads, and its targets are the true sums."""
+    import lenslab
+    from lenslab.emergence import analyze_csv
+    from lenslab.scaling.addition import write_predictions
+
+    base = {**tiny_dict(), "data": {"task": "addition", "digits": 2}}
+    base["model"]["n_ctx"] = 8
+    d = sweep_dict(base=base, grid={"d_model": [16, 32], "steps": [20]})
+    pts = plan(make_spec(d))
+    out = tmp_path / "out"
+    for p in pts:
+        lenslab.train(p.config, out / "runs" / p.name, progress=False)
+    write_results([run_row(p, out / "runs" / p.name) for p in pts], out, {})
+    path = write_predictions(out, n_examples=40)
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 80 and {r["scale"] for r in rows} == {str(p.N) for p in pts}
+    for r in rows:
+        a, b = r["example"].split("+")
+        assert r["target"] == str(int(a) + int(b)).zfill(3) and len(r["prediction"]) == 3
+        assert float(r["logprob"]) <= 0 and math.isfinite(float(r["loss"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = analyze_csv(path, n_boot=0)
+    assert set(res.curves) >= {"exact_match", "token_accuracy", "log_likelihood"}
+
+
+def test_killed_worker_is_resumed_within_the_same_sweep(tmp_path):
+    d = sweep_dict(max_retries=1, workers=1, grid={"d_model": [16], "steps": [30]})
+    res = run_sweep(d, tmp_path / "out", inject="kill@15", progress=False)
+    assert res.exit_code == 0 and res.outcome == {"L2-d16-h2-s30-seed3": "resumed"}
+    (row,) = res.rows
+    assert row["status"] == "completed" and row["resumes"] == 1 and math.isfinite(row["loss"])
