@@ -88,6 +88,9 @@ def test_grid_runs_and_table(first):
         else:
             assert r["status"] == "completed"
             assert float(r["loss"]) == float(r["train_loss"]) and 1.0 < float(r["loss"]) < 4.0
+            assert math.isfinite(float(r["train_loss_logged"]))
+            cached = json.loads((Path(r["run"]) / "analysis" / "train_loss.json").read_text())
+            assert cached["train_loss"] == pytest.approx(float(r["loss"]), rel=1e-12)
             assert math.isfinite(float(r["val_loss"]))
     j = json.loads((out / "results.json").read_text())
     assert j["columns"] == header and j["rows"][-1]["loss"] is None and "epochs" in j["definitions"]

@@ -56,13 +56,17 @@ The results table (one row per grid point, in grid order)
     * ``D``: training tokens, ``steps * batch_size * seq_len`` (every input position of every
       sequence, as the trainer's ``tokens`` counter; for the arithmetic tasks only the answer
       positions are scored). ``C = 6 N D``.
-    * ``loss`` and ``train_loss``: the mean training loss over the last ``loss_window`` share
-      of the steps (default 10%; skipped steps excluded). A single step's loss is one batch and
-      too noisy for a fit; the window's mean is slightly above the final model's loss while the
-      loss still falls. ``val_loss`` and the task metrics (``exact_match``, ``digit_acc`` for
-      addition; ``repeat_loss`` for induction, ...) come from the final evaluation.
-      Only completed runs have losses; the others' cells are empty, so ``lenslab fit`` and
-      ``lenslab diagnose`` drop them with a warning that names them.
+    * ``loss`` and ``train_loss``: the final model's loss on training data: ``eval_batches``
+      training batches spread evenly over the run (data indices ``(j + 1/2) * steps /
+      eval_batches``), in eval mode (no dropout), with the task's loss. It is measured once by
+      the sweep and kept in ``RUN/analysis/train_loss.json``. ``val_loss`` and the task metrics
+      (``exact_match``, ``digit_acc`` for addition; ``repeat_loss`` for induction, ...) come
+      from the run's final evaluation, so ``val_loss - train_loss`` compares one model on the
+      same number of batches of the two splits. ``train_loss_logged`` is the mean logged
+      training loss over the last ``loss_window`` share of steps (default 10%, skipped steps
+      excluded): what the optimizer saw, with dropout, and lagging behind the final model while
+      the loss still falls. Only completed runs have losses; the others' cells are empty, so
+      ``lenslab fit`` and ``lenslab diagnose`` drop them with a warning that names them.
     * ``epochs``: passes over the distinct training data, ``D / unique_tokens``. Text:
       ``unique_tokens`` is the training split's token count. Multi-digit addition: all
       ``base^(2 digits)`` problems times ``seq_len`` (problems are drawn with replacement, so
@@ -108,7 +112,7 @@ else:  # pragma: no cover
 
 #: Columns of the results table, before and after the task's own metrics.
 HEAD_COLUMNS = ("name", "status", "n_layer", "d_model", "n_head", "seed", "steps", "N", "D", "C",
-                "tokens_per_param", "loss", "train_loss", "val_loss")
+                "tokens_per_param", "loss", "train_loss", "val_loss", "train_loss_logged")
 TAIL_COLUMNS = ("epochs", "unique_tokens", "lr", "warmup", "batch_size", "guard_events",
                 "guard_nonfinite", "guard_spike", "guard_rollback", "resumes", "run")
 #: Keys of a metrics.jsonl record that are not task metrics.
@@ -517,6 +521,62 @@ def _num(v: Any) -> float:
     return f
 
 
+def final_train_loss(run_dir: Path) -> float:
+    """The final model's loss on training data (see the module docstring), cached per checkpoint.
+
+    Reads ``RUN/analysis/train_loss.json`` when it was measured on the newest verified
+    checkpoint; otherwise loads that checkpoint, measures and writes the file.
+    """
+    import json
+
+    import torch
+    from safetensors.torch import load_model as load_weights
+
+    from lenslab.data import build_task, resolve_config
+    from lenslab.models import build_model
+    from lenslab.training.checkpoint import latest_verified
+    from lenslab.training.trainer import task_loss, task_scored
+
+    ck = latest_verified(run_dir / "checkpoints")
+    if ck is None:
+        return math.nan
+    cache = run_dir / "analysis" / "train_loss.json"
+    try:
+        old = json.loads(cache.read_text())
+        if old.get("checkpoint") == ck.path.name:
+            return _num(old.get("train_loss"))
+    except (OSError, ValueError):
+        pass
+    cfg = load_config(run_dir / "config.toml")
+    task = build_task(cfg, run_dir)
+    full = resolve_config(cfg, task)
+    dev = torch.device("cuda" if full.train.device.startswith("cuda") and torch.cuda.is_available() else "cpu")
+    torch.manual_seed(full.seed)
+    model = build_model(full.model)
+    load_weights(model, str(ck.model_file))
+    model.to(dev).eval()
+    k, steps = full.train.eval_batches, full.train.max_steps
+    indices = sorted({int((j + 0.5) * steps / k) for j in range(k)})
+    tot = cnt = 0.0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # workers may still be running on the other cores
+    try:
+        with torch.no_grad():
+            for i in indices:
+                x, y = task.batch(i, full.optim.batch_size)
+                x, y = x.to(dev), y.to(dev)
+                tot += task_loss(task, model(x), y).item()
+                cnt += task_scored(task, y)
+    finally:
+        torch.set_num_threads(threads)
+    value = tot / max(cnt, 1)
+    atomic_write_json(cache, {"train_loss": value, "checkpoint": ck.path.name, "data_indices": indices,
+                              "batch_size": full.optim.batch_size,
+                              "definition": "loss of the final model on training batches spread over the "
+                                            "run, eval mode (written by lenslab sweep)"})
+    return value
+
+
 def run_row(point: GridPoint, run_dir: Path, loss_window: float = 0.1) -> dict[str, Any]:
     """The results-table row of one grid point (see the module docstring for every column)."""
     from lenslab.runs import load_run
@@ -538,22 +598,24 @@ def run_row(point: GridPoint, run_dir: Path, loss_window: float = 0.1) -> dict[s
         status = info.status
         metrics = info.metrics()
         events = Counter(info.events)
-    loss = val = math.nan
+    loss = logged = val = math.nan
     task_metrics: dict[str, float] = {}
     if status == "completed" and metrics:
         first = point.steps - max(1, int(math.ceil(loss_window * point.steps)))
         window = [_num(m.get("loss")) for m in metrics if m.get("step", -1) >= first and not m.get("skipped")]
         window = [v for v in window if math.isfinite(v)]
-        loss = sum(window) / len(window) if window else math.nan
+        logged = sum(window) / len(window) if window else math.nan
         last_eval = next((m for m in reversed(metrics) if "val_loss" in m), None)
         if last_eval is not None:
             val = _num(last_eval["val_loss"])
             task_metrics = {k: _num(v) for k, v in last_eval.items()
                             if k not in _STEP_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        loss = final_train_loss(run_dir)
     row["status"] = status
     row["loss"] = loss
     row["train_loss"] = loss
     row["val_loss"] = val
+    row["train_loss_logged"] = logged
     row.update(task_metrics)
     u = point.unique_tokens
     if u is None:
@@ -594,9 +656,11 @@ DEFINITIONS = {
     "N": "non-embedding parameters (model.num_params(non_embedding=True))",
     "D": "training tokens: steps * batch_size * seq_len (all input positions)",
     "C": "6 N D",
-    "loss": "mean training loss over the last loss_window share of steps (skipped steps excluded); "
+    "loss": "the final model's loss on eval_batches training batches spread over the run (eval mode); "
             "completed runs only",
     "train_loss": "same as loss",
+    "train_loss_logged": "mean logged training loss over the last loss_window share of steps "
+                         "(skipped steps excluded)",
     "val_loss": "validation loss at the final evaluation",
     "epochs": "D / unique_tokens: passes over the distinct training data; 0 for tasks that draw "
               "fresh sequences every step (induction, icl_regression)",
