@@ -156,6 +156,9 @@ class ICLRegressionData(_Strict):
 
     ``layout = "interleaved"``: tokens ``(x_1, 0), (0, y_1), (x_2, 0), ...`` of width d + 1; the
     model predicts ``y_i`` at the token of ``x_i`` from the ``i - 1`` pairs before it.
+    ``layout = "query_pair"``: every pair is first asked, then answered:
+    ``(x_1, 0), (x_1, y_1), (x_2, 0), (x_2, y_2), ...``; scored like ``interleaved``, but an
+    answer token carries its own x (one attention layer can then weigh y_i by x_i . x_q).
     ``layout = "paired"`` (von Oswald et al. 2023): tokens ``(x_i, y_i)`` for the first
     ``n_points - 1`` pairs, then the query ``(x_q, 0)``; only the query is scored.
     """
@@ -166,7 +169,7 @@ class ICLRegressionData(_Strict):
     noise: Annotated[float, Field(ge=0)] = Field(0.0, description="std of the label noise")
     x_dist: Literal["normal", "uniform"] = Field(
         "normal", description="x ~ N(0, I) or uniform in [-1, 1]^d")
-    layout: Literal["interleaved", "paired"] = "interleaved"
+    layout: Literal["interleaved", "query_pair", "paired"] = "interleaved"
 
 
 DataConfig = Annotated[

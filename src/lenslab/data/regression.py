@@ -4,12 +4,15 @@ Every sequence is a new regression problem: ``w ~ N(0, I_d)``, inputs ``x_i`` i.
 uniform in ``[-1, 1]^d``, labels ``y_i = w.x_i + eps_i`` with ``eps_i ~ N(0, noise^2)``. The
 model never sees ``w``; it has to infer it from the pairs in its context.
 
-Two layouts (``ICLRegressionData.layout``), both with tokens of width ``D = d + 1``:
+Three layouts (``ICLRegressionData.layout``), all with tokens of width ``D = d + 1``:
 
 * ``interleaved`` (Garg et al.): ``(x_1, 0), (0, y_1), (x_2, 0), (0, y_2), ...``, ``T = 2 P``
   tokens for ``P = n_points`` pairs. At the token of ``x_i`` (position ``2 i``, 0-based) the
   model predicts ``y_i`` from the ``k = i`` pairs before it, so one sequence scores every
   ``k = 0 .. P - 1``.
+* ``query_pair``: ``(x_1, 0), (x_1, y_1), (x_2, 0), (x_2, y_2), ...``: like ``interleaved``, but
+  the answer token repeats its x, so ``y_i`` and ``x_i`` meet in one token (one attention layer
+  can compute ``sum_i (x_i . x_q) y_i``; with Garg's layout x_i must first be moved next to y_i).
 * ``paired`` (von Oswald et al.): ``(x_1, y_1), ..., (x_N, y_N), (x_q, 0)`` with
   ``N = n_points - 1`` context pairs; only the query (last token) is scored.
 
@@ -65,13 +68,17 @@ class ICLRegressionTask:
         self.layout = cfg.layout
         self.token_dim = cfg.d + 1  # width of every token (read-in d_in)
         self.out_dim = 1  # one prediction per token (read-out d_out)
-        self.seq_len = 2 * cfg.n_points if cfg.layout == "interleaved" else cfg.n_points
+        self.two_tokens = cfg.layout in ("interleaved", "query_pair")  # a token per x and per y
+        self.seq_len = 2 * cfg.n_points if self.two_tokens else cfg.n_points
         self.x_var = 1.0 if cfg.x_dist == "normal" else 1.0 / 3.0  # Var of one coordinate of x
         self.x_m4 = 3.0 if cfg.x_dist == "normal" else 1.0 / 5.0  # E[x_j^4]
         self.y_var = cfg.d * self.x_var + cfg.noise ** 2  # Var(y): the zero predictor's error
         # the numbers of in-context examples that the layout scores
-        self.ks = (list(range(cfg.n_points)) if cfg.layout == "interleaved"
-                   else [cfg.n_points - 1])
+        self.ks = list(range(cfg.n_points)) if self.two_tokens else [cfg.n_points - 1]
+
+    def position(self, k: int) -> int:
+        """The token where the prediction with ``k`` in-context examples is read (full sequence)."""
+        return 2 * k if self.two_tokens else self.seq_len - 1
 
     # ------------------------------------------------------------------ sampling
     def sample_x(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -98,9 +105,11 @@ class ICLRegressionTask:
     def encode(self, pr: RegressionProblems) -> tuple[torch.Tensor, torch.Tensor]:
         """Model inputs ``[n, T, d+1]`` and targets ``[n, T]`` (NaN = not scored), float32."""
         n, P, d = pr.xs.shape
-        if self.layout == "interleaved":
+        if self.two_tokens:
             e = np.zeros((n, 2 * P, d + 1))
             e[:, 0::2, :d] = pr.xs
+            if self.layout == "query_pair":
+                e[:, 1::2, :d] = pr.xs
             e[:, 1::2, d] = pr.ys
             t = np.full((n, 2 * P), np.nan)
             t[:, 0::2] = pr.ys
@@ -116,8 +125,8 @@ class ICLRegressionTask:
 
         ``xc [B, k, d]`` and ``yc [B, k]`` are the context pairs, ``xq [B, m, d]`` the queries.
         Returns inputs ``[B * m, T_k, d+1]`` (row ``b * m + j`` asks for query j of problem b);
-        the prediction is the model's output at the last token. ``T_k = 2k + 1`` (interleaved)
-        or ``k + 1`` (paired). Differentiable in ``xq`` (for input sensitivities).
+        the prediction is the model's output at the last token. ``T_k = 2k + 1`` (interleaved,
+        query_pair) or ``k + 1`` (paired). Differentiable in ``xq`` (for input sensitivities).
         """
         B, k, d = xc.shape
         m = xq.shape[1]
@@ -125,8 +134,9 @@ class ICLRegressionTask:
         ctx_x = torch.cat([xc.to(dt), torch.zeros(B, k, 1, dtype=dt, device=xq.device)], dim=2)
         ctx_y = torch.cat([torch.zeros(B, k, d, dtype=dt, device=xq.device),
                            yc.to(dt)[..., None]], dim=2)
-        if self.layout == "interleaved":
-            ctx = torch.stack([ctx_x, ctx_y], dim=2).reshape(B, 2 * k, d + 1)
+        if self.two_tokens:
+            answers = ctx_x + ctx_y if self.layout == "query_pair" else ctx_y
+            ctx = torch.stack([ctx_x, answers], dim=2).reshape(B, 2 * k, d + 1)
         else:
             ctx = ctx_x + ctx_y  # (x_i, y_i)
         q = torch.cat([xq, torch.zeros(B, m, 1, dtype=dt, device=xq.device)], dim=2)  # [B, m, D]
@@ -147,7 +157,7 @@ class ICLRegressionTask:
         vectors, so there are no token strings."""
         out = []
         for i in map(int, ids):
-            if self.layout == "interleaved":
+            if self.two_tokens:
                 out.append(f"{'x' if i % 2 == 0 else 'y'}{i // 2}")
             else:
                 out.append("query" if i == self.n_points - 1 else f"(x,y){i}")
@@ -170,8 +180,7 @@ class ICLRegressionTask:
         x, t = self.encode(self.problems(n, index))
         pred = model(x.to(device)).float().cpu().reshape(t.shape)
         err = (pred - t) ** 2 / self.y_var
-        pos = [2 * k for k in self.ks] if self.layout == "interleaved" else [self.seq_len - 1]
-        return {k: err[:, p].mean().item() for k, p in zip(self.ks, pos)}
+        return {k: err[:, self.position(k)].mean().item() for k in self.ks}
 
     @torch.no_grad()
     def metrics(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
@@ -181,5 +190,5 @@ class ICLRegressionTask:
         pred = model(x.to(device)).float().cpu().reshape(t.shape)
         err = (pred - t) ** 2 / self.y_var
         scored = ~torch.isnan(t)
-        last = err[:, 2 * self.ks[-1]] if self.layout == "interleaved" else err[:, -1]
+        last = err[:, self.position(self.ks[-1])]
         return {"nmse": err[scored].mean().item(), "nmse_last": last.mean().item()}
