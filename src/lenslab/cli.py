@@ -228,6 +228,34 @@ def replicate(
     raise typer.Exit(1 if failed else 0)
 
 
+@app.command()
+def algorithms(
+    run_dir: Path = typer.Argument(..., help="an in-context regression run folder"),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="where algorithms.json/html go (default RUN_DIR/analysis)"),
+    problems: int = typer.Option(500, "--problems", min=10, help="held-out problems per k"),
+):
+    """Which algorithm runs in context: per-k distances to least squares, ridge, k-NN,
+    averaging and one GD step, and the verdict."""
+    from rich.table import Table
+
+    from lenslab.icl.algorithms import run_algorithms
+
+    res = run_algorithms(run_dir, out_dir, n_problems=problems,
+                         command="lenslab " + " ".join(sys.argv[1:]))
+    t = Table(title=f"{res.model_name} at step {res.step}: closest algorithm per k")
+    for c in ("k", "model error", "closest", "distance", "runner-up", "margin", "by weights",
+              "by sensitivity"):
+        t.add_column(c, justify="right" if c in ("k", "model error", "distance", "margin") else "left")
+    for v in res.verdicts:
+        t.add_row(str(v["k"]), f"{v['model_error']:.3f}", v["closest"], f"{v['distance']:.4f}",
+                  v["runner_up"], f"{v['margin']:.4f}", v["closest_by_weights"],
+                  v["closest_by_sensitivity"] or "-")
+    out.print(t)
+    where = out_dir if out_dir is not None else run_dir / "analysis"
+    err.print(f"[green]wrote[/] {where / 'algorithms.json'} and {where / 'algorithms.html'}")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point: LensError becomes one line on stderr and its exit code; no traceback."""
     try:
