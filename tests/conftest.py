@@ -13,6 +13,11 @@ import pytest
 from lenslab.config import config_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
+# One intra-op thread everywhere (here and in subprocesses): tiny models run fastest so, and a
+# test run never oversubscribes the cores it shares.
+os.environ.setdefault("LENSLAB_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 TIMING = ("elapsed_s", "tok_per_s", "time")
 
 
@@ -47,6 +52,19 @@ def write_config(path: Path, **over) -> Path:
 
     path.write_text(tomli_w.dumps(tiny_dict(**over)))
     return path
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    """The CLI in-process (no interpreter start-up): exit code, stdout, stderr."""
+    import contextlib
+    import io
+
+    from lenslab.cli import main
+
+    o, e = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(o), contextlib.redirect_stderr(e):
+        code = main([str(a) for a in args])
+    return code, o.getvalue(), e.getvalue()
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:

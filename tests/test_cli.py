@@ -10,28 +10,30 @@ import pytest
 from lenslab.config import config_from_dict
 from lenslab.examples import TASKS, example_config
 
-from conftest import run_cli, write_config
+from conftest import cli, run_cli, write_config
 
 
 def _one_line_error(r, *needles):
-    assert r.returncode == 2, (r.returncode, r.stderr)
-    assert "Traceback" not in r.stderr
-    lines = [x for x in r.stderr.strip().splitlines() if x.strip()]
-    assert len(lines) == 1, r.stderr
+    """``r``: a CompletedProcess (real subprocess) or ``cli()``'s (code, out, err)."""
+    code, stderr = (r.returncode, r.stderr) if hasattr(r, "returncode") else (r[0], r[2])
+    assert code == 2, (code, stderr)
+    assert "Traceback" not in stderr
+    lines = [x for x in stderr.strip().splitlines() if x.strip()]
+    assert len(lines) == 1, stderr
     for n in needles:
         assert n in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("task", TASKS)
 def test_init_prints_a_complete_valid_commented_config(task):
-    r = run_cli("init", task)
-    assert r.returncode == 0
-    assert r.stdout.count("#") > 20
-    assert config_from_dict(tomllib.loads(r.stdout)) == example_config(task)
+    code, stdout, _ = cli("init", task)
+    assert code == 0
+    assert stdout.count("#") > 20
+    assert config_from_dict(tomllib.loads(stdout)) == example_config(task)
 
 
 def test_init_unknown_task():
-    _one_line_error(run_cli("init", "sorting"), "unknown task", "induction")
+    _one_line_error(run_cli("init", "sorting"), "unknown task", "induction")  # a real process
 
 
 BAD = {
@@ -50,7 +52,7 @@ def test_bad_config_is_a_one_line_error_and_creates_nothing(tmp_path, case):
     cfg = tmp_path / "bad.toml"
     cfg.write_text(text)
     out = tmp_path / "run"
-    _one_line_error(run_cli("train", str(cfg), "--out", str(out)), needle)
+    _one_line_error(cli("train", cfg, "--out", out), needle)
     assert not out.exists()
     assert list(tmp_path.iterdir()) == [cfg]  # no staging folder left behind either
 
@@ -65,14 +67,13 @@ def test_missing_and_non_utf8_corpus(tmp_path):
     missing = tmp_path / "missing.toml"
     missing.write_text('[data]\ntask = "text"\npaths = ["nope.txt"]\nlevel = "char"\n'
                        '[model]\nn_ctx = 128\n')
-    _one_line_error(run_cli("train", str(missing), "--out", str(tmp_path / "r1")), "not found")
+    _one_line_error(cli("train", missing, "--out", tmp_path / "r1"), "not found")
     blob = tmp_path / "latin1.txt"
     blob.write_bytes("caf\u00e9 ".encode("latin-1") * 200)
     bad = tmp_path / "bad.toml"
     bad.write_text(f'[data]\ntask = "text"\npaths = ["{blob}"]\nlevel = "char"\nseq_len = 32\n'
                    '[model]\nn_ctx = 32\n')
-    _one_line_error(run_cli("train", str(bad), "--out", str(tmp_path / "r2")), "not UTF-8",
-                    "offset 3")
+    _one_line_error(cli("train", bad, "--out", tmp_path / "r2"), "not UTF-8", "offset 3")
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
 
 
@@ -80,31 +81,30 @@ def test_existing_run_folder_with_another_config(tmp_path):
     a = write_config(tmp_path / "a.toml", train={"max_steps": 3})
     b = write_config(tmp_path / "b.toml", train={"max_steps": 3}, optim={"lr": 0.01})
     out = tmp_path / "run"
-    assert run_cli("train", str(a), "--out", str(out), "-q").returncode == 0
+    assert cli("train", a, "--out", out, "-q")[0] == 0
     before = sorted(p.name for p in out.iterdir())
-    _one_line_error(run_cli("train", str(b), "--out", str(out)), "different config", "optim.lr")
-    _one_line_error(run_cli("train", str(a), "--out", str(out)), "lenslab resume")
+    _one_line_error(cli("train", b, "--out", out), "different config", "optim.lr")
+    _one_line_error(cli("train", a, "--out", out), "lenslab resume")
     assert sorted(p.name for p in out.iterdir()) == before
 
 
 def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
-    _one_line_error(run_cli("resume", str(tmp_path)), "not a lenslab run folder")
+    _one_line_error(cli("resume", tmp_path), "not a lenslab run folder")
 
 
 def test_bad_injection_spec(tmp_path):
     cfg = write_config(tmp_path / "c.toml")
-    _one_line_error(run_cli("train", str(cfg), "--out", str(tmp_path / "r"), "--inject", "boom@3"),
-                    "--inject")
+    _one_line_error(cli("train", cfg, "--out", tmp_path / "r", "--inject", "boom@3"), "--inject")
     assert not (tmp_path / "r").exists()
 
 
 def test_train_then_list_runs(tmp_path):
     cfg = write_config(tmp_path / "c.toml", train={"max_steps": 12})
-    r = run_cli("train", str(cfg), "--out", str(tmp_path / "runs" / "a"), "--inject", "nan@4", "-q")
-    assert r.returncode == 0, r.stderr
-    r = run_cli("runs", str(tmp_path / "runs"))
-    assert r.returncode == 0
-    assert "completed" in r.stdout and "12/12" in r.stdout and "nonfinite 1" in r.stdout
+    code, _, stderr = cli("train", cfg, "--out", tmp_path / "runs" / "a", "--inject", "nan@4", "-q")
+    assert code == 0, stderr
+    code, stdout, _ = cli("runs", tmp_path / "runs")
+    assert code == 0
+    assert "completed" in stdout and "12/12" in stdout and "nonfinite 1" in stdout
     lines = (tmp_path / "runs" / "a" / "metrics.jsonl").read_text().splitlines()
     import json
 

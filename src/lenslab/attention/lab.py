@@ -226,7 +226,7 @@ def tour_chapter(out: Path, page: Page, quick: bool) -> str:
 
     atomic_write_json(mdir / "paraphrase.json", pres.to_dict())
     parts.append("<h3>The same question, phrased four ways</h3><p>"
-                 + " / ".join(escape(s) for s in PARAPHRASE_GROUP) + "</p>" + pres.to_html())
+                 + " / ".join(escape(s) for s in PARAPHRASE_GROUP) + "</p>" + pres.fragment(level=4))
     parts.append(f"<p class='caption'>Attention chapter computed in {time.perf_counter() - t0:.0f} s."
                  "</p>")
     return "".join(parts)

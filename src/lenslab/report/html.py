@@ -58,7 +58,8 @@ def figure_to_svg(fig: Any, close: bool = True) -> str:
 
     buf = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "path"}):
-        fig.savefig(buf, format="svg", bbox_inches="tight")
+        # no timestamp: the same figure gives the same bytes (diffable reports)
+        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     if close:
         plt.close(fig)
     svg = buf.getvalue()

@@ -83,6 +83,9 @@ def pick_threads(requested: int, n_params: int, tokens_per_step: int) -> int:
     """
     if requested > 0:
         return requested
+    env = os.environ.get("LENSLAB_THREADS", "")
+    if env.isdigit() and int(env) > 0:  # e.g. test suites and sweeps that share the cores
+        return int(env)
     flops = 6 * n_params * tokens_per_step
     local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun: share the cores
     return 1 if flops < 2e9 else max(1, (os.cpu_count() or 1) // local_procs)
