@@ -31,8 +31,14 @@ browser:
 	  { (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || \
 	    echo "warning: could not install chromium; browser tests will be skipped"; }
 
+# Published results reproduced on this CPU, each ending PASS NAME or FAIL NAME: why.
+replicate: $(STAMP)
+	$(BIN)/lenslab replicate all --out runs/replicate -q
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/attention_capture.py
+	$(BIN)/python benchmarks/scaling_fit.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
