@@ -89,11 +89,16 @@ def runs(root: Path = typer.Argument(Path("runs"), help="folder of run folders")
     if not infos:
         err.print(f"no runs under {root}")
         return
-    t = Table(show_lines=False)
+    t = Table(show_lines=False, title=f"runs under {root}")
     for col in ("run", "status", "step", "last loss", "guard events"):
-        t.add_column(col, justify="right" if col in ("step", "last loss") else "left")
+        t.add_column(col, justify="right" if col in ("step", "last loss") else "left",
+                     overflow="fold", no_wrap=col in ("step", "last loss"))
     for info in infos:
         row = info.row()
+        try:
+            row["run"] = str(info.path.relative_to(root)) if info.path != root else str(root)
+        except ValueError:
+            pass
         loss = row["last loss"]
         row["last loss"] = f"{loss:.4f}" if isinstance(loss, float) else str(loss)
         t.add_row(*(str(row[c]) for c in ("run", "status", "step", "last loss", "guard events")))
