@@ -35,6 +35,16 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _compact(v: Any) -> str:
+    """Counts as 1760, 512k, 3.97M, 1.2G."""
+    if not isinstance(v, (int, float)) or v != v:
+        return "-"
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= 10 * div:
+            return f"{v / div:.3g}{suffix}"
+    return f"{v:.4g}"
+
+
 def _run_with_warnings(fn: Callable[[], Any]) -> Any:
     """Run ``fn`` and print every warning it raised on stderr (one line each)."""
     with warnings.catch_warnings(record=True) as caught:
@@ -181,13 +191,17 @@ def sweep_command(sweep: Path, out: Path, workers: Optional[int] = None, threads
     from lenslab.scaling.sweep import run_sweep
 
     res = run_sweep(sweep, out, inject=inject, progress=not quiet, workers=workers, threads=threads)
+    show_status = any(r["status"] != "completed" for r in res.rows)
     cols = [c for c in ("name", "status", "N", "D", "loss", "val_loss", "exact_match", "digit_acc", "epochs",
-                        "guard_events") if any(c in r for r in res.rows)]
+                        "guard_events") if any(c in r for r in res.rows) and (c != "status" or show_status)]
+    heads = {"exact_match": "EM", "digit_acc": "digit acc", "guard_events": "guard"}
     t = RichTable(title=f"{len(res.rows)} runs ({res.elapsed_s:.0f} s)")
     for c in cols:
-        t.add_column(c, justify="left" if c in ("name", "status") else "right", no_wrap=c == "name")
+        t.add_column(heads.get(c, c), justify="left" if c in ("name", "status") else "right",
+                     no_wrap=c in ("name", "N", "D"))
     for r in res.rows:
-        t.add_row(*(_fmt(r.get(c, float("nan"))) for c in cols))
+        t.add_row(*(_compact(r.get(c, float("nan"))) if c in ("N", "D") else _fmt(r.get(c, float("nan")))
+                    for c in cols))
     _out.print(t)
     for name, msg in res.messages.items():
         _err.print(f"[yellow]{name}[/]: {msg}", highlight=False)

@@ -887,7 +887,8 @@ class _Display:
     def start(self, job: _Job) -> None:
         if self.bar is not None:
             job.task_id = self.bar.add_task(f"  {job.point.name}", total=job.point.steps, info=job.action)
-        self.print(f"[cyan]{job.action}[/] {job.point.name} (N={job.point.N:,}, D={job.point.D:,})")
+        else:  # the live display shows the run's own bar instead
+            self.print(f"[cyan]{job.action}[/] {job.point.name} (N={job.point.N:,}, D={job.point.D:,})")
 
     def update(self, job: _Job, rec: Optional[dict]) -> None:
         if self.bar is None or rec is None or job.task_id is None:
