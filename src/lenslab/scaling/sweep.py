@@ -101,7 +101,7 @@ from typing import Annotated, Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from lenslab._io import atomic_write_json, atomic_write_text, read_jsonl
+from lenslab._io import atomic_write_json, atomic_write_text
 from lenslab.config import RunConfig, config_from_dict, load_config
 from lenslab.errors import ConfigError, LensError, RunDirError
 

@@ -110,7 +110,9 @@ def scaling_chapter(out_dir: Path, quick: bool) -> str:
             f"<p><b>Does the law extrapolate?</b> Fitted without the largest model, it predicts "
             f"{_f(pt['predicted'])} (95% interval [{_f(lo)}, {_f(hi)}]) for N = {int(pt['N']):,}; the model "
             f"measured {_f(pt['loss'])}, {verdict} the interval, off by a factor "
-            f"{math.exp(abs(ho['rmsle'])):.2f}.</p>")
+            f"{math.exp(abs(ho['rmsle'])):.2f}"
+            + (f"; an interval spanning a factor {hi / lo:,.0f} says the smaller models do not pin the "
+               f"largest one down" if lo > 0 and hi / lo > 10 else "") + ".</p>")
 
     # --- the diagnosis ----------------------------------------------------------------------------
     parts.append("<h3>Where would it bend, and why?</h3>")
@@ -120,9 +122,12 @@ def scaling_chapter(out_dir: Path, quick: bool) -> str:
             warnings.simplefilter("ignore")
             dg = diagnose(out, n_boot=0)
         supported = [c.title for c in dg.checks if c.status == "supported"]
-        parts.append(f"<p>{badge(dg.bend.status)} {escape(dg.bend.reason)}. Recorded causes that the "
-                     f"runs' own records support: {escape(', '.join(supported) or 'none')}.</p>")
         parts.append(dg.html(figure=False))
+        parts.append(f"<p>Causes that the runs' own records support: {escape(', '.join(supported) or 'none')}. "
+                     f"With a bend test that cannot tell, these are checks of how the sweep was run, not "
+                     f"explanations of a bend.</p>" if dg.bend.status == "cannot tell" else
+                     f"<p>Causes that the runs' own records support: "
+                     f"{escape(', '.join(supported) or 'none')}.</p>")
     else:
         parts.append(f"<p>{badge('skipped')} The bend test compares the single law with a broken one and "
                      f"needs at least {DIAGNOSE_MIN_SIZES} sizes (3 parameters and 2 points to spare); this "
