@@ -1,9 +1,9 @@
 """The live emergence case: small GPTs on multi-digit addition, judged per example.
 
 A sweep of GPTs of increasing size learns ``a + b`` (see :class:`lenslab.data.AdditionTask`).
-Every model answers the *same* held-out problems; each answer is scored as a whole (exact
-match) and digit by digit (per-digit accuracy, edit distance) and, from the teacher-forced
-probabilities, by the log-likelihood of the correct answer. :mod:`lenslab.emergence` then
+Every model answers the *same* problems, drawn apart from training; each answer is scored as a
+whole (exact match) and digit by digit (per-digit accuracy, edit distance) and, from the
+teacher-forced probabilities, by the log-likelihood of the correct answer. :mod:`lenslab.emergence` then
 asks Schaeffer et al.'s question: does exact match jump with scale while a continuous metric
 of the same answers moves smoothly (a metric artifact), or do both break (emergent)?
 
@@ -36,7 +36,7 @@ import numpy as np
 from lenslab._io import atomic_write_json, atomic_write_text
 from lenslab.errors import DataError
 
-#: Seed of the held-out problems (shared by every model of a sweep; not a training seed).
+#: Seed of the evaluation problems (shared by every model of a sweep; not a training seed).
 PROBLEM_SEED = 20230428
 
 

@@ -11,6 +11,9 @@ The sweep file::
     workers = 2                  # runs trained at the same time (subprocesses)
     threads = 1                  # torch threads per run: workers * threads <= cores
     base = "addition.toml"       # a run config (path relative to this file) or an inline [base]
+    max_retries = 1              # resumes of a worker killed by a signal, within one invocation
+    loss_window = 0.1            # share of the last steps averaged for train_loss_logged
+    predictions = 512            # addition sweeps: problems each model answers (0: no CSV)
 
     [grid]
     n_layer = [2]                # model shape: every combination of n_layer x d_model x n_head
@@ -78,7 +81,7 @@ The results table (one row per grid point, in grid order)
       guard_rollback``); ``resumes`` counts resumes after a kill or preemption.
 
 Addition sweeps also write ``DIR/predictions.csv`` (see :mod:`lenslab.scaling.addition`): each
-model's answers to the same held-out problems, the input of ``lenslab emergence``.
+model's answers to the same evaluation problems, the input of ``lenslab emergence``.
 """
 
 from __future__ import annotations
@@ -194,7 +197,7 @@ class SweepConfig(_Strict):
     threads: int = Field(0, ge=0, description="torch threads per run; 0: cores / workers")
     max_retries: int = Field(1, ge=0, description="resumes of a killed worker within one sweep")
     loss_window: float = Field(0.1, gt=0, le=1, description="share of the last steps averaged for loss")
-    predictions: int = Field(512, ge=0, description="addition sweeps: held-out problems per model "
+    predictions: int = Field(512, ge=0, description="addition sweeps: problems each model answers "
                                                     "for predictions.csv (0: none)")
 
     def resolved_threads(self) -> int:
