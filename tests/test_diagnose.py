@@ -160,3 +160,32 @@ def test_cli_diagnose_writes_outputs(tmp_path):
     assert (tmp_path / "o" / "diagnosis.png").read_bytes()[:4] == b"\x89PNG"
     bad = CliRunner().invoke(app, ["diagnose", str(tmp_path / "nope.csv")])
     assert isinstance(bad.exception, LensError) and "does not exist" in str(bad.exception)
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_three_or_four_sizes_are_a_clear_cannot_tell_not_a_crash(tmp_path, n):
+    N = np.geomspace(1e3, 3e4, n)
+    rows = [{"N": x, "D": 1e6, "loss": 2 + 30 * x ** -0.3} for x in N]
+    d = diagnose(_write(tmp_path / "r.csv", rows), n_boot=0)
+    assert d.bend.status == "cannot tell" and f"only {n} distinct sizes" in d.bend.reason
+
+
+def test_repetition_shared_by_small_runs_does_not_explain_the_large_ones(tmp_path):
+    rows = _bent_sweep()
+    for r in rows:
+        r["epochs"] = 16.0  # every run saw its data 16 times
+    d = diagnose(_write(tmp_path / "r.csv", rows), n_boot=0)
+    rep = next(c for c in d.checks if c.name == "repeated_data")
+    assert rep.status == "cannot tell" and "small runs repeated" in rep.evidence
+
+
+def test_losses_below_the_fitted_floor_do_not_support_near_floor(tmp_path):
+    from lenslab.scaling.diagnose import check_floor
+
+    class _Fit:
+        params = {"E": 2.5}
+
+    loss = np.array([3.0, 2.8, 2.4, 2.3])
+    large = np.array([False, False, True, True])
+    c = check_floor(loss, large, _Fit())
+    assert c.status == "cannot tell" and "below the fitted floor" in c.evidence

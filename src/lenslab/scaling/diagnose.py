@@ -284,9 +284,12 @@ def find_bend(x: np.ndarray, loss: np.ndarray, *, x_name: str = "N", y_name: str
         return Bend("cannot tell", f"only {n} distinct sizes; a power law with floor needs at least 3")
     lx, y = np.log(x)[None, :], np.log(loss)
     if n < 8:
+        single = None
         sel = select_breaks(lx, y, 0, seed=seed)
-        law, theta, f, _ = sel.fits[0]
-        single = ScalingFit("power", PowerLaw(lx), theta, (x_name,), y_name, x[:, None], loss, f, level, seed=seed)
+        if sel.fits:  # cross-validation needs a few more points than the law's 3 parameters
+            law, theta, f, _ = sel.fits[0]
+            single = ScalingFit("power", PowerLaw(lx), theta, (x_name,), y_name, x[:, None], loss, f,
+                                level, seed=seed)
         return Bend("cannot tell", f"only {n} distinct sizes; telling a break from noise needs at least 8 "
                                    f"(the one-break law has 6 parameters)", single=single)
     sel = select_breaks(lx, y, 1, seed=seed)
@@ -356,6 +359,12 @@ def check_repeated_data(t: Table, large: np.ndarray, small: np.ndarray) -> Check
     mx, ms = float(np.nanmax(el)), _median(ep[small])
     values = {"max_epochs_large": mx, "median_epochs_large": _median(el), "median_epochs_small": ms}
     ev = f"large runs: up to {mx:.3g} epochs (median {_median(el):.3g}); small runs: median {ms:.3g}"
+    if mx > EPOCHS_LIMIT and math.isfinite(ms) and ms > EPOCHS_LIMIT and ms >= mx / 2:
+        # the small runs repeated their data about as often: repetition alone cannot explain
+        # why the large ones fall off the law (Muennighoff et al.: the loss of value grows with
+        # repetition, so it needs the large runs to repeat *more*)
+        return Check(name, title, "cannot tell", thr, ev + "; the small runs repeated their data "
+                     "about as often, so repetition does not separate them", 0.0, values)
     if mx > EPOCHS_LIMIT:
         return Check(name, title, "supported", thr, ev, mx / EPOCHS_LIMIT, values)
     return Check(name, title, "not supported", thr, ev, 0.0, values)
@@ -459,6 +468,9 @@ def check_floor(loss: np.ndarray, large: np.ndarray, fit: ScalingFit | None) -> 
         return _cannot(name, title, thr, "no losses for the large runs")
     values = {"E": E, "median_reducible_share_large": share}
     ev = f"fitted floor E = {E:.4g}; reducible share of large runs' loss {share:.1%}"
+    if share < 0:  # measured losses below the fitted floor: the floor is not credible
+        return Check(name, title, "cannot tell", thr, ev + " (losses below the fitted floor: the "
+                     "floor is poorly determined)", 0.0, values)
     if share < FLOOR_SHARE:
         return Check(name, title, "supported", thr, ev, FLOOR_SHARE / max(share, 1e-6), values)
     return Check(name, title, "not supported", thr, ev, 0.0, values)
