@@ -209,3 +209,15 @@ def test_cli_emergence(tmp_path):
     assert (out / "emergence.png").read_bytes()[:4] == b"\x89PNG"
     bad = CliRunner().invoke(app, ["emergence", str(tmp_path / "none.csv"), "--out", str(out)])
     assert isinstance(bad.exception, LensError) and "does not exist" in str(bad.exception)
+
+
+def test_a_negligible_move_of_exact_match_is_flat_not_a_jump():
+    """4 right answers out of 512 at the largest scale: relative to its own range that is a
+    huge surprise, but no capability appeared."""
+    from lenslab.emergence.verdict import analyze_table
+
+    res = analyze_table([1e3, 3e3, 1e4, 3e4, 1e5],
+                        {"exact_match": [0.0, 0.0, 0.0, 0.0, 4 / 512],
+                         "token_accuracy": [0.30, 0.31, 0.33, 0.34, 0.36]})
+    assert res.curves["exact_match"].shape == "flat"
+    assert res.verdict == "inconclusive"

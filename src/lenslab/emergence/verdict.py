@@ -26,7 +26,8 @@ percentile interval of ``J`` from a bootstrap over examples (paired across scale
 * ``jump``: the interval's lower end is >= 0.25 (the step is a surprise even at the low end);
 * ``smooth``: the upper end is < 0.25 and the curve changes (the bootstrap interval of the
   improvement ``I(y)`` excludes 0);
-* ``flat``: the curve does not change (the interval of ``I(y)`` contains 0);
+* ``flat``: the curve does not change (the interval of ``I(y)`` contains 0), or, for metrics
+  bounded in [0, 1] (exact match, token accuracy), it moves by less than 0.05 over all scales;
 * ``unclear``: the interval straddles 0.25;
 * ``too few scales``: fewer than :data:`MIN_SCALES` scales (J needs several forecasts).
 
@@ -70,6 +71,12 @@ from lenslab.errors import ConfigError, DataError
 
 #: A step whose forecast surprise is at least this share of the curve's range is a jump.
 JUMP_THRESHOLD = 0.25
+
+#: Metrics bounded in [0, 1] (a share of examples or tokens). Their curve must move by at least
+#: :data:`MIN_BOUNDED_RANGE` in absolute terms to be called anything but flat: the surprise is
+#: relative to the curve's own range, and 4 right answers out of 512 are no capability.
+BOUNDED_METRICS = ("exact_match", "token_accuracy")
+MIN_BOUNDED_RANGE = 0.05
 #: Scales needed to judge a curve (two forecasts at least).
 MIN_SCALES = 4
 #: Verdict strings.
@@ -164,6 +171,9 @@ def _classify(curve: MetricCurve, u: np.ndarray, boot: np.ndarray | None, level:
     curve.surprise, curve.jump_step = float(J), int(step)
     if K < MIN_SCALES or not np.all(np.isfinite(y)):
         curve.shape = "too few scales" if K < MIN_SCALES else "unclear"
+        return
+    if curve.name in BOUNDED_METRICS and float(np.max(y) - np.min(y)) < MIN_BOUNDED_RANGE:
+        curve.shape = "flat"  # moves by less than MIN_BOUNDED_RANGE across all scales
         return
     if boot is None:
         if np.max(y) - np.min(y) == 0:
