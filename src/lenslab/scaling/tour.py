@@ -146,9 +146,9 @@ def scaling_chapter(out_dir: Path, quick: bool) -> str:
     if em_range < SMALL_CHANGE:
         hits = int(round(float(em.curves["exact_match"].values.max()) * cfg["predictions"]))
         parts.append(f"<div class='note'>Exact match moves by only {em_range:.3f} across all sizes (at best "
-                     f"{hits} of {cfg['predictions']} answers right). The jump test measures surprise "
-                     f"relative to the curve's own range, so it can read a change this small as a jump: treat "
-                     f"this verdict as a demonstration of the test, not a finding.</div>")
+                     f"{hits} of {cfg['predictions']} answers right). A share that moves by less than "
+                     f"0.05 is called flat, whatever its shape, so these models say nothing yet about "
+                     f"emergence: the capability has not appeared in any of them.</div>")
 
     # --- what this can and cannot show ------------------------------------------------------------
     em_curve = em.curves["exact_match"].values
