@@ -110,3 +110,15 @@ def test_train_then_list_runs(tmp_path):
 
     rec = json.loads(lines[0])
     assert {"step", "loss", "lr", "grad_norm", "tokens"} <= set(rec)
+
+
+def test_tensorboard_without_the_package_is_a_config_error(tmp_path):
+    import importlib.util
+
+    import pytest
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        pytest.skip("tensorboard is installed here")
+    cfg = write_config(tmp_path / "c.toml", train={"tensorboard": True})
+    _one_line_error(cli("train", cfg, "--out", tmp_path / "r"), "tensorboard")
+    assert not (tmp_path / "r").exists()

@@ -200,6 +200,8 @@ class Trainer:
             task = build_task(cfg, None)  # fails here (missing/non-UTF-8 data) before any write
             full = resolve_config(cfg, task)
             build_model(full.model)  # impossible sizes fail before any write
+            if cfg.train.tensorboard:
+                _tensorboard(None)  # a missing package is a config error, before any write
             staging.mkdir()
             try:
                 save_config(cfg, staging / "config.toml")
@@ -696,7 +698,7 @@ def _tensorboard(run_dir: Path):
 
         raise ConfigError("train.tensorboard = true needs the tensorboard package: "
                           "pip install 'lenslab[tensorboard]'") from None
-    return SummaryWriter(str(run_dir / "tensorboard"))
+    return SummaryWriter(str(run_dir / "tensorboard")) if run_dir is not None else None
 
 
 class _Progress:
