@@ -261,6 +261,30 @@ def algorithms(
     err.print(f"[green]wrote[/] {where / 'algorithms.json'} and {where / 'algorithms.html'}")
 
 
+_PANELS = {
+    "Runs": ("init", "train", "resume", "runs", "tour"),
+    "Attention lab": ("heads", "view", "paraphrase"),
+    "In-context learning lab": ("icl", "compare", "algorithms", "replicate"),
+    "Scaling and emergence lab": ("sweep", "fit", "diagnose", "emergence"),
+}
+
+
+def _group_commands() -> None:
+    """Order ``lenslab --help`` by lab, whatever order the labs registered in."""
+    order = [n for names in _PANELS.values() for n in names]
+    panel = {n: p for p, names in _PANELS.items() for n in names}
+
+    def name(ci) -> str:
+        return ci.name or ci.callback.__name__.replace("_", "-")
+
+    for ci in app.registered_commands:
+        ci.rich_help_panel = panel.get(name(ci), "Other")
+    app.registered_commands.sort(key=lambda ci: order.index(name(ci)) if name(ci) in order else 99)
+
+
+_group_commands()
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point: LensError becomes one line on stderr and its exit code; no traceback."""
     try:
