@@ -135,7 +135,7 @@ def gd_step_size_closed_form(d: int, k: int, x_var: float = 1.0, x_m4: float = 3
     return k * s / ((k + d - 2) * s * s + x_m4 + noise ** 2 * s)
 
 
-def gd_step_size(task: ICLRegressionTask, k: int, n: int = 8192) -> float:
+def gd_step_size(task: ICLRegressionTask, k: int, n: int = 65536) -> float:
     """Exact line search for one GD step with ``k`` examples, over ``n`` held-out problems.
 
     The error ``sum_b (eta a_b - y_b)^2`` is a quadratic in eta with ``a_b = x_q . (1/k)
@@ -178,7 +178,7 @@ class Algorithm:
 
 
 def baselines(task: ICLRegressionTask, ks: Sequence[int], ridge_lambda: Optional[float] = None,
-              n_neighbors: int = 3, n_search: int = 8192) -> list[Algorithm]:
+              n_neighbors: int = 3, n_search: int = 65536) -> list[Algorithm]:
     """The five reference learners for ``task``; GD's step size is line-searched for each k."""
     lam = ridge_lambda if ridge_lambda is not None else (
         task.cfg.noise ** 2 if task.cfg.noise > 0 else 0.1)
@@ -642,12 +642,14 @@ def lsa_gd_measure(model: torch.nn.Module, task: ICLRegressionTask, n: int = 819
     """The LSA model against one line-searched GD step at ``k = n_points - 1``.
 
     On ``n`` held-out problems: mean squared errors of the model, of GD with the optimal step
-    size (``eta``, line-searched on separate problems when not given) and of the zero predictor,
+    size (``eta``; when not given, the exact optimum for the task's distribution,
+    :func:`gd_step_size_closed_form`) and of the zero predictor,
     the relative gap ``(model - gd) / gd``, the mean prediction distance and the mean cosine of
     the input sensitivities ``d y_hat / d x_q`` of the model and GD.
     """
     k = task.n_points - 1
-    eta = gd_step_size(task, k) if eta is None else eta
+    if eta is None:
+        eta = gd_step_size_closed_form(task.d, k, task.x_var, task.x_m4, task.cfg.noise)
     pr = task.problems(n, 0)
     xs, ys = torch.from_numpy(pr.xs), torch.from_numpy(pr.ys)
     xc, yc, xq, y = xs[:, :k], ys[:, :k], xs[:, k:], ys[:, k]
@@ -666,12 +668,9 @@ def lsa_gd_measure(model: torch.nn.Module, task: ICLRegressionTask, n: int = 819
 def lsa_gd_curve(run: Path, n: int = 4096) -> list[dict]:
     """:func:`lsa_gd_measure` at every verified checkpoint of an lsa-gd run (step order)."""
     out = []
-    eta = None
     for step in _checkpoints(run):
         model, task, _, _ = load_regression_model(run, step)
-        if eta is None:
-            eta = gd_step_size(task, task.n_points - 1)
-        out.append({"step": step, **lsa_gd_measure(model, task, n, eta)})
+        out.append({"step": step, **lsa_gd_measure(model, task, n)})
     return out
 
 
@@ -727,10 +726,9 @@ def replicate_lsa_gd(out: Path, progress: bool = True, steps: int = 5000) -> Rep
     else:
         last = exp["curve"][-1]
         task = ICLRegressionTask(lsa_gd_config(steps).data, 0)
-        closed = gd_step_size_closed_form(task.d, last["k"], task.x_var, task.x_m4)
         measured.update({k: last[k] for k in ("mse", "mse_gd", "mse_zero", "rel_gap",
                                               "sens_cos", "pred_dist", "eta")})
-        measured["eta_closed_form"] = closed
+        measured["eta_line_search"] = gd_step_size(task, last["k"])  # cross-check of eta
         if abs(last["rel_gap"]) > 0.02:
             short.append(f"LSA loss {last['mse']:.4f} is {100 * last['rel_gap']:+.2f}% from optimal "
                          f"one-step GD ({last['mse_gd']:.4f}); target within 2%")
