@@ -1048,14 +1048,14 @@ def regression_chapter(out_dir: Path, quick: bool) -> str:
     one step of gradient descent, and a small GPT against all the baselines, per k.
 
     Trains two runs under ``out_dir`` (``icl-lsa`` and ``icl-regression``), each replaced when
-    it exists. About 20 s with ``quick``, about a minute and a half without, on 2 cores.
+    it exists. About 10-20 s with ``quick``, 70-90 s without, on 2 shared cores.
     """
     import lenslab
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    lsa_steps, gpt_steps = (200, 300) if quick else (600, 2000)
+    lsa_steps, gpt_steps = (500, 300) if quick else (600, 2000)
     parts = []
 
     lsa_dir = out_dir / "icl-lsa"
