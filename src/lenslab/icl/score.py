@@ -536,14 +536,22 @@ def tour_chapter(out: Path, page: Page, quick: bool) -> str:
     res = lenslab.train(lcfg, lrun, progress=True)
     cmp_ = compare(run, lrun)
     gname, lname = cmp_.names
+    g, l_ = cmp_.scores[gname], cmp_.scores[lname]
+    if l_["loss_early"] - l_["loss_late"] < 0.1:
+        lstm_says = (f"the LSTM has not learned to use its context at all in this budget (loss "
+                     f"{l_['loss_early']:.2f} early, {l_['loss_late']:.2f} late): a sequence of up "
+                     "to 32 random tokens must pass through its state, which it has not learned to do")
+    else:
+        lstm_says = (f"the LSTM improves too ({l_['loss_early']:.2f} to {l_['loss_late']:.2f}), "
+                     "but less: what it recalls must have passed through its state")
     parts.append(
         "<h3>Transformer against LSTM</h3>"
         f"<p>An LSTM ({cmp_.params[lname]:,} non-embedding parameters) trained by the same trainer "
         f"on the same data and token budget ({res.step} steps) as the GPT "
-        f"({cmp_.params[gname]:,}). Early in the context both can only guess; later the "
-        f"transformer copies from context (loss {cmp_.scores[gname]['loss_late']:.2f} at position "
-        f"{cmp_.scores[gname]['late'] + 1}) while the LSTM must have squeezed the sequence into its "
-        f"state ({cmp_.scores[lname]['loss_late']:.2f}): Kaplan et al. 2020 (fig. 7) describe LSTMs "
+        f"({cmp_.params[gname]:,}). Early in the context neither can do better than guess "
+        f"({g['loss_early']:.2f} and {l_['loss_early']:.2f} nats at position {g['early'] + 1}). Later "
+        f"the transformer copies from context (loss {g['loss_late']:.2f} at position "
+        f"{g['late'] + 1}), while {escape(lstm_says)}. Kaplan et al. 2020 (fig. 7) describe LSTMs "
         "keeping up early in the context and falling behind later.</p>" + cmp_.to_html())
     try:
         from lenslab.icl.algorithms import regression_chapter
