@@ -10,7 +10,7 @@ import pytest
 
 import lenslab
 from lenslab.errors import DataError, RunDirError
-from lenslab.icl.score import (compare, default_positions, detect_jump, icl_score, measure_icl,
+from lenslab.icl.score import (compare, default_positions, detect_jump, measure_icl,
                                phase_change)
 
 from conftest import run_cli

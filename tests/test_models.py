@@ -77,7 +77,6 @@ def test_lstm_same_interface_and_refuses_attention():
 
 def test_gpt_learns_to_copy():
     """A model that learns: the repeated half of induction sequences becomes predictable."""
-    import lenslab
     from lenslab.data import InductionTask
     from lenslab.config import InductionData
 

@@ -38,7 +38,7 @@ PWN = "document.documentElement.setAttribute('data-pwned','1')"
 HOSTILE = [
     f'</script><img src=x onerror="{PWN}">',
     f"\"'><svg onload={PWN}>",
-    f"<img src=x onerror=\"document.title='PWNED'\">",
+    "<img src=x onerror=\"document.title='PWNED'\">",
     "\u202e",  # right-to-left override
     "\u200f",  # right-to-left mark
     "\x00",

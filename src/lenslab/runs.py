@@ -43,7 +43,10 @@ class RunInfo:
                 "last loss": self.last_loss if self.last_loss is not None else "-", "guard events": ev}
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: object) -> bool:
+    """Whether a process with this id exists on this machine."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -72,7 +75,7 @@ def load_run(path: str | Path) -> RunInfo:
     status = meta.get("status", "unknown")
     if status in ("running", "created") and meta.get("host") == socket.gethostname():
         pid = meta.get("pid")
-        if isinstance(pid, int) and not _pid_alive(pid):
+        if isinstance(pid, int) and not pid_alive(pid):
             status = "killed (resumable)"
     last = next((m["loss"] for m in reversed(metrics) if not m.get("skipped")), None)
     step = metrics[-1]["step"] + 1 if metrics else int(meta.get("step", 0))
@@ -95,3 +98,39 @@ def list_runs(root: str | Path = "runs") -> list[RunInfo]:
         except RunDirError:
             continue
     return out
+
+
+def load_run_weights(run_dir: str | Path, step: Optional[int] = None, check=None):
+    """The model of a run folder at its newest verified checkpoint (or at ``step``).
+
+    ``check(cfg, run_dir)`` may refuse the run before anything is built (e.g. a token-level
+    analysis given a regression run). Returns ``(model, task, cfg, step)``; the model is in
+    eval mode, ``cfg`` has the task's vocabulary filled in.
+    """
+    from safetensors.torch import load_model
+
+    from lenslab.config import load_config
+    from lenslab.data import build_task, resolve_config
+    from lenslab.models import build_model
+    from lenslab.training.checkpoint import latest_verified, list_checkpoints, verify
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.toml").is_file():
+        raise RunDirError(f"{run_dir} is not a lenslab run folder (no config.toml)")
+    cfg = load_config(run_dir / "config.toml")
+    if check is not None:
+        check(cfg, run_dir)
+    task = build_task(cfg, run_dir)
+    cfg = resolve_config(cfg, task)
+    if step is None:
+        ck = latest_verified(run_dir / "checkpoints")
+    else:
+        ck = next((c for c in list_checkpoints(run_dir / "checkpoints") if c.step == step), None)
+        ck = ck if ck is not None and verify(ck.path) is None else None
+    if ck is None:
+        raise RunDirError(f"{run_dir} has no verified checkpoint"
+                          + (f" at step {step}" if step is not None else "")
+                          + "; train it first (`lenslab train` or `lenslab resume`)")
+    model = build_model(cfg.model)
+    load_model(model, str(ck.model_file))
+    return model.eval(), task, cfg, ck.step

@@ -210,29 +210,10 @@ class GPTLens(LensModel):
 
     @classmethod
     def from_run(cls, run_dir: str | Path, step: Optional[int] = None) -> "GPTLens":
-        from lenslab.config import load_config
-        from lenslab.data import build_task, resolve_config
-        from lenslab.models import build_model
-        from lenslab.training.checkpoint import (Checkpoint, latest_verified, list_checkpoints,
-                                                 verify)
-        from safetensors.torch import load_model
+        from lenslab.runs import load_run_weights
 
-        run_dir = Path(run_dir)
-        cfg = load_config(run_dir / "config.toml")
-        task = build_task(cfg, run_dir)
-        cfg = resolve_config(cfg, task)
-        if step is None:
-            ck = latest_verified(run_dir / "checkpoints")
-        else:
-            ck = next((c for c in list_checkpoints(run_dir / "checkpoints") if c.step == step), None)
-            if ck is not None and verify(ck.path) is not None:
-                ck = None
-        if ck is None:
-            what = f"at step {step}" if step is not None else ""
-            raise ModelError(f"{run_dir}: no verified checkpoint {what}".strip())
-        model = build_model(cfg.model)
-        load_model(model, str(Checkpoint(ck.path, ck.step).model_file))
-        return cls(model, task, name=f"{run_dir.name}@{ck.step}")
+        model, task, _, at = load_run_weights(run_dir, step)
+        return cls(model, task, name=f"{Path(run_dir).name}@{at}")
 
 
 # ---------------------------------------------------------------------- Hugging Face

@@ -49,12 +49,11 @@ import numpy as np
 import torch
 
 from lenslab._io import atomic_write_json
-from lenslab.config import RunConfig, config_from_dict, load_config
-from lenslab.data import build_task, resolve_config, rng_for
+from lenslab.config import RunConfig, config_from_dict
+from lenslab.data import rng_for
 from lenslab.data.regression import ICLRegressionTask, RegressionProblems
-from lenslab.errors import DataError, RunDirError
+from lenslab.errors import DataError
 from lenslab.icl.replicate import Replication, register
-from lenslab.models import build_model
 from lenslab.report.html import Page, badge, escape, figure_block, figure_to_svg, table_html
 
 # predict(xc [B, k, d], yc [B, k], xq [B, m, d]) -> predictions [B, m]
@@ -243,32 +242,16 @@ def load_regression_model(run_dir: str | Path, step: Optional[int] = None):
     Raises a one-line :class:`~lenslab.errors.LensError` for folders that are not runs, have no
     verified checkpoint, or hold a token-level run.
     """
-    from safetensors.torch import load_model
+    from lenslab.runs import load_run_weights
 
-    from lenslab.training.checkpoint import latest_verified, list_checkpoints, verify
+    def check(cfg, run_dir) -> None:
+        if getattr(cfg.data, "task", None) != "icl_regression":
+            raise DataError(
+                f"{run_dir} is a token-level run (data.task = {cfg.data.task!r}); `lenslab "
+                "algorithms` needs an in-context regression run (data.task = \"icl_regression\")")
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.toml").is_file():
-        raise RunDirError(f"{run_dir} is not a lenslab run folder (no config.toml)")
-    cfg = load_config(run_dir / "config.toml")
-    if getattr(cfg.data, "task", None) != "icl_regression":
-        raise DataError(
-            f"{run_dir} is a token-level run (data.task = {cfg.data.task!r}); `lenslab "
-            "algorithms` needs an in-context regression run (data.task = \"icl_regression\")")
-    task = build_task(cfg, run_dir)
-    cfg = resolve_config(cfg, task)
-    if step is None:
-        ck = latest_verified(run_dir / "checkpoints")
-    else:
-        ck = next((c for c in list_checkpoints(run_dir / "checkpoints") if c.step == step), None)
-        ck = ck if ck is not None and verify(ck.path) is None else None
-    if ck is None:
-        raise RunDirError(f"{run_dir} has no verified checkpoint"
-                          + (f" at step {step}" if step is not None else "")
-                          + "; train it first (`lenslab train` or `lenslab resume`)")
-    model = build_model(cfg.model)
-    load_model(model, str(ck.model_file))
-    return model.eval(), task, ck.step, cfg
+    model, task, cfg, at = load_run_weights(run_dir, step, check=check)
+    return model, task, at, cfg
 
 
 # ============================================================================ comparison

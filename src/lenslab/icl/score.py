@@ -26,10 +26,9 @@ import torch.nn.functional as F
 
 from lenslab._io import atomic_write_json
 from lenslab.config import load_config
-from lenslab.data import IGNORE, build_task, resolve_config
+from lenslab.data import IGNORE
 from lenslab.errors import DataError, ModelError, RunDirError
 from lenslab.icl.replicate import Replication, register
-from lenslab.models import build_model
 from lenslab.report.html import Page, escape, figure_block, figure_to_svg, table_html
 
 
@@ -51,36 +50,17 @@ class RunModel:
         return self.cfg.model.n_ctx
 
 
-def _token_task(cfg, run_dir: Path) -> None:
+def _token_task(cfg, run_dir) -> None:
     if getattr(cfg.data, "task", "") in ("icl_regression",) or getattr(cfg.model, "d_in", None):
         raise DataError(f"{run_dir} is an in-context regression run; token-level measures need a "
                         "token task (use `lenslab algorithms` for regression runs)")
 
 
 def load_run_model(run_dir: str | Path, step: Optional[int] = None) -> RunModel:
-    from safetensors.torch import load_model
+    from lenslab.runs import load_run_weights
 
-    from lenslab.training.checkpoint import latest_verified, list_checkpoints, verify
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.toml").is_file():
-        raise RunDirError(f"{run_dir} is not a lenslab run folder (no config.toml)")
-    cfg = load_config(run_dir / "config.toml")
-    _token_task(cfg, run_dir)
-    task = build_task(cfg, run_dir)
-    cfg = resolve_config(cfg, task)
-    if step is None:
-        ck = latest_verified(run_dir / "checkpoints")
-    else:
-        ck = next((c for c in list_checkpoints(run_dir / "checkpoints") if c.step == step), None)
-        ck = ck if ck is not None and verify(ck.path) is None else None
-    if ck is None:
-        raise RunDirError(f"{run_dir} has no verified checkpoint"
-                          + (f" at step {step}" if step is not None else "")
-                          + "; train it first (`lenslab train` or `lenslab resume`)")
-    model = build_model(cfg.model)
-    load_model(model, str(ck.model_file))
-    return RunModel(run_dir, ck.step, model.eval(), task, cfg)
+    model, task, cfg, at = load_run_weights(run_dir, step, check=lambda c, d: _token_task(c, d))
+    return RunModel(Path(run_dir), at, model, task, cfg)
 
 
 def checkpoint_steps(run_dir: Path) -> list[int]:

@@ -293,7 +293,7 @@ def find_bend(x: np.ndarray, loss: np.ndarray, *, x_name: str = "N", y_name: str
         return Bend("cannot tell", f"only {n} distinct sizes; telling a break from noise needs at least 8 "
                                    f"(the one-break law has 6 parameters)", single=single)
     sel = select_breaks(lx, y, 1, seed=seed)
-    (law0, th0, f0, _), (law1, th1, f1, _) = sel.fits[0], sel.fits[1]
+    (_, th0, f0, _), (law1, th1, f1, _) = sel.fits[0], sel.fits[1]
     single = ScalingFit("power", PowerLaw(lx), th0, (x_name,), y_name, x[:, None], loss, f0, level, seed=seed)
     broken = ScalingFit("broken", law1, th1, (x_name,), y_name, x[:, None], loss, f1, level, seed=seed)
     rows = sel.rows

@@ -458,15 +458,9 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 
 def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # pragma: no cover
-        return True
-    return True
+    from lenslab.runs import pid_alive
+
+    return pid_alive(pid)
 
 
 def run_state(point: GridPoint, run_dir: Path) -> str:

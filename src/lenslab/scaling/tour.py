@@ -156,9 +156,9 @@ def scaling_chapter(out_dir: Path, quick: bool) -> str:
                if "Learning rate not retuned across sizes" in supported else "")
     ratios = [b / a for a, b in zip(em.scales[:-1], em.scales[1:])] or [math.nan]
     parts.append("<h3>What a sweep this small can and cannot show</h3><ul>" + "".join(f"<li>{t}</li>" for t in [
-        f"It shows the machinery end to end on numbers measured here: a resumable sweep, a results table "
-        f"that <code>lenslab fit</code>, <code>diagnose</code> and <code>emergence</code> read, a law with "
-        f"intervals, a bend test and a verdict. It is not evidence about large models.",
+        "It shows the machinery end to end on numbers measured here: a resumable sweep, a results table "
+        "that <code>lenslab fit</code>, <code>diagnose</code> and <code>emergence</code> read, a law with "
+        "intervals, a bend test and a verdict. It is not evidence about large models.",
         f"Every model was trained on {steps * base['optim']['batch_size']:,} problems ({steps} steps of "
         f"{base['optim']['batch_size']}): this is loss against N at one fixed D. The floor E mixes the irreducible loss with what {steps} steps "
         f"leave unlearned, so it is not the Chinchilla law L(N, D) and says nothing about how to split "
