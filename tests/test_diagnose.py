@@ -189,3 +189,17 @@ def test_losses_below_the_fitted_floor_do_not_support_near_floor(tmp_path):
     large = np.array([False, False, True, True])
     c = check_floor(loss, large, _Fit())
     assert c.status == "cannot tell" and "below the fitted floor" in c.evidence
+
+
+def test_a_steepening_bend_supports_none_of_the_flattening_causes(tmp_path):
+    rng = np.random.default_rng(3)
+    rows = []
+    for N in np.geomspace(1e6, 1e9, 12):  # exponent 0.1, then 0.4 past N = 5e7
+        L = 2.0 + 30 * N ** -0.1 * (1 + (N / 5e7) ** (1 / 0.3)) ** (-0.3 * 0.3)
+        L *= np.exp(rng.normal(0, 0.002))
+        rows.append({"N": N, "D": 2e8, "loss": L, "lr": 3e-4, "warmup": 100, "epochs": 4.0,
+                     "guard_events": 0})
+    d = diagnose(_write(tmp_path / "r.csv", rows), n_boot=0)
+    assert d.bend.rejected and d.bend.alpha_after > d.bend.alpha_before
+    assert not [c for c in d.checks if c.status == "supported"]
+    assert any("steepens" in n for n in d.notes)

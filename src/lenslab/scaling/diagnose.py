@@ -568,4 +568,15 @@ def diagnose(source: Any, *, x: str | None = None, y: str | None = None, n_boot:
             check_floor(loss, large, fit),
             check_guard(table, large, small),
         ]
+        if (bend.rejected and bend.alpha_before is not None and bend.alpha_after is not None
+                and bend.alpha_after > bend.alpha_before):
+            # Every cause on the list makes the loss fall *less* than the law predicts; a law that
+            # steepens (the loss falls faster past the break) is explained by none of them.
+            note = (f"; but the law steepens past the break (exponent {bend.alpha_before:.3g} -> "
+                    f"{bend.alpha_after:.3g}) and this cause can only make it flatten")
+            for c in checks:
+                if c.status == "supported":
+                    c.status, c.evidence, c.strength = "cannot tell", c.evidence + note, 0.0
+            notes.append("the law steepens past the break: the listed causes all explain a "
+                         "flattening, so none can be supported")
     return Diagnosis(table.path, x, y, table.n_rows, bend, rank(checks), rule, notes)
