@@ -316,7 +316,7 @@ class HeadReport:
         names = ["previous-token", "induction", "duplicate", "sink", "positional", "delimiter",
                  "broad", "other-structured", "random-like"]
         colors = ["#3056d3", "#c2185b", "#8e24aa", "#5d4037", "#00897b", "#f9a825", "#90a4ae",
-                  "#6d4c41", "#eceff1"]
+                  "#7cb342", "#eceff1"]
         grid = np.zeros((self.n_layer, self.n_head))
         fig, ax = plt.subplots(figsize=(max(4, 0.62 * self.n_head + 1.5), 0.55 * self.n_layer + 1.3))
         for h in self.heads:
