@@ -259,7 +259,8 @@ class RunConfig(_Strict):
 # ----------------------------------------------------------------------------- loading
 
 
-def _format_error(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line for every pydantic failure: ``source: key.path: what is wrong; ...``."""
     parts = []
     tags = {"gpt", "lstm", "lsa", "induction", "modular_addition", "addition", "text",
             "icl_regression"}
@@ -301,7 +302,7 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_error(e, source)) from None
+        raise ConfigError(format_validation_error(e, source)) from None
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -19,6 +19,7 @@ with ``attn_implementation="eager"``: fused kernels (sdpa, flash) never material
 
 from __future__ import annotations
 
+import abc
 import copy
 import os
 from dataclasses import dataclass, field
@@ -48,8 +49,9 @@ class Tokens:
         return torch.tensor([self.ids], dtype=torch.long)
 
 
-class LensModel:
-    """Common surface; subclasses implement ``_tokenize``, ``forward`` and ``_run_capture``."""
+class LensModel(abc.ABC):
+    """Common surface; subclasses implement ``_tokenize``, ``forward``, ``_run_capture`` and
+    ``reinitialized``."""
 
     name: str
     n_layer: int
@@ -76,15 +78,18 @@ class LensModel:
         n = self.n_ctx
         return Tokens(t.text, t.ids[:n], t.strings[:n], t.offsets[:n], t.special[:n], True)
 
-    def _tokenize(self, text: str) -> Tokens:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _tokenize(self, text: str) -> Tokens:
+        """Token ids, strings and offsets of ``text`` (no length check)."""
 
     # ------------------------------------------------------------------ model
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """Logits (or last hidden states for encoders) for ids ``[B, T]``."""
 
-    def _run_capture(self, ids: torch.Tensor, fn: LayerFn) -> None:  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _run_capture(self, ids: torch.Tensor, fn: LayerFn) -> None:
+        """Run the model on ``ids [B, T]`` calling ``fn(layer, pattern [B, H, q, k])`` per layer."""
 
     @torch.no_grad()
     def capture(
@@ -128,8 +133,9 @@ class LensModel:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def reinitialized(self, seed: int = 0) -> "LensModel":  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def reinitialized(self, seed: int = 0) -> "LensModel":
+        """The same architecture with fresh random weights (the taxonomy's null model)."""
 
     def head_labels(self) -> list[str]:
         return [f"L{layer}H{h}" for layer in range(self.n_layer) for h in range(self.n_head)]

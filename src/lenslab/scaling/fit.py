@@ -28,6 +28,8 @@ logarithms are natural.
 
 from __future__ import annotations
 
+import abc
+
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -85,7 +87,7 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
-class Law:
+class Law(abc.ABC):
     """Base class: a law bound to log inputs ``lx [d, n]`` (d = 1, or 2 for N and D)."""
 
     form: str = ""
@@ -98,19 +100,20 @@ class Law:
     def n_params(self) -> int:
         return len(self.raw_names)
 
+    @abc.abstractmethod
     def at(self, lx: np.ndarray) -> "Law":
         """The same law bound to other inputs (for predictions)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def predict_vjp(self, theta: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
-        raise NotImplementedError
+        """Predicted log loss ``[..., n]`` for ``theta [..., P]`` and its vector-Jacobian product."""
 
     def predict(self, theta: np.ndarray) -> np.ndarray:
         return self.predict_vjp(np.atleast_2d(theta))[0]
 
+    @abc.abstractmethod
     def params(self, theta: np.ndarray) -> dict[str, np.ndarray]:
         """Human-readable parameters from ``theta [..., P]`` (arrays of shape ``[...]``)."""
-        raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
         return {"form": self.form}

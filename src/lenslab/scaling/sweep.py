@@ -205,16 +205,9 @@ class SweepConfig(_Strict):
 
 
 def _format_validation(err: ValidationError, source: str) -> str:
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"] if not str(x).startswith("function-"))
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return f"{source}: " + "; ".join(parts)
+    from lenslab.config import format_validation_error
+
+    return format_validation_error(err, source)
 
 
 def sweep_from_dict(data: dict[str, Any], source: str = "sweep") -> SweepConfig:
