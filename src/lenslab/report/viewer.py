@@ -144,7 +144,7 @@ def visible_token(s: str, max_chars: int = DISPLAY_CHARS) -> str:
 
     NUL and other C0 controls become control pictures (``␀``, ``␉``), bidirectional controls
     a bracketed name (``⟨RLO⟩``), other format, private-use and separator characters
-    ``⟨U+XXXX⟩``; spaces at either end and whitespace-only tokens become ``␣``; a token starting
+    ``⟨U+hhhh (hex)⟩``; spaces at either end and whitespace-only tokens become ``␣``; a token starting
     with a combining mark gets a dotted circle so it cannot merge into its neighbour; the empty
     string is ``⟨empty⟩``.
     """

@@ -29,7 +29,6 @@ logarithms are natural.
 from __future__ import annotations
 
 import abc
-
 import itertools
 import math
 from dataclasses import dataclass, field
