@@ -90,7 +90,7 @@ def test_skip_policy_gives_up_after_too_many_consecutive_anomalies(tmp_path):
     assert res.status == "gave_up" and res.exit_code == 3 and res.step == 9
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
 def test_clipping_once_per_step_after_unscale(tmp_path, monkeypatch, precision):
     import lenslab.training.trainer as tr
 
