@@ -106,6 +106,14 @@ def runs(root: Path = typer.Argument(Path("runs"), help="folder of run folders")
 
 
 @app.command()
+def report(run_dir: Path = typer.Argument(..., help="run folder")):
+    """Write RUN_DIR/report.html: the loss curve with guard events and the run's analyses."""
+    from lenslab.report.run import write_run_report
+
+    err.print(f"[green]report[/] {write_run_report(run_dir)}")
+
+
+@app.command()
 def tour(
     out_dir: Path = typer.Option(Path("runs/tour"), "--out", "-o", help="where the tour writes"),
     quick: bool = typer.Option(False, "--quick", help="shorter training (for smoke tests)"),
@@ -262,7 +270,7 @@ def algorithms(
 
 
 _PANELS = {
-    "Runs": ("init", "train", "resume", "runs", "tour"),
+    "Runs": ("init", "train", "resume", "runs", "report", "tour"),
     "Attention lab": ("heads", "view", "paraphrase"),
     "In-context learning lab": ("icl", "compare", "algorithms", "replicate"),
     "Scaling and emergence lab": ("sweep", "fit", "diagnose", "emergence"),
