@@ -112,13 +112,20 @@ def test_train_then_list_runs(tmp_path):
     assert {"step", "loss", "lr", "grad_norm", "tokens"} <= set(rec)
 
 
-def test_tensorboard_without_the_package_is_a_config_error(tmp_path):
-    import importlib.util
+def test_tensorboard_without_the_package_is_a_config_error(tmp_path, monkeypatch):
+    import sys
 
-    import pytest
-
-    if importlib.util.find_spec("tensorboard") is not None:
-        pytest.skip("tensorboard is installed here")
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed
     cfg = write_config(tmp_path / "c.toml", train={"tensorboard": True})
     _one_line_error(cli("train", cfg, "--out", tmp_path / "r"), "tensorboard")
     assert not (tmp_path / "r").exists()
+
+
+def test_tensorboard_logging_writes_event_files(tmp_path):
+    import pytest
+
+    pytest.importorskip("tensorboard", reason="the test extra installs tensorboard")
+    cfg = write_config(tmp_path / "c.toml", train={"tensorboard": True, "max_steps": 5})
+    assert cli("train", cfg, "--out", tmp_path / "r", "-q")[0] == 0
+    events = list((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
