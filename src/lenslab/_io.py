@@ -112,6 +112,30 @@ def rewrite_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
     atomic_write_text(path, "".join(dumps(r) + "\n" for r in records))
 
 
+def read_user_text(path: str | os.PathLike, what: str = "file", error: type | None = None) -> str:
+    """A user's text file as str (UTF-8, a BOM allowed), or one clear error that says why not.
+
+    ``error`` is the :class:`~lenslab.errors.LensError` subclass to raise (DataError by default).
+    """
+    from lenslab.errors import DataError
+
+    err = error or DataError
+    p = Path(path)
+    if p.is_dir():
+        raise err(f"{p} is a folder; give a {what}")
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise err(f"{what} not found: {p}") from None
+    except OSError as e:
+        raise err(f"cannot read {p}: {e.strerror or e}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise err(f"{p}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+                  "save it as UTF-8") from None
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -307,13 +307,10 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
 
 def load_config(path: str | Path) -> RunConfig:
     """Read and validate a TOML config; every failure is a one-line ConfigError."""
+    from lenslab._io import read_user_text
+
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{p}: not UTF-8 text (byte {e.start})") from None
+    text = read_user_text(p, "config file", ConfigError)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

@@ -142,13 +142,10 @@ def natural_battery(lens: LensModel, prompts: Optional[Sequence[str]] = None,
 
 
 def read_prompt_file(path: str | Path) -> list[str]:
+    from lenslab._io import read_user_text
+
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"prompt file not found: {p}")
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{p}: not UTF-8 (invalid byte at offset {e.start})") from None
+    text = read_user_text(p, "prompt file (one prompt per line)")
     lines = [x.strip() for x in text.splitlines() if x.strip()]
     if not lines:
         raise DataError(f"{p}: no prompts (one per line)")

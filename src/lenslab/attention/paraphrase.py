@@ -140,18 +140,10 @@ def read_groups(path: Union[str, Path]) -> list[list[str]]:
     Runs of blank lines count as one separator. Raises :class:`DataError` (one line) when the file
     is missing, is not UTF-8, holds no phrasings, or has a group with fewer than two phrasings.
     """
+    from lenslab._io import read_user_text
+
     p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"paraphrase file not found: {p}") from None
-    except IsADirectoryError:
-        raise DataError(f"{p} is a folder; give a text file with one phrasing per line") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{p} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
-                        "save it as UTF-8") from None
+    text = read_user_text(p, "paraphrase file (one phrasing per line)")
     groups: list[list[str]] = []
     current: list[str] = []
     starts: list[int] = []

@@ -23,7 +23,8 @@ from lenslab.data.base import mean_loss, rng_for
 from lenslab.errors import DataError
 
 
-def _read_corpus(paths: list[str], need_utf8: bool) -> tuple[bytes, str]:
+def _read_corpus(paths: list[str], need_utf8: bool) -> tuple[bytes, str | None, str]:
+    """All files joined by newlines: the bytes, the text (when UTF-8 is needed), the sha256."""
     chunks = []
     h = hashlib.sha256()
     for p in paths:
@@ -33,7 +34,7 @@ def _read_corpus(paths: list[str], need_utf8: bool) -> tuple[bytes, str]:
         raw = path.read_bytes()
         if need_utf8:
             try:
-                raw.decode("utf-8")
+                raw.decode("utf-8")  # per file, so the error names the file and offset
             except UnicodeDecodeError as e:
                 raise DataError(
                     f"{path}: not UTF-8 (invalid byte at offset {e.start}); "
@@ -44,7 +45,7 @@ def _read_corpus(paths: list[str], need_utf8: bool) -> tuple[bytes, str]:
     data = b"\n".join(chunks)
     if len(data) == 0:
         raise DataError(f"the corpus is empty: {', '.join(paths)}")
-    return data, h.hexdigest()
+    return data, (data.decode("utf-8") if need_utf8 else None), h.hexdigest()
 
 
 class TextTask:
@@ -54,22 +55,21 @@ class TextTask:
         self.cfg = cfg
         self.seed = seed
         self.seq_len = cfg.seq_len
-        raw, self.corpus_sha256 = _read_corpus(cfg.paths, need_utf8=cfg.level != "byte")
+        raw, text, self.corpus_sha256 = _read_corpus(cfg.paths, need_utf8=cfg.level != "byte")
         self._tokenizer = None
         if cfg.level == "byte":
             ids = np.frombuffer(raw, dtype=np.uint8).astype(np.int64)
             self.vocab_size = 256
             self._itos = [bytes([i]).decode("latin-1") for i in range(256)]
         elif cfg.level == "char":
-            text = raw.decode("utf-8")
             chars = sorted(set(text))
             self._itos = chars
             stoi = {c: i for i, c in enumerate(chars)}
             ids = np.fromiter((stoi[c] for c in text), dtype=np.int64, count=len(text))
             self.vocab_size = len(chars)
         else:
-            self._tokenizer = self._bpe(raw.decode("utf-8"), run_dir)
-            ids = np.asarray(self._tokenizer.encode(raw.decode("utf-8")).ids, dtype=np.int64)
+            self._tokenizer = self._bpe(text, run_dir)
+            ids = np.asarray(self._tokenizer.encode(text).ids, dtype=np.int64)
             self.vocab_size = self._tokenizer.get_vocab_size()
         n_val = int(len(ids) * cfg.val_fraction)
         self.train_ids = ids[: len(ids) - n_val]

@@ -233,13 +233,12 @@ class SweepSpec:
 
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read and validate ``SWEEP.toml`` and its base run config (a path is relative to it)."""
+    from lenslab._io import read_user_text
+
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"sweep file not found: {p}")
+    text = read_user_text(p, "sweep file", ConfigError)
     try:
-        data = tomllib.loads(p.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{p}: not UTF-8 text (byte {e.start})") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: malformed TOML: {e}") from None
     return make_spec(data, str(p), p.parent)

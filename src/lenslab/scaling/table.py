@@ -117,14 +117,9 @@ def resolve_results(path: str | os.PathLike) -> Path:
 def read_csv(path: str | os.PathLike) -> Table:
     """Read a CSV (or a sweep folder's ``results.csv``) as a :class:`Table` of strings."""
     p = resolve_results(path)
-    try:
-        raw = p.read_bytes()
-    except OSError as e:
-        raise DataError(f"cannot read {p}: {e.strerror or e}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{p} is not UTF-8 text (byte {e.start}); save it as UTF-8 CSV") from None
+    from lenslab._io import read_user_text
+
+    text = read_user_text(p, "results CSV")
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
