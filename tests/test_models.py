@@ -60,6 +60,23 @@ def test_parameter_counts():
     assert untied.num_params() == m.num_params() + 32 * d  # unembedding counts when untied
 
 
+def test_norm_free_relu_variant_as_in_nanda_et_al():
+    """norm = "none" drops every LayerNorm (no parameters), activation = "relu" changes the MLP,
+    init_std scales the initial weights; causal masking and the capture path are unchanged."""
+    m = _gpt(norm="none", activation="relu", tie_embeddings=False, init_std=0.07)
+    assert not any(isinstance(x, torch.nn.LayerNorm) for x in m.modules())
+    assert not any("ln" in name for name, _ in m.named_parameters())
+    assert m.tok_emb.weight.std().item() == pytest.approx(0.07, rel=0.1)
+    h = torch.randn(3, 32)
+    assert torch.equal(m.blocks[0].mlp.act(h), torch.relu(h))
+    x = torch.randint(0, 32, (2, 16))
+    pats = []
+    torch.testing.assert_close(m(x), m(x, attn_hook=lambda layer, p: pats.append(p)), rtol=1e-5, atol=1e-5)
+    y = x.clone()
+    y[:, 9:] = (y[:, 9:] + 1) % 32
+    torch.testing.assert_close(m(x)[:, :9], m(y)[:, :9])
+
+
 def test_context_too_long_is_a_clear_error():
     with pytest.raises(ModelError, match="context is 16"):
         _gpt()(torch.zeros(1, 17, dtype=torch.long))

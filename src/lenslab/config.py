@@ -49,6 +49,13 @@ class GPTConfig(_Strict):
     attn_only: bool = False
     tie_embeddings: bool = True
     bias: bool = True
+    norm: Literal["layer", "none"] = Field(
+        "layer", description="LayerNorm before each sublayer and at the end, or none (as in "
+        "Nanda et al. 2023's grokking model)")
+    activation: Literal["gelu", "relu"] = "gelu"
+    init_std: PosFloat = Field(
+        0.02, description="std of the normal init of every weight (residual writes are further "
+        "scaled by 1/sqrt(2 * n_layer), as in GPT-2)")
     d_in: Optional[PosInt] = Field(
         None, description="continuous inputs: a linear read-in from d_in features replaces the "
         "token embedding (in-context regression fills it in)")

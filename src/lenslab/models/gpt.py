@@ -1,7 +1,9 @@
 """A decoder-only transformer small enough to read in one sitting.
 
 Pre-LN blocks, learned absolute positions, tied embeddings, GELU MLP (or none: attention-only),
-init std 0.02 with the residual projections scaled by 1/sqrt(2 * n_layer) as in GPT-2.
+init std 0.02 with the residual projections scaled by 1/sqrt(2 * n_layer) as in GPT-2. The config
+can drop the norms, use ReLU, untie the embeddings and change the init std: enough to build the
+models of the papers lenslab replicates (Nanda et al. 2023's grokking transformer has no norm).
 
 Attention has two paths. The fast path calls ``scaled_dot_product_attention`` (fused kernels, no
 pattern materialized). When the caller asks for patterns (``attn_hook``) or scales heads
@@ -76,18 +78,24 @@ class MLP(nn.Module):
         self.proj = nn.Linear(d_mlp, cfg.d_model, bias=cfg.bias)
         self.drop = nn.Dropout(cfg.dropout)
 
+        self.act = F.relu if cfg.activation == "relu" else F.gelu
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.proj(F.gelu(self.fc(x))))
+        return self.drop(self.proj(self.act(self.fc(x))))
+
+
+def _norm(cfg: GPTConfig) -> nn.Module:
+    return nn.LayerNorm(cfg.d_model, bias=cfg.bias) if cfg.norm == "layer" else nn.Identity()
 
 
 class Block(nn.Module):
     def __init__(self, cfg: GPTConfig, layer: int):
         super().__init__()
-        self.ln1 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.ln1 = _norm(cfg)
         self.attn = CausalSelfAttention(cfg, layer)
         self.mlp: Optional[MLP] = None
         if not cfg.attn_only:
-            self.ln2 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+            self.ln2 = _norm(cfg)
             self.mlp = MLP(cfg)
 
     def forward(self, x, attn_hook=None, head_scale=None):
@@ -121,7 +129,7 @@ class GPT(nn.Module):
         self.pos_emb = nn.Embedding(cfg.n_ctx, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
-        self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.ln_f = _norm(cfg)
         self.lm_head: Optional[nn.Linear] = None
         self.read_out: Optional[nn.Linear] = None
         if cfg.d_out is None:
@@ -133,16 +141,15 @@ class GPT(nn.Module):
         self.apply(self._init)
         for name, p in self.named_parameters():  # GPT-2: scale residual writes by depth
             if name.endswith("proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+                nn.init.normal_(p, mean=0.0, std=cfg.init_std / math.sqrt(2 * cfg.n_layer))
 
-    @staticmethod
-    def _init(m: nn.Module) -> None:
+    def _init(self, m: nn.Module) -> None:
         if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            nn.init.normal_(m.weight, mean=0.0, std=self.cfg.init_std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Embedding):
-            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            nn.init.normal_(m.weight, mean=0.0, std=self.cfg.init_std)
 
     @property
     def n_ctx(self) -> int:

@@ -83,7 +83,8 @@ def _check_out(out: Path) -> None:
 
 def fit_command(results: Path, form: str = "power", x: Optional[str] = None, y: str = "loss",
                 holdout_last: int = 0, bootstrap: int = 200, out: Path = Path("fit"), tie: bool = False,
-                max_breaks: int = 2, level: float = 0.95, seed: int = 0) -> dict[str, Any]:
+                max_breaks: int = 2, level: float = 0.95, seed: int = 0,
+                base: Optional[str] = None) -> dict[str, Any]:
     """``lenslab fit``: fit a law to a results table; write ``fit.json``, ``fit.html``, ``fit.png``."""
     from lenslab._io import atomic_write_json
     from lenslab.scaling.fit import fit_table
@@ -91,10 +92,10 @@ def fit_command(results: Path, form: str = "power", x: Optional[str] = None, y: 
     _check_out(out)
     res = _run_with_warnings(lambda: fit_table(results, form, x=x, y=y, holdout_last=holdout_last,
                                                bootstrap=bootstrap, level=level, seed=seed, tie=tie,
-                                               max_breaks=max_breaks))
+                                               max_breaks=max_breaks, base=base))
     d = res.to_dict()
     d["command"] = _command("fit", results, form=form, x=x, y=y, holdout_last=holdout_last or None,
-                            bootstrap=bootstrap, tie=tie, seed=seed, out=out)
+                            bootstrap=bootstrap, tie=tie, seed=seed, base=base, out=out)
     d["source"] = str(results)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "fit.json", d)
@@ -236,20 +237,27 @@ def register(app: typer.Typer) -> None:
     @app.command("fit")
     def fit(
         results: Path = typer.Argument(..., help="results CSV, or a sweep folder with results.csv"),
-        form: str = typer.Option("power", "--form", help="power | chinchilla | broken"),
-        x: Optional[str] = typer.Option(None, "--x", help="size column (default N; chinchilla: N,D)"),
+        form: str = typer.Option("power", "--form",
+                                 help="power | chinchilla | broken | data-constrained"),
+        x: Optional[str] = typer.Option(
+            None, "--x", help="size column (default N; chinchilla: N,D; data-constrained: N,D,U)"),
         y: str = typer.Option("loss", "--y", help="loss column"),
         holdout_last: int = typer.Option(
             0, "--holdout-last", help="fit without the K largest points and report the error on them"),
         bootstrap: int = typer.Option(200, "--bootstrap", help="bootstrap resamples for intervals (0: none)"),
         out: Path = typer.Option(..., "--out", "-o", help="folder for fit.json, fit.html, fit.png"),
-        tie: bool = typer.Option(False, "--tie", help="chinchilla: one exponent, alpha = beta"),
+        tie: bool = typer.Option(False, "--tie", help="chinchilla (and data-constrained's base): "
+                                 "one exponent, alpha = beta"),
+        base: Optional[str] = typer.Option(
+            None, "--base", help="data-constrained: fixed base law A=..,B=..,E=..,alpha=..,beta=.. "
+            "(default: fitted to the runs with at most one epoch)"),
         max_breaks: int = typer.Option(2, "--max-breaks", help="broken: most breaks to try"),
         level: float = typer.Option(0.95, "--level", help="interval level"),
         seed: int = typer.Option(0, "--seed", help="bootstrap seed"),
     ):
-        """Fit a scaling law (power, Chinchilla or broken) with bootstrap intervals."""
-        fit_command(results, form, x, y, holdout_last, bootstrap, out, tie, max_breaks, level, seed)
+        """Fit a scaling law (power, Chinchilla, broken or data-constrained) with bootstrap intervals."""
+        fit_command(results, form, x, y, holdout_last, bootstrap, out, tie, max_breaks, level, seed,
+                    base)
 
     @app.command("diagnose")
     def diagnose(

@@ -16,6 +16,10 @@ grid of starts, as Hoffmann et al. 2022 and Besiroglu et al. 2024 (Epoch) fitted
     natural-log units of x; small is sharp). Caballero's ``(a, b, c0)`` are ``(E, A, alpha)``
     here. The number of breaks is chosen against the unbroken law by cross-validated error on
     held-out points *and* the Bayesian information criterion (:func:`fit_broken`).
+``data-constrained``
+    Muennighoff et al. 2023's law for repeated data: the Chinchilla form with D and N replaced
+    by effective values that decay with repetition (constants ``R_D*``, ``R_N*``); columns
+    N, D and unique tokens U. See :mod:`lenslab.scaling.constrained`.
 
 Everything returns a :class:`ScalingFit`: parameters, percentile-bootstrap intervals (resampling
 points with replacement and refitting, warm-started at the full-data optimum as Epoch did),
@@ -64,7 +68,7 @@ ANCHOR_FLOORS = (1e-4, 0.25, 0.5, 0.75, 0.9, 0.97)
 #: evidence in Kass & Raftery 1995) and lower the cross-validated error to be preferred.
 BIC_MARGIN = 6.0
 
-FORMS = ("power", "chinchilla", "broken")
+FORMS = ("power", "chinchilla", "broken", "data-constrained")
 
 
 def _dot(m: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -667,6 +671,12 @@ class ScalingFit:
             fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
             for ax, against in zip(axes, ("C", "N", "D")):
                 self.plot(ax=ax, against=against, extrapolate=extrapolate)
+        elif self.form == "data-constrained":
+            from lenslab.scaling.constrained import effective_data_figure
+
+            fig, (ax_p, ax_e) = plt.subplots(1, 2, figsize=(12, 4.4))
+            self._plot_parity(ax_p)
+            effective_data_figure(self, ax=ax_e)
         else:
             fig, (ax, ax_r) = plt.subplots(2, 1, figsize=(7.5, 6.5), sharex=True,
                                            gridspec_kw={"height_ratios": [3, 1]})
@@ -729,6 +739,26 @@ class ScalingFit:
             ax.axvline(p[f"d{i}"], color="C2", ls="-.", lw=1, label=f"break {i}" if i == 1 else None)
         ax.set_xlabel(self.x_names[0])
         ax.legend(fontsize=8, loc="best")
+
+    def _plot_parity(self, ax) -> None:
+        """Observed against predicted loss, coloured by epochs over the data (D / U)."""
+        pred = self.predict(self.x)
+        epochs = self.x[:, 1] / self.x[:, 2]
+        sc = ax.scatter(pred, self.loss, c=np.log10(np.maximum(epochs, 1e-3)), cmap="viridis",
+                        s=14, zorder=3, label="fitted points")
+        if self.heldout_x is not None and self.heldout_x.size:
+            ax.scatter(self.predict(self.heldout_x), self.heldout_loss, s=30, facecolors="none",
+                       edgecolors="C3", zorder=3, label="held out")
+        ax.figure.colorbar(sc, ax=ax, pad=0.01).set_label("log10 epochs D / U")
+        lo = float(min(pred.min(), self.loss.min()))
+        hi = float(max(pred.max(), self.loss.max()))
+        ax.plot([lo, hi], [lo, hi], color="0.5", ls=":", lw=1, label="observed = predicted")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"predicted {self.y_name}")
+        ax.set_ylabel(f"observed {self.y_name}")
+        ax.legend(fontsize=8, loc="upper left")
+        ax.grid(True, which="both", alpha=0.25)
 
     def _plot_chinchilla(self, ax, against: str, extrapolate: float) -> None:
         if against not in ("C", "N", "D"):
@@ -1022,14 +1052,17 @@ def _check_level(level: float, bootstrap: int) -> None:
 
 def fit_table(source: Any, form: str = "power", *, x: str | Sequence[str] | None = None, y: str = "loss",
               holdout_last: int = 0, bootstrap: int = 0, level: float = 0.95, seed: int = 0,
-              tie: bool = False, max_breaks: int = 2) -> ScalingFit:
+              tie: bool = False, max_breaks: int = 2, base: Any = None) -> ScalingFit:
     """Fit a law to a results table (a CSV path, a sweep folder, or a :class:`Table`).
 
     ``x`` names the size column (default ``N``); for the Chinchilla form it is two columns,
     ``"N,D"`` by default (``D`` is derived as ``C / (6 N)`` when the table has ``C`` but no
     ``D``). Rows with a missing or non-finite loss are dropped with a warning naming them.
     ``holdout_last = K`` fits without the K largest points (by x; by compute ``N * D`` for the
-    Chinchilla form) and reports the extrapolation error on them.
+    Chinchilla form) and reports the extrapolation error on them. The ``data-constrained`` form
+    takes three columns, ``"N,D,U"`` by default (``U``: unique tokens), and an optional ``base``
+    law (see :func:`lenslab.scaling.constrained.fit_data_constrained`; ``tie`` applies to the
+    base fitted when none is given).
     """
     from lenslab.scaling.table import Table, drop_missing, positive_column, read_csv
 
@@ -1042,6 +1075,11 @@ def fit_table(source: Any, form: str = "power", *, x: str | Sequence[str] | None
         xs = [c.strip() for c in (x.split(",") if isinstance(x, str) else (x or ["N", "D"]))]
         if len(xs) != 2:
             raise ConfigError(f"the chinchilla form needs two size columns (N,D), got {','.join(xs)}")
+    elif form == "data-constrained":
+        xs = [c.strip() for c in (x.split(",") if isinstance(x, str) else (x or ["N", "D", "U"]))]
+        if len(xs) != 3:
+            raise ConfigError("the data-constrained form needs three columns (N,D,U: parameters, "
+                              f"tokens, unique tokens), got {','.join(xs)}")
     else:
         xs = [x.strip()] if isinstance(x, str) else list(x or ["N"])
         if len(xs) != 1:
@@ -1062,7 +1100,7 @@ def fit_table(source: Any, form: str = "power", *, x: str | Sequence[str] | None
     if np.any(L <= 0):
         bad = np.flatnonzero(L <= 0)
         raise DataError(f"{table.name}: {y} must be positive; line {table.lines[bad[0]]} has {L[bad[0]]:g}")
-    order_key = cols[0] * cols[1] if form == "chinchilla" else cols[0]
+    order_key = cols[0] * cols[1] if form in ("chinchilla", "data-constrained") else cols[0]
     fit_mask = np.ones(L.size, dtype=bool)
     if holdout_last:
         if holdout_last >= L.size:
@@ -1074,6 +1112,11 @@ def fit_table(source: Any, form: str = "power", *, x: str | Sequence[str] | None
         res = fit_power(fx[0], L[fit_mask], x_name=xs[0], **kw)
     elif form == "chinchilla":
         res = fit_chinchilla(fx[0], fx[1], L[fit_mask], tie=tie, x_names=(xs[0], xs[1]), **kw)
+    elif form == "data-constrained":
+        from lenslab.scaling.constrained import fit_data_constrained
+
+        res = fit_data_constrained(fx[0], fx[1], fx[2], L[fit_mask], base=base, tie=tie,
+                                   x_names=(xs[0], xs[1], xs[2]), **kw)
     else:
         res = fit_broken(fx[0], L[fit_mask], x_name=xs[0], max_breaks=max_breaks, **kw)
     if holdout_last:

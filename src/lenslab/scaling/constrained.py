@@ -1,0 +1,238 @@
+"""The data-constrained scaling law of Muennighoff et al. 2023: what repeated data is worth.
+
+Training for ``D`` tokens on ``U`` unique tokens repeats the data ``R_D = D / U - 1`` times. The
+law replaces ``D`` in ``L = E + A / N^alpha + B / D^beta`` by the *effective* data
+
+    ``D' = U_D (1 + R_D* (1 - exp(-R_D / R_D*)))``,      ``U_D = min(U, D)``,
+
+so the value of each further epoch decays with a characteristic number of repetitions
+``R_D*`` (``D' -> U_D (1 + R_D*)`` however long one trains), and ``N`` by the effective size
+
+    ``N' = U_N (1 + R_N* (1 - exp(-R_N / R_N*)))``,      ``U_N = min(N, N_opt(U_D))``,
+    ``R_N = N / U_N - 1``,
+
+where ``N_opt(D) = G (G D)^(beta / alpha)`` is the compute-optimal size for ``D`` tokens under the
+base law (``G = (alpha A / (beta B))^(1 / (alpha + beta))``): parameters beyond what the unique
+data can feed are "repeated parameters", worth less and less.
+
+The fit follows the authors' procedure (``huggingface/datablations``, ``utils/parametric_fit``):
+the base law ``(A, B, E, alpha, beta)`` comes first, either given or fitted to the runs that see
+their data at most once, and ``R_D*`` and ``R_N*`` are then fitted with the base held fixed,
+by the same Huber loss on log loss and batched L-BFGS as every lenslab law. The result is a
+:class:`~lenslab.scaling.fit.ScalingFit` of form ``data-constrained`` (columns N, D, U).
+
+On the 182 runs the authors fitted, the objective is nearly flat along a ridge in
+``(R_D*, R_N*)``: the constants are weakly identified by those runs, and the bootstrap interval
+says how weakly. Compare predictions, not constants (see ``tests/test_scaling_fit.py``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+from lenslab.errors import ConfigError, DataError
+from lenslab.scaling.fit import Law, ScalingFit, _check_inputs, _check_level, _finish, fit_chinchilla
+from lenslab.scaling.optim import HuberObjective, logsumexp_terms, multistart_fit
+
+FORM = "data-constrained"
+BASE_KEYS = ("A", "B", "E", "alpha", "beta")
+
+#: Published constants for C4 (Muennighoff et al. 2023, from the authors' notebook).
+MUENNIGHOFF_2023 = {"A": 520.8, "B": 1487.7, "E": 1.869, "alpha": 0.3527, "beta": 0.3527,
+                    "R_D_star": 15.39, "R_N_star": 5.31}
+
+#: Starting values of R_D* and R_N* (a log grid; both are fitted as logs, so stay positive).
+STAR_GRID = (0.5, 2.0, 5.0, 15.0, 50.0, 200.0)
+
+
+def _effective(U: np.ndarray, R: np.ndarray, log_star: np.ndarray):
+    """``log U (1 + s (1 - exp(-R / s)))`` with ``s = exp(log_star)``, and its derivative in
+    ``log_star``. ``U, R [n]``; ``log_star [B, 1]`` -> ``[B, n]`` each."""
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        s = np.exp(log_star)
+        q = R / s
+        e = np.exp(-q)
+        inner = 1.0 + s * (1.0 - e)
+        # d inner / d log s = s (1 - e) - R e = s (1 - e - q e)
+        return np.log(U) + np.log(inner), s * (1.0 - e - q * e) / inner
+
+
+def repetition(N: np.ndarray, D: np.ndarray, U: np.ndarray, base: Mapping[str, float]):
+    """Unique data and size, and their repetitions: ``(U_D, R_D, U_N, R_N)``, each ``[n]``."""
+    A, B, alpha, beta = (float(base[k]) for k in ("A", "B", "alpha", "beta"))
+    U_D = np.minimum(U, D)
+    R_D = np.maximum(D / U_D - 1.0, 0.0)
+    G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
+    U_N = np.minimum(N, G * (G * U_D) ** (beta / alpha))
+    R_N = np.maximum(N / U_N - 1.0, 0.0)
+    return U_D, R_D, U_N, R_N
+
+
+class DataConstrainedLaw(Law):
+    """``log L = LSE(log A - alpha log N', log B - beta log D', log E)`` with the base fixed;
+    theta = ``(log R_D*, log R_N*)``. Bound to log inputs ``lx [3, n]`` (N, D, U)."""
+
+    form = FORM
+    raw_names = ("log_R_D_star", "log_R_N_star")
+
+    def __init__(self, lx: np.ndarray, base: Mapping[str, float]):
+        super().__init__(lx)
+        self.base = {k: float(base[k]) for k in BASE_KEYS}
+        N, D, U = np.exp(self.lx)
+        self.U_D, self.R_D, self.U_N, self.R_N = repetition(N, D, U, self.base)
+
+    def at(self, lx: np.ndarray) -> "DataConstrainedLaw":
+        return DataConstrainedLaw(lx, self.base)
+
+    def predict_vjp(self, theta: np.ndarray):
+        theta = np.atleast_2d(theta)
+        b = self.base
+        lDp, dD = _effective(self.U_D, self.R_D, theta[:, 0:1])
+        lNp, dN = _effective(self.U_N, self.R_N, theta[:, 1:2])
+        lse, (wN, wD, _) = logsumexp_terms([math.log(b["A"]) - b["alpha"] * lNp,
+                                           math.log(b["B"]) - b["beta"] * lDp,
+                                           np.full_like(lNp, math.log(b["E"]))])
+
+        def vjp(c: np.ndarray) -> np.ndarray:
+            return np.stack([-b["beta"] * np.einsum("bn,bn->b", c * wD, dD),
+                             -b["alpha"] * np.einsum("bn,bn->b", c * wN, dN)], axis=1)
+
+        return lse, vjp
+
+    def params(self, theta: np.ndarray) -> dict[str, np.ndarray]:
+        theta = np.asarray(theta, dtype=float)
+        return {"R_D_star": np.exp(theta[..., 0]), "R_N_star": np.exp(theta[..., 1])}
+
+    def describe(self) -> dict[str, Any]:
+        return {"form": self.form, "base": dict(self.base)}
+
+    @staticmethod
+    def effective_data(theta: np.ndarray, R: np.ndarray) -> np.ndarray:
+        """``D' / U_D`` after ``R [m]`` repetitions (epochs ``R + 1``) for each row of
+        ``theta [B, 2]``: ``[B, m]``."""
+        R = np.asarray(R, dtype=float)
+        return np.exp(_effective(np.ones_like(R), R, np.atleast_2d(theta)[:, 0:1])[0])
+
+
+def parse_base(text: str | Mapping[str, float] | None) -> dict[str, float] | None:
+    """``"A=520.8,B=1487.7,E=1.869,alpha=0.3527,beta=0.3527"`` (or a mapping) -> dict."""
+    if text is None or isinstance(text, Mapping):
+        base = None if text is None else dict(text)
+    else:
+        base = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            key, sep, value = part.partition("=")
+            if not sep:
+                raise ConfigError(f"--base takes NAME=VALUE pairs separated by commas, not {part!r}")
+            try:
+                base[key.strip()] = float(value)
+            except ValueError:
+                raise ConfigError(f"--base {key.strip()}: {value!r} is not a number") from None
+    if base is None:
+        return None
+    missing = [k for k in BASE_KEYS if k not in base]
+    unknown = [k for k in base if k not in BASE_KEYS]
+    if missing or unknown:
+        raise ConfigError("the base law needs A, B, E, alpha and beta"
+                          + (f"; missing {', '.join(missing)}" if missing else "")
+                          + (f"; unknown {', '.join(unknown)}" if unknown else ""))
+    bad = [k for k in BASE_KEYS if not (math.isfinite(base[k]) and base[k] > 0)]
+    if bad:
+        raise ConfigError(f"base parameters must be positive: {', '.join(bad)}")
+    return {k: float(base[k]) for k in BASE_KEYS}
+
+
+def _fit_base(X: np.ndarray, L: np.ndarray, tie: bool, y_name: str) -> tuple[dict[str, float], int]:
+    """The base law from the runs the data-constrained law leaves untouched: no repeated data
+    (``D <= U``) and no repeated parameters (``N <= N_opt(D)``). Which runs are oversized
+    depends on the base, so fit, reselect and refit until the selection settles."""
+    need = 4 if tie else 5
+    once = X[:, 1] <= X[:, 2]
+    keep = once.copy()
+    for _ in range(6):
+        if keep.sum() <= need:
+            raise DataError(f"fitting the base law needs more than {need} runs with at most one epoch "
+                            f"and a compute-optimal or smaller size; there are {int(keep.sum())}. Give "
+                            "the base parameters instead (--base A=..,B=..,E=..,alpha=..,beta=..)")
+        bf = fit_chinchilla(X[keep, 0], X[keep, 1], L[keep], tie=tie, y_name=y_name)
+        base = {k: bf.params[k] for k in BASE_KEYS}
+        _, _, _, R_N = repetition(X[:, 0], X[:, 1], X[:, 2], base)
+        new = once & (R_N <= 0)
+        if np.array_equal(new, keep):
+            break
+        keep = new
+    return base, int(keep.sum())
+
+
+def fit_data_constrained(N: Any, D: Any, U: Any, loss: Any, *, base: Any = None, tie: bool = True,
+                         y_name: str = "loss", x_names: tuple[str, str, str] = ("N", "D", "U"),
+                         bootstrap: int = 0, level: float = 0.95, seed: int = 0):
+    """Fit ``R_D*`` and ``R_N*`` of the data-constrained law to runs ``(N, D, U, loss)`` (``[n]``).
+
+    ``base`` gives ``A, B, E, alpha, beta`` (a mapping, a ``"A=..,B=.."`` string or a Chinchilla
+    :class:`ScalingFit`); without it the base is fitted first (Chinchilla form, alpha tied to
+    beta unless ``tie=False``) on the runs with at most one epoch, ``D <= U``. Bootstrap
+    intervals resample the runs and refit both constants with the base held fixed.
+    """
+    _check_level(level, bootstrap)
+    X, L = _check_inputs([N, D, U], list(x_names), loss, y_name, 2, FORM)
+    notes: list[str] = []
+    if isinstance(base, ScalingFit):
+        if base.form != "chinchilla":
+            raise ConfigError(f"the base law must be a chinchilla fit, not {base.form}")
+        base = {k: base.params[k] for k in BASE_KEYS}
+    base = parse_base(base)
+    if base is None:
+        base, used = _fit_base(X, L, tie, y_name)
+        notes.append(f"base law fitted to the {used} runs with at most one epoch and at most the "
+                     f"compute-optimal size for their tokens (Chinchilla form"
+                     f"{', alpha tied to beta' if tie else ''}), then held fixed")
+    else:
+        notes.append("base law given, held fixed")
+    if not np.any(X[:, 1] > X[:, 2]):
+        raise DataError("no run repeats its data (every D <= U): R_D* and R_N* cannot be fitted")
+    lx, y = np.log(X).T, np.log(L)
+    law = DataConstrainedLaw(lx, base)
+    obj = HuberObjective(law, y, np.ones_like(y))
+    starts = np.log(np.array(list(itertools.product(STAR_GRID, STAR_GRID)), dtype=float))
+    best, fbest, batch = multistart_fit(obj, starts)
+    samples = _finish(law, y, best, batch, bootstrap, seed)
+    fit = ScalingFit(FORM, law, best, tuple(x_names), y_name, X, L, fbest, level, samples, seed=seed)
+    fit.notes = notes
+    return fit
+
+
+def effective_data_figure(fit, ax=None):
+    """Effective data ``D' / U`` against epochs ``D / U``, with the bootstrap band, against the
+    line of fresh data; the runs' epochs marked along the bottom."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    law = fit.law
+    epochs = fit.x[:, 1] / np.minimum(fit.x[:, 2], fit.x[:, 1])
+    top = max(float(epochs.max()) * 2, 4.0)
+    ep = np.geomspace(1.0, top, 200)
+    R = ep - 1.0
+    ax.plot(ep, ep, color="0.5", ls=":", lw=1, label="fresh data (D' = D)")
+    if fit.samples is not None and len(fit.samples):
+        band = law.effective_data(fit.samples, R)
+        q = (1 - fit.level) / 2
+        ax.fill_between(ep, np.quantile(band, q, axis=0), np.quantile(band, 1 - q, axis=0),
+                        color="C1", alpha=0.2, lw=0, label=f"{int(fit.level * 100)}% interval")
+    p = fit.params
+    ax.plot(ep, law.effective_data(fit.theta, R)[0], color="C1", lw=1.8,
+            label=f"fit, R_D* = {p['R_D_star']:.3g}")
+    ax.axhline(1 + p["R_D_star"], color="C1", ls="--", lw=0.8, label="limit 1 + R_D*")
+    ax.plot(epochs, np.full_like(epochs, 1.0), "|", color="C0", ms=12, label="runs' epochs")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("epochs D / U")
+    ax.set_ylabel("effective data D' / U")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(True, which="both", alpha=0.25)
+    return ax
