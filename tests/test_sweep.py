@@ -21,7 +21,7 @@ import tomli_w
 from conftest import final_weights, metrics, tiny_dict
 from lenslab.errors import ConfigError, LensError, RunDirError
 from lenslab.scaling.sweep import (HEAD_COLUMNS, TAIL_COLUMNS, load_sweep, make_spec, plan, run_row, run_sweep,
-                                   write_results)
+                                   visible_gpus, worker_gpu_env, write_results)
 
 KILLED = "L2-d32-h2-s30-seed3"  # the largest run: scheduled first, killed at step 15
 
@@ -264,3 +264,17 @@ def test_killed_worker_is_resumed_within_the_same_sweep(tmp_path):
     assert res.exit_code == 0 and res.outcome == {"L2-d16-h2-s30-seed3": "resumed"}
     (row,) = res.rows
     assert row["status"] == "completed" and row["resumes"] == 1 and math.isfinite(row["loss"])
+
+
+def test_workers_are_spread_over_the_visible_gpus():
+    """Each worker slot is pinned to one GPU, round-robin; explicit devices and one-GPU
+    machines are left alone (checked on the env, since this machine has no GPU)."""
+    gpus = visible_gpus({"CUDA_VISIBLE_DEVICES": "2, 5,7"})
+    assert gpus == ["2", "5", "7"]
+    assert [worker_gpu_env("auto", slot, gpus) for slot in range(4)] == [
+        {"CUDA_VISIBLE_DEVICES": g} for g in ("2", "5", "7", "2")]
+    assert worker_gpu_env("cuda", 1, gpus) == {"CUDA_VISIBLE_DEVICES": "5"}
+    assert worker_gpu_env("cuda:1", 0, gpus) == {}
+    assert worker_gpu_env("cpu", 0, gpus) == {}
+    assert worker_gpu_env("auto", 1, ["0"]) == {}
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == []

@@ -135,6 +135,10 @@ class ModularAdditionData(_Strict):
     p: Annotated[int, Field(ge=2)] = 59
     train_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.3
     full_batch: bool = Field(True, description="each step uses every training pair")
+    split: Literal["ordered", "unordered"] = Field(
+        "ordered", description="draw the training fraction from ordered pairs (a, b), or from "
+        "unordered ones so that (a, b) and (b, a) are on the same side: then test accuracy "
+        "cannot come from commutativity alone")
 
 
 class AdditionData(_Strict):

@@ -92,10 +92,19 @@ class ModularAdditionTask:
         self.seq_len = 3
         a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
         pairs = np.stack([a.ravel(), b.ravel()], axis=1)
-        perm = rng_for(seed, 7).permutation(len(pairs))
-        n_train = max(1, int(round(cfg.train_fraction * len(pairs))))
-        self.train_pairs = pairs[perm[:n_train]]
-        self.test_pairs = pairs[perm[n_train:]]
+        if cfg.split == "ordered":
+            perm = rng_for(seed, 7).permutation(len(pairs))
+            n_train = max(1, int(round(cfg.train_fraction * len(pairs))))
+            self.train_pairs = pairs[perm[:n_train]]
+            self.test_pairs = pairs[perm[n_train:]]
+        else:  # choose unordered pairs {a, b}; both orders land on the chosen side
+            key = np.minimum(pairs[:, 0], pairs[:, 1]) * p + np.maximum(pairs[:, 0], pairs[:, 1])
+            groups = np.unique(key)
+            perm = rng_for(seed, 7).permutation(len(groups))
+            n_train = max(1, int(round(cfg.train_fraction * len(groups))))
+            train = np.isin(key, groups[perm[:n_train]])
+            self.train_pairs = pairs[train]
+            self.test_pairs = pairs[~train]
 
     def _xy(self, pairs: np.ndarray):
         a, b = pairs[:, 0], pairs[:, 1]

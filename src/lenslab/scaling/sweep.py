@@ -34,6 +34,10 @@ Run names
 Width and the MLP
     A base ``d_mlp`` is scaled with ``d_model`` (its ratio is kept); without one the model's
     default ``4 * d_model`` applies.
+GPUs
+    With several workers and more than one visible GPU, each worker slot is pinned to one GPU
+    (``CUDA_VISIBLE_DEVICES``, round-robin over the visible ones) for runs whose device is
+    ``auto`` or ``cuda``; a run that names its device keeps it.
 Resuming
     Running the same sweep again skips completed runs and runs the guard gave up on (a rerun
     would give up again at the same step), resumes killed or preempted ones with
@@ -811,6 +815,29 @@ class _Job:
     tail: Optional[_Tail] = None
     task_id: Any = None
     started: float = 0.0
+    slot: int = 0
+
+
+def visible_gpus(environ: Optional[dict[str, str]] = None) -> list[str]:
+    """The GPUs a worker may be given: ``CUDA_VISIBLE_DEVICES`` if set, else every device
+    torch counts (without initialising CUDA in the sweep process)."""
+    env = os.environ if environ is None else environ
+    if "CUDA_VISIBLE_DEVICES" in env:
+        return [d.strip() for d in env["CUDA_VISIBLE_DEVICES"].split(",") if d.strip() and d.strip() != "-1"]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def worker_gpu_env(device: str, slot: int, gpus: list[str]) -> dict[str, str]:
+    """Environment that pins the worker in ``slot`` to one GPU, round-robin over ``gpus``.
+
+    Only runs that may use CUDA (``device`` "auto" or "cuda") are pinned, and only when more
+    than one GPU is visible; a run that names its device (``cuda:1``, ``cpu``) is left alone.
+    """
+    if device not in ("auto", "cuda") or len(gpus) < 2:
+        return {}
+    return {"CUDA_VISIBLE_DEVICES": gpus[slot % len(gpus)]}
 
 
 def _parse_inject(inject: Union[None, str, dict[str, str]], names: list[str]) -> dict[str, str]:
@@ -925,6 +952,7 @@ class _Runner:
         self.stopping = False
         self.outcome: dict[str, str] = {}
         self.messages: dict[str, str] = {}
+        self.gpus = visible_gpus() if spec.config.workers > 1 else []
 
     # -- signals ---------------------------------------------------------------------------
     def _handler(self, signum, frame):
@@ -960,7 +988,10 @@ class _Runner:
         if spec and job.attempts == 0:
             cmd += ["--inject", spec]
         threads = str(p.config.train.threads or self.spec.config.resolved_threads())
-        env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, PYTHONUNBUFFERED="1")
+        busy = {j.slot for j in self.active}
+        job.slot = next(i for i in range(len(self.active) + 1) if i not in busy)
+        env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, PYTHONUNBUFFERED="1",
+                   **worker_gpu_env(p.config.train.device, job.slot, self.gpus))
         env.pop("WORLD_SIZE", None)
         env.pop("RANK", None)
         env.pop("LOCAL_RANK", None)
