@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from lenslab.emergence import (
     analyze,
     analyze_csv,
+    analyze_table,
     breakthroughness,
     edit_distance,
     forecast_surprise,
@@ -145,6 +146,38 @@ def test_metric_table_input(tmp_path):
     assert res.source == "table" and res.n_boot == 0
     assert res.verdict == "metric artifact"
     assert res.curves["exact_match"].low is None
+
+
+def test_a_published_style_table_with_declared_columns(tmp_path):
+    """A benchmark table as papers publish it: model names that carry their size, several
+    setups per model, an accuracy and a perplexity. --where picks one row per model, --scale
+    reads the sizes from the names, --metric declares what each column is."""
+    acc = np.array(SMOOTH_DIGITS) ** 8  # thresholded: jumps while the per-digit curve is smooth
+    ppl = np.exp(-np.log(np.array(SMOOTH_DIGITS)) * 4)  # a smooth function of the same skill
+    names = ["toy-70m", "toy-160m", "toy-410m", "toy-1b", "toy-2.8b", "toy-12b"]
+    rows = {"model": [], "shots": [], "acc": [], "ppl": []}
+    for name, a, p in zip(names, acc, ppl):
+        for shots, bump in (("zero", 0.0), ("five", 0.05)):
+            rows["model"].append(name)
+            rows["shots"].append(shots)
+            rows["acc"].append(min(a + bump, 1.0))
+            rows["ppl"].append(p)
+    path = _write(tmp_path / "evals.csv", rows)
+    res = analyze_csv(path, scale="model", where=["shots=zero"],
+                      metrics=["acc:discrete", "ppl:continuous:lower"])
+    assert res.scales.tolist() == [7e7, 1.6e8, 4.1e8, 1e9, 2.8e9, 1.2e10]
+    assert res.curves["acc"].continuous is False and res.curves["ppl"].higher_is_better is False
+    assert res.verdict == "metric artifact"
+    with pytest.raises(DataError, match="each model must appear once.*--where"):
+        analyze_csv(path, scale="model", metrics=["acc:discrete"])
+    with pytest.raises(DataError, match=r"no row has shots=one \(shots has: five, zero\)"):
+        analyze_csv(path, scale="model", where=["shots=one"], metrics=["acc:discrete"])
+    with pytest.raises(DataError, match="unknown metric column.*declare others with --metric"):
+        analyze_table([1, 2, 3], {"acc": [0.1, 0.2, 0.3]})
+    from lenslab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="COLUMN:discrete"):
+        analyze_csv(path, scale="model", metrics=["acc"])
 
 
 def test_result_serialises_and_renders():

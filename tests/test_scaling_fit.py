@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import json
 import warnings
 from pathlib import Path
@@ -354,3 +355,25 @@ def test_cli_fit_warns_about_nan_rows(app, tmp_path):
         r = CliRunner().invoke(app, ["fit", str(path), "--bootstrap", "0", "--out", str(tmp_path / "o")])
     assert r.exit_code == 0, r.output
     assert "dropped 1 row with missing or non-finite loss: line 5" in r.output
+
+
+def test_where_fits_one_setup_of_a_table_of_several(app, tmp_path):
+    """A table with two setups: --where keeps one; a fit on both mixes two laws."""
+    x = np.geomspace(1e5, 1e9, 12)
+    rows = [[a, "adam", 2.0 + 30 * a ** -0.3] for a in x] + [[a, "sgd", 2.5 + 90 * a ** -0.2] for a in x]
+    path = _write_csv(tmp_path / "r.csv", ["N", "optimizer", "loss"], rows)
+    r = CliRunner().invoke(app, ["fit", str(path), "--where", "optimizer=adam", "--bootstrap", "0",
+                                 "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    d = json.loads((tmp_path / "o" / "fit.json").read_text())
+    assert d["n_points"] == 12 and d["params"]["alpha"] == pytest.approx(0.3, rel=1e-3)
+    assert "--where optimizer=adam" in d["command"]
+    assert fit_table(path, where=["optimizer!=adam"]).params["alpha"] == pytest.approx(0.2, rel=1e-3)
+    assert fit_table(path, where=["optimizer~^(ad|sg)", "N!=100000"]).n_points == 22
+    r = CliRunner().invoke(app, ["diagnose", str(path), "--where", "optimizer=sgd", "--bootstrap", "0"])
+    assert r.exit_code == 0, r.output
+    for bad, msg in ((["optimizer=lion"], "no row has optimizer=lion (optimizer has: adam, sgd)"),
+                     (["lr=1"], "missing column lr"), (["optimizer"], "COLUMN=VALUE"),
+                     (["optimizer~("], "not a regular expression")):
+        with pytest.raises(DataError, match=re.escape(msg)):
+            fit_table(path, where=bad)

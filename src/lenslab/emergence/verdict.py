@@ -131,6 +131,7 @@ class MetricCurve:
     breakthroughness: float = math.nan
     linearity: float = math.nan
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    bounded: bool = False  # a share in [0, 1]: must move by MIN_BOUNDED_RANGE to have a shape
 
     @property
     def jump_between(self) -> tuple[float, float]:
@@ -172,7 +173,7 @@ def _classify(curve: MetricCurve, u: np.ndarray, boot: np.ndarray | None, level:
     if K < MIN_SCALES or not np.all(np.isfinite(y)):
         curve.shape = "too few scales" if K < MIN_SCALES else "unclear"
         return
-    if curve.name in BOUNDED_METRICS and float(np.max(y) - np.min(y)) < MIN_BOUNDED_RANGE:
+    if (curve.bounded or curve.name in BOUNDED_METRICS) and float(np.max(y) - np.min(y)) < MIN_BOUNDED_RANGE:
         curve.shape = "flat"  # moves by less than MIN_BOUNDED_RANGE across all scales
         return
     if boot is None:
@@ -466,29 +467,64 @@ def _add_loss_axis(res: EmergenceResult, losses: np.ndarray, si: np.ndarray, mat
     res.loss_verdict = decide(res.loss_curves)
 
 
+@dataclass(frozen=True)
+class MetricKind:
+    """How to read a metric column of a table: continuous or not, which way is better, and
+    whether it is a share in [0, 1] (accuracies)."""
+
+    continuous: bool
+    higher_is_better: bool = True
+    bounded: bool = False
+
+
+def parse_metric(spec: str) -> tuple[str, MetricKind]:
+    """``COLUMN:discrete`` or ``COLUMN:continuous``, then optionally ``:higher`` / ``:lower``
+    (default higher is better). A discrete metric is taken to be a share in [0, 1]."""
+    parts = [p.strip() for p in spec.split(":")]
+    if len(parts) not in (2, 3) or not parts[0] or parts[1] not in ("discrete", "continuous") or (
+            len(parts) == 3 and parts[2] not in ("higher", "lower")):
+        raise ConfigError(f"--metric takes COLUMN:discrete or COLUMN:continuous, optionally "
+                          f"followed by :higher or :lower, not {spec!r}")
+    continuous = parts[1] == "continuous"
+    higher = len(parts) < 3 or parts[2] == "higher"
+    return parts[0], MetricKind(continuous, higher, bounded=not continuous)
+
+
+def _kind_of(name: str, kinds: dict[str, MetricKind] | None) -> MetricKind:
+    if kinds and name in kinds:
+        return kinds[name]
+    higher, continuous = METRICS[name]
+    return MetricKind(continuous, higher, name in BOUNDED_METRICS)
+
+
 def analyze_table(scales: Sequence[float], metrics: dict[str, Sequence[float]], losses: Sequence[float] | None = None,
-                  *, threshold: float = JUMP_THRESHOLD, scale_name: str = "scale") -> EmergenceResult:
+                  *, threshold: float = JUMP_THRESHOLD, scale_name: str = "scale",
+                  kinds: dict[str, MetricKind] | None = None) -> EmergenceResult:
     """Analyse a table of metric values by scale (no per-example data, so no intervals).
 
-    ``metrics`` maps metric names from :data:`lenslab.emergence.metrics.METRICS` to values
-    ``[K]``, one per scale in ``scales [K]``.
+    ``metrics`` maps metric names to values ``[K]``, one per scale in ``scales [K]``. Names
+    from :data:`lenslab.emergence.metrics.METRICS` are known; any other needs its
+    :class:`MetricKind` in ``kinds`` (e.g. a benchmark's accuracy is discrete, its perplexity
+    continuous with lower better).
     """
     s = np.asarray(scales, dtype=float)
     if not np.all(np.isfinite(s) & (s > 0)):
-        raise DataError("scale must be a positive number in every row")
+        raise DataError(f"{scale_name} must be a positive number in every row")
     if np.unique(s).size != s.size:
-        raise DataError("each scale must appear once in a table of metric values")
-    unknown = [m for m in metrics if m not in METRICS]
+        raise DataError(f"each {scale_name} must appear once in a table of metric values; "
+                        "select one row per scale (lenslab emergence --where COLUMN=VALUE)")
+    unknown = [m for m in metrics if m not in METRICS and not (kinds and m in kinds)]
     if unknown:
-        raise DataError(f"unknown metric column(s) {', '.join(unknown)}; known: {', '.join(METRICS)}")
+        raise DataError(f"unknown metric column(s) {', '.join(unknown)}; known: {', '.join(METRICS)} "
+                        "(declare others with --metric COLUMN:discrete|continuous[:higher|lower])")
     order = np.argsort(s)
     x = s[order]
     u = np.log(x)
     curves = {}
     for name, vals in metrics.items():
         v = np.asarray(vals, dtype=float)[order]
-        higher, continuous = METRICS[name]
-        c = MetricCurve(name, higher, continuous, x, v)
+        k = _kind_of(name, kinds)
+        c = MetricCurve(name, k.higher_is_better, k.continuous, x, v, bounded=k.bounded)
         _classify(c, u, None, 0.95, threshold)
         curves[name] = c
     verdict, reason = decide(curves)
@@ -502,7 +538,8 @@ def analyze_table(scales: Sequence[float], metrics: dict[str, Sequence[float]], 
             res.losses = L[lo]
             res.loss_curves = {}
             for name, c in curves.items():
-                lc = MetricCurve(name, c.higher_is_better, c.continuous, res.losses, c.values[lo])
+                lc = MetricCurve(name, c.higher_is_better, c.continuous, res.losses, c.values[lo],
+                                 bounded=c.bounded)
                 _classify(lc, -res.losses, None, 0.95, threshold)
                 res.loss_curves[name] = lc
             res.loss_verdict = decide(res.loss_curves)
@@ -510,17 +547,31 @@ def analyze_table(scales: Sequence[float], metrics: dict[str, Sequence[float]], 
 
 
 def analyze_csv(source: Any, *, tokens: str = "char", n_boot: int = 1000, level: float = 0.95, seed: int = 0,
-                threshold: float = JUMP_THRESHOLD) -> EmergenceResult:
+                threshold: float = JUMP_THRESHOLD, scale: str = "scale", metrics: Sequence[str] = (),
+                where: Sequence[str] = ()) -> EmergenceResult:
     """Analyse a CSV: per-example predictions or a table of metric values by scale.
 
     Predictions: columns ``scale``, ``example``, ``target``, ``prediction`` (answer strings),
-    optional ``logprob`` and ``loss``. Metric table: ``scale`` and metric columns named as in
-    :data:`lenslab.emergence.metrics.METRICS` (optional ``loss``).
+    optional ``logprob`` and ``loss``. Metric table: a scale column (``scale``: numbers, or
+    model names carrying a size such as ``pythia-1.4b``) and metric columns, named as in
+    :data:`lenslab.emergence.metrics.METRICS` or declared in ``metrics`` as
+    ``COLUMN:discrete|continuous[:higher|lower]`` (optional ``loss``). ``where`` keeps the
+    rows that meet every ``COLUMN=VALUE``, ``COLUMN!=VALUE`` or ``COLUMN~REGEX``.
     """
-    from lenslab.scaling.table import Table, positive_column, read_csv
+    from lenslab.scaling.table import Table, positive_column, read_csv, size_values
 
     table = source if isinstance(source, Table) else read_csv(source)
-    table.require(["scale"], "an emergence analysis")
+    table = table.where(where)
+    declared = dict(parse_metric(m) for m in metrics)
+    if declared:
+        table.require([scale, *declared], "an emergence analysis")
+        losses = table.numeric("loss") if table.has("loss") and "loss" not in declared else None
+        return analyze_table(size_values(table, scale), {m: table.numeric(m) for m in declared}, losses,
+                             threshold=threshold, scale_name=scale, kinds=declared)
+    table.require([scale], "an emergence analysis")
+    if scale != "scale" and ("prediction" in table.columns or "target" in table.columns):
+        raise ConfigError("per-example predictions are read with their scale column named scale; "
+                          "--scale is for tables of metric values")
     if "prediction" in table.columns or "target" in table.columns:
         table.require(["scale", "example", "target", "prediction"], "per-example predictions")
         scales = positive_column(table, "scale")
@@ -532,7 +583,8 @@ def analyze_csv(source: Any, *, tokens: str = "char", n_boot: int = 1000, level:
     found = [m for m in METRICS if m in table.columns]
     if not found:
         raise DataError(f"{table.name} has neither per-example columns (example, target, prediction) nor "
-                        f"metric columns ({', '.join(METRICS)}); it has: {', '.join(table.columns)}")
-    scales = positive_column(table, "scale")
+                        f"metric columns ({', '.join(METRICS)}; declare others with --metric COLUMN:discrete|continuous); "
+                        f"it has: {', '.join(table.columns)}")
     losses = table.numeric("loss") if table.has("loss") else None
-    return analyze_table(scales, {m: table.numeric(m) for m in found}, losses, threshold=threshold)
+    return analyze_table(size_values(table, scale), {m: table.numeric(m) for m in found}, losses,
+                         threshold=threshold, scale_name=scale)

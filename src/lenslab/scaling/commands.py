@@ -76,6 +76,11 @@ def _command(name: str, *parts: Any, **opts: Any) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
+def _repeated(**opts: Optional[list[str]]) -> str:
+    """`` --where a=1 --where b=2`` for options given several times."""
+    return "".join(f" --{k} {shlex.quote(v)}" for k, vs in opts.items() for v in (vs or ()))
+
+
 def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder")
@@ -84,7 +89,7 @@ def _check_out(out: Path) -> None:
 def fit_command(results: Path, form: str = "power", x: Optional[str] = None, y: str = "loss",
                 holdout_last: int = 0, bootstrap: int = 200, out: Path = Path("fit"), tie: bool = False,
                 max_breaks: int = 2, level: float = 0.95, seed: int = 0,
-                base: Optional[str] = None) -> dict[str, Any]:
+                base: Optional[str] = None, where: Optional[list[str]] = None) -> dict[str, Any]:
     """``lenslab fit``: fit a law to a results table; write ``fit.json``, ``fit.html``, ``fit.png``."""
     from lenslab._io import atomic_write_json
     from lenslab.scaling.fit import fit_table
@@ -92,10 +97,10 @@ def fit_command(results: Path, form: str = "power", x: Optional[str] = None, y: 
     _check_out(out)
     res = _run_with_warnings(lambda: fit_table(results, form, x=x, y=y, holdout_last=holdout_last,
                                                bootstrap=bootstrap, level=level, seed=seed, tie=tie,
-                                               max_breaks=max_breaks, base=base))
+                                               max_breaks=max_breaks, base=base, where=where or ()))
     d = res.to_dict()
     d["command"] = _command("fit", results, form=form, x=x, y=y, holdout_last=holdout_last or None,
-                            bootstrap=bootstrap, tie=tie, seed=seed, base=base, out=out)
+                            bootstrap=bootstrap, tie=tie, seed=seed, base=base, out=out) + _repeated(where=where)
     d["source"] = str(results)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "fit.json", d)
@@ -125,16 +130,17 @@ def fit_command(results: Path, form: str = "power", x: Optional[str] = None, y: 
 
 
 def diagnose_command(source: Path, out: Optional[Path] = None, x: Optional[str] = None, y: Optional[str] = None,
-                     bootstrap: int = 200, seed: int = 0) -> dict[str, Any]:
+                     bootstrap: int = 200, seed: int = 0, where: Optional[list[str]] = None) -> dict[str, Any]:
     """``lenslab diagnose``: does the law bend, and which recorded causes are supported?"""
     from lenslab._io import atomic_write_json
     from lenslab.scaling.diagnose import diagnose
 
     if out is not None:
         _check_out(out)
-    dg = _run_with_warnings(lambda: diagnose(source, x=x, y=y, n_boot=bootstrap, seed=seed))
+    dg = _run_with_warnings(lambda: diagnose(source, x=x, y=y, n_boot=bootstrap, seed=seed, where=where or ()))
     d = dg.to_dict()
-    d["command"] = _command("diagnose", source, x=x, y=y, bootstrap=bootstrap, seed=seed, out=out)
+    d["command"] = _command("diagnose", source, x=x, y=y, bootstrap=bootstrap, seed=seed, out=out) + _repeated(
+        where=where)
     b = dg.bend
     colour = {"single law rejected": "red", "single law holds": "green"}.get(b.status, "yellow")
     _out.print(f"[bold {colour}]{b.status}[/]: {b.reason}", highlight=False)
@@ -155,7 +161,8 @@ def diagnose_command(source: Path, out: Optional[Path] = None, x: Optional[str] 
 
 
 def emergence_command(predictions: Path, out: Path, bootstrap: int = 1000, tokens: str = "char",
-                      seed: int = 0) -> dict[str, Any]:
+                      seed: int = 0, scale: str = "scale", metric: Optional[list[str]] = None,
+                      where: Optional[list[str]] = None) -> dict[str, Any]:
     """``lenslab emergence``: metric curves by scale and the verdict; write ``emergence.*``."""
     from lenslab._io import atomic_write_json
     from lenslab.emergence.verdict import analyze_csv
@@ -163,9 +170,12 @@ def emergence_command(predictions: Path, out: Path, bootstrap: int = 1000, token
     _check_out(out)
     if tokens not in ("char", "whitespace"):
         raise ConfigError(f"--tokens must be char or whitespace, not {tokens!r}")
-    res = _run_with_warnings(lambda: analyze_csv(predictions, tokens=tokens, n_boot=bootstrap, seed=seed))
+    res = _run_with_warnings(lambda: analyze_csv(predictions, tokens=tokens, n_boot=bootstrap, seed=seed,
+                                                 scale=scale, metrics=metric or (), where=where or ()))
     d = res.to_dict()
-    d["command"] = _command("emergence", predictions, bootstrap=bootstrap, tokens=tokens, seed=seed, out=out)
+    d["command"] = _command("emergence", predictions, bootstrap=bootstrap, tokens=tokens, seed=seed,
+                            scale=None if scale == "scale" else scale, out=out) + _repeated(
+                                metric=metric, where=where)
     d["source"] = str(predictions)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "emergence.json", d)
@@ -254,10 +264,12 @@ def register(app: typer.Typer) -> None:
         max_breaks: int = typer.Option(2, "--max-breaks", help="broken: most breaks to try"),
         level: float = typer.Option(0.95, "--level", help="interval level"),
         seed: int = typer.Option(0, "--seed", help="bootstrap seed"),
+        where: Optional[list[str]] = typer.Option(
+            None, "--where", help="keep rows with COLUMN=VALUE, COLUMN!=VALUE or COLUMN~REGEX (repeat)"),
     ):
         """Fit a scaling law (power, Chinchilla, broken or data-constrained) with bootstrap intervals."""
         fit_command(results, form, x, y, holdout_last, bootstrap, out, tie, max_breaks, level, seed,
-                    base)
+                    base, where)
 
     @app.command("diagnose")
     def diagnose(
@@ -267,9 +279,11 @@ def register(app: typer.Typer) -> None:
         y: Optional[str] = typer.Option(None, "--y", help="loss column (default loss, else val_loss)"),
         bootstrap: int = typer.Option(200, "--bootstrap", help="bootstrap resamples for the confidence"),
         seed: int = typer.Option(0, "--seed"),
+        where: Optional[list[str]] = typer.Option(
+            None, "--where", help="keep rows with COLUMN=VALUE, COLUMN!=VALUE or COLUMN~REGEX (repeat)"),
     ):
         """Where does the scaling law bend, and which causes do the runs' records support?"""
-        diagnose_command(source, out, x, y, bootstrap, seed)
+        diagnose_command(source, out, x, y, bootstrap, seed, where)
 
     @app.command("emergence")
     def emergence(
@@ -278,6 +292,12 @@ def register(app: typer.Typer) -> None:
         bootstrap: int = typer.Option(1000, "--bootstrap", help="bootstrap resamples over examples"),
         tokens: str = typer.Option("char", "--tokens", help="token unit for per-token metrics: char | whitespace"),
         seed: int = typer.Option(0, "--seed"),
+        scale: str = typer.Option("scale", "--scale", help="metric tables: the scale column (numbers, "
+                                  "or model names with a size such as pythia-1.4b)"),
+        metric: Optional[list[str]] = typer.Option(
+            None, "--metric", help="metric tables: COLUMN:discrete|continuous[:higher|lower] (repeat)"),
+        where: Optional[list[str]] = typer.Option(
+            None, "--where", help="keep rows with COLUMN=VALUE, COLUMN!=VALUE or COLUMN~REGEX (repeat)"),
     ):
         """Emergent ability or metric artifact? Metric curves across scales and the verdict."""
-        emergence_command(predictions, out, bootstrap, tokens, seed)
+        emergence_command(predictions, out, bootstrap, tokens, seed, scale, metric, where)

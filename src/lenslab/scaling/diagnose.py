@@ -48,7 +48,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -509,15 +509,17 @@ def rank(checks: list[Check]) -> list[Check]:
 
 
 def diagnose(source: Any, *, x: str | None = None, y: str | None = None, n_boot: int = 200, seed: int = 0,
-             level: float = 0.95) -> Diagnosis:
+             level: float = 0.95, where: Sequence[str] = ()) -> Diagnosis:
     """Diagnose a table of runs: a CSV path, a sweep folder with ``results.csv``, or a :class:`Table`.
 
     ``x`` is the size column (default ``N``), ``y`` the loss (default ``loss``, else
-    ``val_loss``). Rows with a missing loss are dropped with a warning that names them.
+    ``val_loss``). Rows with a missing loss are dropped with a warning that names them;
+    ``where`` keeps the rows that meet every condition (see :meth:`Table.where`).
     """
     if n_boot < 0 or 0 < n_boot < 20:
         raise ConfigError(f"use 0 or at least 20 bootstrap resamples, not {n_boot}")
     table = source if isinstance(source, Table) else read_csv(source)
+    table = table.where(where)
     x = x or "N"
     if y is None:
         y = "loss" if table.has("loss") or not table.has("val_loss") else "val_loss"

@@ -1052,7 +1052,8 @@ def _check_level(level: float, bootstrap: int) -> None:
 
 def fit_table(source: Any, form: str = "power", *, x: str | Sequence[str] | None = None, y: str = "loss",
               holdout_last: int = 0, bootstrap: int = 0, level: float = 0.95, seed: int = 0,
-              tie: bool = False, max_breaks: int = 2, base: Any = None) -> ScalingFit:
+              tie: bool = False, max_breaks: int = 2, base: Any = None,
+              where: Sequence[str] = ()) -> ScalingFit:
     """Fit a law to a results table (a CSV path, a sweep folder, or a :class:`Table`).
 
     ``x`` names the size column (default ``N``); for the Chinchilla form it is two columns,
@@ -1062,7 +1063,8 @@ def fit_table(source: Any, form: str = "power", *, x: str | Sequence[str] | None
     Chinchilla form) and reports the extrapolation error on them. The ``data-constrained`` form
     takes three columns, ``"N,D,U"`` by default (``U``: unique tokens), and an optional ``base``
     law (see :func:`lenslab.scaling.constrained.fit_data_constrained`; ``tie`` applies to the
-    base fitted when none is given).
+    base fitted when none is given). ``where`` keeps the rows that meet every
+    ``COLUMN=VALUE``, ``COLUMN!=VALUE`` or ``COLUMN~REGEX`` (one setup of a table of several).
     """
     from lenslab.scaling.table import Table, drop_missing, positive_column, read_csv
 
@@ -1070,7 +1072,7 @@ def fit_table(source: Any, form: str = "power", *, x: str | Sequence[str] | None
         raise ConfigError(f"unknown form {form!r}; choose one of {', '.join(FORMS)}")
     if holdout_last < 0:
         raise ConfigError(f"--holdout-last must be >= 0, not {holdout_last}")
-    table = source if isinstance(source, Table) else read_csv(source)
+    table = (source if isinstance(source, Table) else read_csv(source)).where(where)
     if form == "chinchilla":
         xs = [c.strip() for c in (x.split(",") if isinstance(x, str) else (x or ["N", "D"]))]
         if len(xs) != 2:

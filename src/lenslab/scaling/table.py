@@ -89,6 +89,37 @@ class Table:
                 ) from None
         return out
 
+    def where(self, conditions: Sequence[str]) -> "Table":
+        """Rows that meet every condition: ``COL=VALUE``, ``COL!=VALUE`` or ``COL~REGEX``
+        (a regular expression searched in the cell). Cells are compared as stripped text, and
+        as numbers when both sides are numbers (``step=1000`` matches ``1e3``)."""
+        import re
+
+        table = self
+        for cond in conditions:
+            m = re.match(r"^\s*([^=!~]+?)\s*(!=|=|~)(.*)$", cond)
+            if not m:
+                raise DataError(f"--where takes COLUMN=VALUE, COLUMN!=VALUE or COLUMN~REGEX, not {cond!r}")
+            col, op, value = m.group(1), m.group(2), m.group(3).strip()
+            table.require([col], f"--where {cond}")
+            cells = [c.strip() for c in table.columns[col]]
+            if op == "~":
+                try:
+                    rx = re.compile(value)
+                except re.error as e:
+                    raise DataError(f"--where {cond}: not a regular expression ({e})") from None
+                keep = np.array([bool(rx.search(c)) for c in cells], dtype=bool)
+            else:
+                keep = np.array([_same(c, value) for c in cells], dtype=bool)
+                if op == "!=":
+                    keep = ~keep
+            if not keep.any():
+                seen = sorted(set(cells))
+                shown = ", ".join(seen[:8]) + (f" and {len(seen) - 8} more" if len(seen) > 8 else "")
+                raise DataError(f"{self.name}: no row has {cond.strip()} ({col} has: {shown})")
+            table = table.subset(keep)
+        return table
+
     def subset(self, keep: np.ndarray) -> "Table":
         """A new table with the rows where ``keep [n_rows]`` is true."""
         idx = np.flatnonzero(keep)
@@ -97,6 +128,43 @@ class Table:
             {k: [v[i] for i in idx] for k, v in self.columns.items()},
             [self.lines[i] for i in idx],
         )
+
+
+def _same(cell: str, value: str) -> bool:
+    if cell == value:
+        return True
+    try:
+        return float(cell) == float(value)
+    except ValueError:
+        return False
+
+
+#: Size suffixes in model names (pythia-1.4b, gpt2-774M, 70m).
+_SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
+
+
+def size_values(table: Table, name: str) -> np.ndarray:
+    """Column ``name`` as positive sizes: numbers, or names that carry a size with a suffix
+    (``1.4b``, ``pythia-410m``, ``gpt2-774M``: the last such token counts; k, M, B or G, T).
+    Raises :class:`DataError` naming the first cells that are neither."""
+    import re
+
+    table.require([name])
+    out = np.empty(table.n_rows)
+    bad = []
+    for i, cell in enumerate(table.columns[name]):
+        s = cell.strip()
+        try:
+            out[i] = float(s)
+        except ValueError:
+            found = re.findall(r"(?<![\w.])(\d+(?:\.\d+)?)([kKmMbBgGtT])(?![a-zA-Z0-9])", s)
+            out[i] = float(found[-1][0]) * _SUFFIX[found[-1][1].lower()] if found else math.nan
+        if not (math.isfinite(out[i]) and out[i] > 0):
+            bad.append(i)
+    if bad:
+        raise DataError(f"{table.name}: {name} must be a positive number or a size like 1.4b or "
+                        f"410m in every row; not at {describe_rows(table, bad, [name], limit=4)}")
+    return out
 
 
 def resolve_results(path: str | os.PathLike) -> Path:
