@@ -10,7 +10,10 @@ Prints JSON:
   6-layer, 8-head GPT, one layer at a time. Target: under 2 GiB; materializing all patterns
   would take 6 * 8 * 4096^2 * 4 bytes = 3.0 GiB on their own.
 * ``transformer_lens``: the same capture through TransformerLens's ``run_with_cache`` when the
-  package is installed (on a HookedTransformer of the same shape), for comparison.
+  package is installed, for comparison: on a ``HookedTransformer`` of the same shape (TL 2-3),
+  or on a ``TransformerBridge`` around a GPT-2 of the same shape built from its config (TL 4
+  removed ``HookedTransformer``; its bridge wraps Hugging Face models). The ratio is TL's own
+  capture over TL's own forward, measured interleaved like lenslab's.
 
     python benchmarks/attention_capture.py [--reps 10]
 """
@@ -37,29 +40,31 @@ def timed(fn, reps):
     return (time.perf_counter() - t) / reps
 
 
+def interleaved(plain, capture, reps: int) -> tuple[float, float]:
+    """Mean seconds of ``plain`` and ``capture``, alternating which runs first."""
+    with torch.no_grad():
+        plain(); capture()  # warm-up
+        tp = tc = 0.0
+        for r in range(reps):
+            if r % 2:
+                tp += timed(plain, 1); tc += timed(capture, 1)
+            else:
+                tc += timed(capture, 1); tp += timed(plain, 1)
+    return tp / reps, tc / reps
+
+
 def capture_speed(reps: int) -> dict:
     torch.manual_seed(0)
     m = GPT(GPTConfig(vocab_size=512, n_layer=4, n_head=8, d_model=256, n_ctx=256)).eval()
     x = torch.randint(0, 512, (8, 256))
     kept = []
 
-    def plain():
-        with torch.no_grad():
-            m(x)
-
     def capture():
         kept.clear()
-        with torch.no_grad():
-            m(x, attn_hook=lambda layer, p: kept.append(p))
+        m(x, attn_hook=lambda layer, p: kept.append(p))
 
-    plain(); capture()  # warm-up
-    tp = tc = 0.0
-    for r in range(reps):  # interleaved
-        if r % 2:
-            tp += timed(plain, 1); tc += timed(capture, 1)
-        else:
-            tc += timed(capture, 1); tp += timed(plain, 1)
-    return {"plain_s": tp / reps, "capture_s": tc / reps, "capture_over_forward": tc / tp,
+    tp, tc = interleaved(lambda: m(x), capture, reps)
+    return {"plain_s": tp, "capture_s": tc, "capture_over_forward": tc / tp,
             "target": 1.5, "pass": tc / tp <= 1.5, "threads": torch.get_num_threads()}
 
 
@@ -98,20 +103,39 @@ def streaming_memory() -> dict:
             "all_patterns_gib": 6 * 8 * 4096**2 * 4 / 2**30, "target_gib": 2.0, "pass": peak < 2.0}
 
 
-def transformer_lens(reps: int) -> dict | None:
+def _tl_model():
+    """A TransformerLens model of the benchmark's shape and which API built it."""
+    from importlib.metadata import version
+
+    torch.manual_seed(0)
     try:
         from transformer_lens import HookedTransformer, HookedTransformerConfig
-    except ImportError:
-        return None
+    except ImportError:  # TransformerLens >= 4: the bridge around a Hugging Face model
+        from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        cfg = GPT2Config(n_layer=4, n_embd=256, n_head=8, n_positions=256, vocab_size=512)
+        hf = GPT2LMHeadModel(cfg).eval()
+        return (build_bridge_from_module(hf, "GPT2LMHeadModel", hf_config=cfg), "TransformerBridge",
+                version("transformer_lens"))
     cfg = HookedTransformerConfig(n_layers=4, d_model=256, n_ctx=256, d_head=32, n_heads=8,
                                   d_vocab=512, act_fn="gelu", normalization_type="LN")
-    m = HookedTransformer(cfg).eval()
+    return HookedTransformer(cfg).eval(), "HookedTransformer", version("transformer_lens")
+
+
+def transformer_lens(reps: int) -> dict | None:
+    try:
+        import transformer_lens  # noqa: F401
+    except ImportError:
+        return None
+    m, api, version = _tl_model()
     x = torch.randint(0, 512, (8, 256))
-    with torch.no_grad():
-        m(x); m.run_with_cache(x, names_filter=lambda n: n.endswith("hook_pattern"))
-        tp = timed(lambda: m(x), reps)
-        tc = timed(lambda: m.run_with_cache(x, names_filter=lambda n: n.endswith("hook_pattern")), reps)
-    return {"plain_s": tp, "run_with_cache_s": tc, "ratio": tc / tp}
+    names = lambda n: n.endswith("hook_pattern")  # noqa: E731
+    _, cache = m.run_with_cache(x, names_filter=names)
+    shapes = sorted({tuple(v.shape) for v in cache.values()})
+    tp, tc = interleaved(lambda: m(x), lambda: m.run_with_cache(x, names_filter=names), reps)
+    return {"version": version, "api": api, "patterns": len(cache), "pattern_shapes": shapes,
+            "plain_s": tp, "run_with_cache_s": tc, "ratio": tc / tp}
 
 
 def main() -> None:
@@ -120,6 +144,9 @@ def main() -> None:
     a = ap.parse_args()
     out = {"torch": torch.__version__, "capture": capture_speed(a.reps),
            "streaming": streaming_memory(), "transformer_lens": transformer_lens(a.reps)}
+    if out["transformer_lens"]:  # same shape, same input size: whose capture is faster
+        out["transformer_lens"]["lenslab_capture_over_tl_capture"] = (
+            out["capture"]["capture_s"] / out["transformer_lens"]["run_with_cache_s"])
     print(json.dumps(out, indent=2))
 
 
