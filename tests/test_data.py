@@ -49,6 +49,19 @@ def test_modular_addition_split_is_seeded_and_disjoint():
     assert {tuple(p) for p in ModularAdditionTask(t.cfg, seed=4).train_pairs.tolist()} == tr
 
 
+def test_modular_addition_unordered_split_keeps_both_orders_together():
+    ordered = ModularAdditionTask(ModularAdditionData(p=59), seed=0)
+    train = {tuple(p) for p in ordered.train_pairs.tolist()}
+    leaked = sum((b, a) in train for a, b in ordered.test_pairs.tolist())
+    assert leaked / len(ordered.test_pairs) > 0.25  # ordered: many test pairs' swaps are trained
+    t = ModularAdditionTask(ModularAdditionData(p=59, split="unordered"), seed=0)
+    train = {tuple(p) for p in t.train_pairs.tolist()}
+    assert all((b, a) in train for a, b in train)
+    assert not any((b, a) in train for a, b in t.test_pairs.tolist())
+    assert len(train) + len(t.test_pairs) == 59 * 59
+    assert abs(len(train) / 59 ** 2 - 0.3) < 0.01
+
+
 @pytest.mark.parametrize("level", ["byte", "char", "bpe"])
 def test_text_levels(tmp_path, level):
     f = tmp_path / "c.txt"
