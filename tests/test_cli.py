@@ -98,6 +98,20 @@ def test_bad_injection_spec(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_set_overrides_config_values_and_rejects_bad_ones(tmp_path):
+    cfg = write_config(tmp_path / "c.toml", train={"max_steps": 3, "checkpoint_every": 3})
+    code, _, stderr = cli("train", cfg, "--out", tmp_path / "r", "-q", "--set", "model.norm=none",
+                          "--set", "optim.betas=[0.9, 0.98]", "--set", "model.init_std=0.05")
+    assert code == 0, stderr
+    saved = tomllib.loads((tmp_path / "r" / "config.toml").read_text())
+    assert saved["model"]["norm"] == "none" and saved["optim"]["betas"] == [0.9, 0.98]
+    assert saved["model"]["init_std"] == 0.05
+    for bad, msg in (("model.nrm=none", "model.nrm: unknown key"), ("modl.x=1", "no section 'modl'"),
+                     ("model.n_layer", "SECTION.KEY=VALUE"), ("model.n_layer=0", "model.n_layer")):
+        _one_line_error(cli("train", cfg, "--out", tmp_path / "bad", "--set", bad), msg)
+        assert not (tmp_path / "bad").exists()
+
+
 def test_train_then_list_runs(tmp_path):
     cfg = write_config(tmp_path / "c.toml", train={"max_steps": 12})
     code, _, stderr = cli("train", cfg, "--out", tmp_path / "runs" / "a", "--inject", "nan@4", "-q")

@@ -43,11 +43,14 @@ def train(
     inject: Optional[str] = typer.Option(
         None, "--inject", help="faults for tests and demos: nan@30,spike@40-45,kill@50"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    set_: Optional[list[str]] = typer.Option(
+        None, "--set", help="override a config value: SECTION.KEY=VALUE, e.g. model.n_layer=4 (repeat)"),
 ):
     """Train a new run into a run folder (guarded; resumable; torchrun for several GPUs)."""
     import lenslab
 
-    res = lenslab.train(config, out_dir, max_steps=max_steps, inject=inject, progress=not quiet)
+    res = lenslab.train(config, out_dir, max_steps=max_steps, inject=inject, progress=not quiet,
+                        overrides=set_ or ())
     _finish(res)
 
 

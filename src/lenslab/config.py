@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Sequence, Union
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -327,6 +327,31 @@ def load_config(path: str | Path) -> RunConfig:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: malformed TOML: {e}") from None
     return config_from_dict(data, str(p))
+
+
+def apply_overrides(cfg: RunConfig, overrides: Sequence[str], source: str = "--set") -> RunConfig:
+    """``cfg`` with ``SECTION.KEY=VALUE`` overrides applied and validated again.
+
+    VALUE is read as a TOML value (``0.07``, ``false``, ``[0.9, 0.98]``, ``"text"``), and as
+    plain text when it is not one (``model.norm=none``). A key that the section does not
+    have, or a value it does not accept, is a one-line :class:`ConfigError`.
+    """
+    data = cfg.model_dump(mode="json", exclude_none=True)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        path = [k.strip() for k in key.split(".")]
+        if not sep or len(path) != 2 or not all(path):
+            raise ConfigError(f"{source} takes SECTION.KEY=VALUE (e.g. model.n_layer=4), not {item!r}")
+        section, name = path
+        if not isinstance(data.get(section), dict):
+            raise ConfigError(f"{source} {item}: no section {section!r} (sections: "
+                              f"{', '.join(k for k, v in data.items() if isinstance(v, dict))})")
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()
+        data[section][name] = value
+    return config_from_dict(data, source)
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
-from lenslab.config import RunConfig, load_config
+from lenslab.config import RunConfig, apply_overrides, load_config
 from lenslab.training.inject import Injections
 from lenslab.training.trainer import (EXIT_GAVE_UP, EXIT_OK, EXIT_PREEMPTED, Trainer, TrainResult,
                                    read_meta)
@@ -20,14 +20,18 @@ def train(
     max_steps: Optional[int] = None,
     inject: Optional[str] = None,
     progress: bool = True,
+    overrides: Sequence[str] = (),
     **kw: Any,
 ) -> TrainResult:
     """Train a new run into the folder ``out`` and return how it ended.
 
-    ``config`` is a :class:`RunConfig` or a path to a TOML file. ``inject`` takes the fault
+    ``config`` is a :class:`RunConfig` or a path to a TOML file; ``overrides`` are
+    ``SECTION.KEY=VALUE`` changes to it (the CLI's ``--set``). ``inject`` takes the fault
     injection syntax of the CLI (``"nan@30,spike@40-45"``).
     """
     cfg = config if isinstance(config, RunConfig) else load_config(config)
+    if overrides:
+        cfg = apply_overrides(cfg, overrides)
     if max_steps is not None:
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": max_steps})})
     trainer = Trainer.create(cfg, out, Injections.parse(inject), progress=progress, **kw)
