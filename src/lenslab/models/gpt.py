@@ -56,8 +56,10 @@ class CausalSelfAttention(nn.Module):
         else:
             # in place where possible: a [B, H, T, T] tensor is the largest thing alive here
             att = q @ (k.transpose(-2, -1) * (1.0 / math.sqrt(self.d_head)))  # [B, H, T, T]
-            future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu_(1)
-            att.masked_fill_(future, float("-inf"))
+            # an additive -inf mask, added in place: several times faster on CPU than
+            # masked_fill_ with a broadcast boolean mask, and no second [B, H, T, T] buffer
+            future = torch.full((T, T), float("-inf"), dtype=att.dtype, device=att.device).triu_(1)
+            att.add_(future)
             att = att.softmax(dim=-1)
             if attn_hook is not None:
                 attn_hook(self.layer, att)
