@@ -72,6 +72,23 @@ def test_spike_rolls_back_skips_the_bad_batches_and_backs_off_the_lr(tmp_path):
     assert not any(r["skipped"] for r in replay)
 
 
+def test_logged_spikes_are_events_and_the_steps_are_applied(tmp_path):
+    """on_spike = "log" (full-batch runs): the same injected spikes are recorded, but no step
+    is skipped, nothing rolls back and the LR is untouched; NaN is still skipped."""
+    cfg = tiny_config(train={"max_steps": 50, "checkpoint_every": 10},
+                      optim={"schedule": "constant", "warmup_steps": 0}, guard={"on_spike": "log"})
+    res = lenslab.train(cfg, tmp_path / "run", inject="spike@34-36,nan@40", progress=False)
+    assert res.status == "completed"
+    assert res.events["spike"] == 3 and res.events["rollback"] == 0 and res.events["nonfinite"] == 1
+    ev = events(tmp_path / "run")
+    spikes = [e for e in ev if e["type"] == "spike"]
+    assert [e["data_index"] for e in spikes] == [34, 35, 36]
+    assert all(e["action"] == "logged" and e["zscore"] > 6 for e in spikes)
+    m = metrics(tmp_path / "run")
+    assert [r["data_index"] for r in m if r["skipped"]] == [40]
+    assert all(r["lr"] == 3e-3 for r in m) and len(m) == 50
+
+
 def test_repeated_failure_gives_up_with_exit_code_3(tmp_path):
     cfg = write_config(tmp_path / "c.toml", guard={"max_recoveries": 1})
     r = run_cli("train", str(cfg), "--out", str(tmp_path / "run"), "--inject", "nan@20-39", "-q")

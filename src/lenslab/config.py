@@ -227,6 +227,11 @@ class GuardConfig(_Strict):
     spike_min_rel: Annotated[float, Field(ge=0)] = Field(
         0.05, description="a spike must also exceed the window mean by this fraction"
     )
+    on_spike: Literal["recover", "log"] = Field(
+        "recover", description="recover: a spike is skipped like a NaN (and counts toward a "
+        "rollback); log: it is recorded as an event and the step is applied. For full-batch "
+        "training, where a skipped batch comes back unchanged, and for dynamics whose spikes "
+        "are the subject (grokking's slingshots)")
     rollback_after: PosInt = Field(3, description="anomalies within rollback_window that trigger a rollback")
     rollback_window: PosInt = 20
     lr_backoff: Annotated[float, Field(gt=0, le=1)] = 0.5

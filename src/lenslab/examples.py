@@ -32,8 +32,9 @@ _EXAMPLES: dict[str, dict[str, Any]] = {
         "train": {"max_steps": 8000, "eval_every": 100, "checkpoint_every": 500},
         # Full batch: a skipped batch comes back unchanged at the next step, so a loss spike
         # cannot be stepped around, and each rollback would only halve the LR (grokking's
-        # late spikes are part of the dynamics). Spike detection is off; NaN/Inf still guarded.
-        "guard": {"spike_zscore": 1e9},
+        # late spikes are part of the dynamics). Spikes are logged as events, not acted on;
+        # NaN/Inf are still skipped and rolled back.
+        "guard": {"on_spike": "log"},
     },
     "addition": {
         "name": "addition",
@@ -114,6 +115,7 @@ _DOCS = {
     "compile": "torch.compile the model", "enabled": "guard on/off",
     "policy": "skip | rollback", "spike_window": "recent accepted losses in the z-score window",
     "spike_warmup": "losses needed before spikes are judged", "spike_zscore": "z above which a loss is a spike",
+    "on_spike": "recover (skip, and roll back after repeats) or log (record only; full-batch runs)",
     "rollback_window": "steps over which anomalies are counted",
     "lr_backoff": "LR multiplier after each rollback", "max_recoveries": "rollbacks before giving up (exit 3)",
     "max_consecutive_skips": "give up after this many anomalous steps in a row",

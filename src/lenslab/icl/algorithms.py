@@ -851,11 +851,11 @@ def grokking_config(steps: int = 8000, seed: int = 0) -> RunConfig:
     """The ``modular_addition`` example (Nanda et al. 2023's 1-layer transformer, p = 59, 30%
     of the pairs for training, full-batch AdamW, lr 1e-3, weight decay 1).
 
-    One change to the example: spike detection is off (``guard.spike_zscore = 1e9``; non-finite
+    Spikes are logged, not acted on (``guard.on_spike = "log"``, as in the example; non-finite
     losses are still caught). With full-batch training every step sees the same batch, so a
     skipped step recurs identically, three skips force a rollback and each rollback halves the
     learning rate; and the sudden loss spikes of this training (Adam "slingshots") belong to the
-    phenomenon being replicated. With the example's guard, a spike at step 422 rolled the run
+    phenomenon being replicated. With the default guard, a spike at step 422 rolled the run
     back to step 0 at half the learning rate, and another at step 1420 halved it again.
     """
     from lenslab.examples import example_config
@@ -865,7 +865,7 @@ def grokking_config(steps: int = 8000, seed: int = 0) -> RunConfig:
         "name": "grokking", "seed": seed,
         "train": cfg.train.model_copy(update={"max_steps": steps, "eval_every": 100,
                                               "keep_checkpoints": 1000}),
-        "guard": cfg.guard.model_copy(update={"spike_zscore": 1e9}),
+        "guard": cfg.guard.model_copy(update={"on_spike": "log"}),
     })
 
 

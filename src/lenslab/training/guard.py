@@ -8,6 +8,10 @@ Two detectors:
   flat curve does not turn noise into spikes. A spike must also exceed the mean by a relative
   margin (``spike_min_rel``).
 
+With ``on_spike = "log"`` a spike is only recorded (an event; the step is applied), for
+full-batch training, where a skipped batch would come back unchanged, and for runs whose spikes
+are the phenomenon. Non-finite steps are always skipped.
+
 An anomalous step is skipped: the optimizer is not called, so parameters and optimizer state stay
 bitwise unchanged (a branch, not a multiply by zero, which would keep NaN). With the rollback
 policy, ``rollback_after`` anomalies within ``rollback_window`` steps trigger a rollback: the
@@ -77,6 +81,11 @@ class Guard:
             z = (loss - mean) / std
             if z > self.cfg.spike_zscore and loss > mean * (1 + self.cfg.spike_min_rel):
                 kind = "spike"
+        if kind == "spike" and self.cfg.on_spike == "log":
+            # recorded and applied; kept out of the window, as skipped spikes are, so each
+            # spike is judged against ordinary steps rather than hidden by the one before
+            self.counts["spike"] += 1
+            return Verdict(ok=True, kind="spike", zscore=z, mean=mean)
         if kind is None:
             self.window.append(loss)
             while len(self.window) > self.cfg.spike_window:

@@ -512,6 +512,9 @@ class Trainer:
             self.event("skip", reason=verdict.kind, data_index=rec["data_index"])
         else:
             self.last_loss = rec["loss"]
+            if verdict.kind:  # recorded, not acted on (guard.on_spike = "log")
+                self.event(verdict.kind, loss=rec["loss"], data_index=rec["data_index"],
+                           zscore=round(verdict.zscore, 2), action="logged")
         last_of_run = self.step + 1 == tc.max_steps
         if tc.eval_every and ((self.step + 1) % tc.eval_every == 0 or last_of_run):
             rec.update(self.evaluate())
