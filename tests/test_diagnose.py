@@ -87,6 +87,11 @@ def test_causes_are_checked_and_ranked(bent):
     assert order == sorted(order, key=["supported", "cannot tell", "not supported"].index)
     tpp = next(c for c in bent.checks if c.name == "tokens_per_param")
     assert "under-trained" in tpp.evidence
+    rep = next(c for c in bent.checks if c.name == "repeated_data")
+    share = rep.values["effective_data_share_at_max"]
+    R = rep.values["max_epochs_large"] - 1  # D'/D = (1 + R*(1 - exp(-R/R*))) / (R + 1)
+    assert share == pytest.approx((1 + 15.39 * (1 - np.exp(-R / 15.39))) / (R + 1))
+    assert 0 < share < 1 and f"worth {share:.0%} of as many fresh tokens" in rep.evidence
     d = json.loads(json.dumps(bent.to_dict()))
     assert d["law"]["single_law_rejected"] is True and len(d["causes"]) == 7
 

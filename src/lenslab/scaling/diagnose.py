@@ -359,6 +359,15 @@ def check_repeated_data(t: Table, large: np.ndarray, small: np.ndarray) -> Check
     mx, ms = float(np.nanmax(el)), _median(ep[small])
     values = {"max_epochs_large": mx, "median_epochs_large": _median(el), "median_epochs_small": ms}
     ev = f"large runs: up to {mx:.3g} epochs (median {_median(el):.3g}); small runs: median {ms:.3g}"
+    if mx > 1:
+        # how much the repeats are worth by the data-constrained law, with the C4 constant
+        from lenslab.scaling.constrained import MUENNIGHOFF_2023, DataConstrainedLaw
+
+        rd = MUENNIGHOFF_2023["R_D_star"]
+        eff = float(DataConstrainedLaw.effective_data(np.log([[rd, 1.0]]), np.array([mx - 1.0]))[0, 0])
+        values["effective_data_share_at_max"] = eff / mx
+        ev += (f"; at {mx:.3g} epochs the data is worth {eff / mx:.0%} of as many fresh tokens "
+               f"(D'/D by Muennighoff et al.'s decay, R_D* = {rd:g} on C4)")
     if mx > EPOCHS_LIMIT and math.isfinite(ms) and ms > EPOCHS_LIMIT and ms >= mx / 2:
         # the small runs repeated their data about as often: repetition alone cannot explain
         # why the large ones fall off the law (Muennighoff et al.: the loss of value grows with
