@@ -91,6 +91,9 @@ _DOCS = {
     "n_ctx": "positional table size = longest input", "dropout": "dropout probability",
     "attn_only": "blocks without MLP (attention-only, as in Olsson et al. 2022)",
     "tie_embeddings": "unembedding shares the token embedding", "bias": "biases in linears and norms",
+    "norm": "layer (pre-LN) | none (no norms, as Nanda et al. 2023's grokking model)",
+    "activation": "MLP nonlinearity: gelu | relu", "init_std": "std of the initial weights",
+    "split": "ordered | unordered (a, b) and (b, a) on the same side of the split",
     "task": "induction | modular_addition | addition | text | icl_regression",
     "d": "input dimension of x", "n_points": "(x, y) pairs per sequence",
     "noise": "std of the label noise", "x_dist": "normal | uniform",
@@ -123,7 +126,7 @@ _DOCS = {
 
 
 def _field_docs(model_cls) -> dict[str, str]:
-    return {name: (f.description or _DOCS.get(name, "")) for name, f in model_cls.model_fields.items()}
+    return {name: (_DOCS.get(name) or f.description or "") for name, f in model_cls.model_fields.items()}
 
 
 def example_toml(task: str) -> str:
