@@ -248,9 +248,10 @@ def register(app: typer.Typer) -> None:
     def fit(
         results: Path = typer.Argument(..., help="results CSV, or a sweep folder with results.csv"),
         form: str = typer.Option("power", "--form",
-                                 help="power | chinchilla | broken | data-constrained"),
+                                 help="power | chinchilla | broken | data-constrained | isoflop"),
         x: Optional[str] = typer.Option(
-            None, "--x", help="size column (default N; chinchilla: N,D; data-constrained: N,D,U)"),
+            None, "--x", help="size column (default N; chinchilla: N,D; data-constrained: N,D,U; "
+            "isoflop: N,C)"),
         y: str = typer.Option("loss", "--y", help="loss column"),
         holdout_last: int = typer.Option(
             0, "--holdout-last", help="fit without the K largest points and report the error on them"),
@@ -267,7 +268,8 @@ def register(app: typer.Typer) -> None:
         where: Optional[list[str]] = typer.Option(
             None, "--where", help="keep rows with COLUMN=VALUE, COLUMN!=VALUE or COLUMN~REGEX (repeat)"),
     ):
-        """Fit a scaling law (power, Chinchilla, broken or data-constrained) with bootstrap intervals."""
+        """Fit a scaling law (power, Chinchilla, broken, data-constrained; or isoFLOP minima) with
+        bootstrap intervals."""
         fit_command(results, form, x, y, holdout_last, bootstrap, out, tie, max_breaks, level, seed,
                     base, where)
 

@@ -16,6 +16,9 @@ grid of starts, as Hoffmann et al. 2022 and Besiroglu et al. 2024 (Epoch) fitted
     natural-log units of x; small is sharp). Caballero's ``(a, b, c0)`` are ``(E, A, alpha)``
     here. The number of breaks is chosen against the unbroken law by cross-validated error on
     held-out points *and* the Bayesian information criterion (:func:`fit_broken`).
+``isoflop`` (not a law)
+    Hoffmann et al.'s Approach 2: the minimum of each compute budget's loss-against-size
+    parabola, and the power law ``N* = k C^a`` through them (:mod:`lenslab.scaling.isoflop`).
 ``data-constrained``
     Muennighoff et al. 2023's law for repeated data: the Chinchilla form with D and N replaced
     by effective values that decay with repetition (constants ``R_D*``, ``R_N*``); columns
@@ -68,7 +71,7 @@ ANCHOR_FLOORS = (1e-4, 0.25, 0.5, 0.75, 0.9, 0.97)
 #: evidence in Kass & Raftery 1995) and lower the cross-validated error to be preferred.
 BIC_MARGIN = 6.0
 
-FORMS = ("power", "chinchilla", "broken", "data-constrained")
+FORMS = ("power", "chinchilla", "broken", "data-constrained", "isoflop")
 
 
 def _dot(m: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -1063,7 +1066,9 @@ def fit_table(source: Any, form: str = "power", *, x: str | Sequence[str] | None
     Chinchilla form) and reports the extrapolation error on them. The ``data-constrained`` form
     takes three columns, ``"N,D,U"`` by default (``U``: unique tokens), and an optional ``base``
     law (see :func:`lenslab.scaling.constrained.fit_data_constrained`; ``tie`` applies to the
-    base fitted when none is given). ``where`` keeps the rows that meet every
+    base fitted when none is given). The ``isoflop`` form takes ``"N,C"`` (``C`` derived as
+    ``6 N D`` when only ``D`` is there) and returns an
+    :class:`~lenslab.scaling.isoflop.IsoFlopFit`. ``where`` keeps the rows that meet every
     ``COLUMN=VALUE``, ``COLUMN!=VALUE`` or ``COLUMN~REGEX`` (one setup of a table of several).
     """
     from lenslab.scaling.table import Table, drop_missing, positive_column, read_csv
@@ -1077,6 +1082,12 @@ def fit_table(source: Any, form: str = "power", *, x: str | Sequence[str] | None
         xs = [c.strip() for c in (x.split(",") if isinstance(x, str) else (x or ["N", "D"]))]
         if len(xs) != 2:
             raise ConfigError(f"the chinchilla form needs two size columns (N,D), got {','.join(xs)}")
+    elif form == "isoflop":
+        xs = [c.strip() for c in (x.split(",") if isinstance(x, str) else (x or ["N", "C"]))]
+        if len(xs) != 2:
+            raise ConfigError(f"the isoflop form needs two columns (N,C: parameters, compute), got {','.join(xs)}")
+        if holdout_last:
+            raise ConfigError("--holdout-last does not apply to the isoflop form (it fits each budget's minimum)")
     elif form == "data-constrained":
         xs = [c.strip() for c in (x.split(",") if isinstance(x, str) else (x or ["N", "D", "U"]))]
         if len(xs) != 3:
@@ -1087,10 +1098,13 @@ def fit_table(source: Any, form: str = "power", *, x: str | Sequence[str] | None
         if len(xs) != 1:
             raise ConfigError(f"the {form} form takes one size column, got {','.join(xs)}")
     derive_D = form == "chinchilla" and xs[1] == "D" and not table.has("D") and table.has("C")
-    needed = [xs[0], "C"] if derive_D else list(xs)
+    derive_C = form == "isoflop" and xs[1] == "C" and not table.has("C") and table.has("D")
+    needed = [xs[0], "C"] if derive_D else [xs[0], "D"] if derive_C else list(xs)
     purpose = f"a {form} fit"
     if form == "chinchilla" and xs[1] == "D" and not table.has("D"):
         purpose += " (or give C to derive D = C / 6N)"
+    if form == "isoflop" and xs[1] == "C" and not table.has("C"):
+        purpose += " (or give D to derive C = 6ND)"
     table.require(needed + [y], purpose)
     table = drop_missing(table, y, context=needed)
     cols = [positive_column(table, c) for c in needed]
@@ -1098,6 +1112,9 @@ def fit_table(source: Any, form: str = "power", *, x: str | Sequence[str] | None
     if derive_D:
         cols = [cols[0], cols[1] / (6.0 * cols[0])]
         notes.append("D was derived from compute as C / (6 N)")
+    if derive_C:
+        cols = [cols[0], 6.0 * cols[0] * cols[1]]
+        notes.append("C was derived as 6 N D")
     L = table.numeric(y)
     if np.any(L <= 0):
         bad = np.flatnonzero(L <= 0)
@@ -1114,6 +1131,11 @@ def fit_table(source: Any, form: str = "power", *, x: str | Sequence[str] | None
         res = fit_power(fx[0], L[fit_mask], x_name=xs[0], **kw)
     elif form == "chinchilla":
         res = fit_chinchilla(fx[0], fx[1], L[fit_mask], tie=tie, x_names=(xs[0], xs[1]), **kw)
+    elif form == "isoflop":
+        from lenslab.scaling.isoflop import fit_isoflop
+
+        res = fit_isoflop(fx[0], fx[1], L[fit_mask], bootstrap=bootstrap, level=level, seed=seed, y_name=y,
+                          x_names=(xs[0], xs[1]))
     elif form == "data-constrained":
         from lenslab.scaling.constrained import fit_data_constrained
 
