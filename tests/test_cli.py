@@ -106,6 +106,9 @@ def test_set_overrides_config_values_and_rejects_bad_ones(tmp_path):
     saved = tomllib.loads((tmp_path / "r" / "config.toml").read_text())
     assert saved["model"]["norm"] == "none" and saved["optim"]["betas"] == [0.9, 0.98]
     assert saved["model"]["init_std"] == 0.05
+    code, _, stderr = cli("train", cfg, "--out", tmp_path / "r2", "-q", "--set", "seed=11")
+    assert code == 0, stderr
+    assert tomllib.loads((tmp_path / "r2" / "config.toml").read_text())["seed"] == 11
     for bad, msg in (("model.nrm=none", "model.nrm: unknown key"), ("modl.x=1", "no section 'modl'"),
                      ("model.n_layer", "SECTION.KEY=VALUE"), ("model.n_layer=0", "model.n_layer")):
         _one_line_error(cli("train", cfg, "--out", tmp_path / "bad", "--set", bad), msg)

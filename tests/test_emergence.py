@@ -16,6 +16,7 @@ from lenslab.emergence import (
     analyze,
     analyze_csv,
     analyze_table,
+    parse_metric,
     breakthroughness,
     edit_distance,
     forecast_surprise,
@@ -178,6 +179,13 @@ def test_a_published_style_table_with_declared_columns(tmp_path):
 
     with pytest.raises(ConfigError, match="COLUMN:discrete"):
         analyze_csv(path, scale="model", metrics=["acc"])
+    with pytest.raises(DataError, match="share in .0, 1. .* has 25.1; a percentage"):
+        analyze_table([1, 2, 3], {"acc": [25.1, 24.9, 27.0]}, kinds={"acc": parse_metric("acc:discrete")[1]})
+    from lenslab.scaling.table import Table, size_values
+
+    names = ["Yi-6B-200K", "Llama-2-7b-32k", "gpt2-774M", "bert-110k", "pythia-1b-0.5MtokBS"]
+    assert size_values(Table("t", {"m": names}, list(range(2, 7))), "m").tolist() == [
+        6e9, 7e9, 7.74e8, 1.1e5, 1e9]
 
 
 def test_result_serialises_and_renders():

@@ -73,17 +73,23 @@ def test_spike_rolls_back_skips_the_bad_batches_and_backs_off_the_lr(tmp_path):
 
 
 def test_logged_spikes_are_events_and_the_steps_are_applied(tmp_path):
-    """on_spike = "log" (full-batch runs): the same injected spikes are recorded, but no step
-    is skipped, nothing rolls back and the LR is untouched; NaN is still skipped."""
+    """on_spike = "log" (full-batch runs): an injected spike is recorded, but no step is
+    skipped, nothing rolls back and the LR is untouched; NaN is still skipped. The applied
+    spike joins the window (so a lasting rise is not logged forever), which hides the spikes
+    right after it."""
     cfg = tiny_config(train={"max_steps": 50, "checkpoint_every": 10},
                       optim={"schedule": "constant", "warmup_steps": 0}, guard={"on_spike": "log"})
     res = lenslab.train(cfg, tmp_path / "run", inject="spike@34-36,nan@40", progress=False)
     assert res.status == "completed"
-    assert res.events["spike"] == 3 and res.events["rollback"] == 0 and res.events["nonfinite"] == 1
+    assert res.events["spike"] >= 1 and res.events["rollback"] == 0 and res.events["nonfinite"] == 1
     ev = events(tmp_path / "run")
     spikes = [e for e in ev if e["type"] == "spike"]
-    assert [e["data_index"] for e in spikes] == [34, 35, 36]
+    assert spikes[0]["data_index"] == 34 and {e["data_index"] for e in spikes} <= {34, 35, 36}
     assert all(e["action"] == "logged" and e["zscore"] > 6 for e in spikes)
+    assert not any(e["type"] == "skip" and e["reason"] == "spike" for e in ev)
+    from lenslab.report.training import describe_events
+
+    assert "logged and the update applied" in describe_events(spikes)[0]
     m = metrics(tmp_path / "run")
     assert [r["data_index"] for r in m if r["skipped"]] == [40]
     assert all(r["lr"] == 3e-3 for r in m) and len(m) == 50
@@ -138,6 +144,15 @@ def test_clipping_once_per_step_after_unscale(tmp_path, monkeypatch, precision):
     assert min(logged) > max_norm  # the logged norm is the pre-clip global norm: clipping was active
     if precision == "fp16":
         assert all(r["loss_scale"] > 1 for r in metrics(tmp_path / "run"))
+
+
+def test_logged_spikes_follow_a_lasting_rise():
+    g = Guard(GuardConfig(spike_warmup=5, spike_window=10, on_spike="log"))
+    for i in range(10):
+        assert g.check(i, i, 1.0 + 0.01 * (i % 2), 1.0).kind is None
+    logged = [g.check(10 + i, 10 + i, 1.5, 1.0).kind for i in range(30)]
+    assert logged[0] == "spike" and logged.count("spike") < 5 and logged[-10:] == [None] * 10
+    assert g.consecutive == 0
 
 
 def test_spike_detector_needs_warmup_and_ignores_noise():

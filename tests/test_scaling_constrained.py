@@ -69,6 +69,27 @@ def test_fits_the_base_on_single_epoch_runs_when_none_is_given(synthetic):
     assert fit.params["R_D_star"] == pytest.approx(TRUE["R_D_star"], rel=0.25)
 
 
+def test_r_n_star_is_held_when_no_run_has_surplus_parameters(synthetic):
+    """Small models only (N below what their unique data can feed): R_N* has no influence on
+    any prediction, so it is held at the published value, said in a note, not 'fitted'."""
+    N, D, U, L = synthetic
+    U_D, R_D, U_N, R_N = repetition(N, D, U, BASE)
+    small = R_N == 0
+    # a mapping that also carries the constants is accepted as a base (they are ignored)
+    base = {**BASE, "R_D_star": 1.0, "R_N_star": 2.0}
+    fit = fit_data_constrained(N[small], D[small], U[small], L[small], base=base, bootstrap=20)
+    assert fit.params["R_N_star"] == MUENNIGHOFF_2023["R_N_star"]
+    assert "cannot be fitted" in " ".join(fit.notes)
+    assert fit.law.describe()["R_N_star_held_at"] == MUENNIGHOFF_2023["R_N_star"]
+    assert fit.params["R_D_star"] == pytest.approx(TRUE["R_D_star"], rel=0.15)
+
+
+def test_large_constants_keep_their_precision():
+    # 1 - exp(-R/R*) must not round to 0 when R* is huge: D'/U tends to R + 1, not back to 1
+    eff = DataConstrainedLaw.effective_data(np.log([[1e16, 1.0], [1e18, 1.0]]), np.array([3.0]))
+    assert eff[:, 0] == pytest.approx([4.0, 4.0], rel=1e-6)
+
+
 def test_repeated_data_is_worth_less_than_fresh_data():
     # 1 epoch: D' = U; R_D* = 10 epochs' worth at most: D' < 1 + R_D* however long one trains
     theta = np.log([[10.0, 3.0]])

@@ -370,6 +370,7 @@ def test_where_fits_one_setup_of_a_table_of_several(app, tmp_path):
     assert "--where optimizer=adam" in d["command"]
     assert fit_table(path, where=["optimizer!=adam"]).params["alpha"] == pytest.approx(0.2, rel=1e-3)
     assert fit_table(path, where=["optimizer~^(ad|sg)", "N!=100000"]).n_points == 22
+    assert fit_table(path, where="optimizer=sgd").n_points == 12  # one condition as a string
     r = CliRunner().invoke(app, ["diagnose", str(path), "--where", "optimizer=sgd", "--bootstrap", "0"])
     assert r.exit_code == 0, r.output
     for bad, msg in ((["optimizer=lion"], "no row has optimizer=lion (optimizer has: adam, sgd)"),

@@ -335,26 +335,32 @@ def load_config(path: str | Path) -> RunConfig:
 
 
 def apply_overrides(cfg: RunConfig, overrides: Sequence[str], source: str = "--set") -> RunConfig:
-    """``cfg`` with ``SECTION.KEY=VALUE`` overrides applied and validated again.
+    """``cfg`` with ``SECTION.KEY=VALUE`` (or ``seed=3``, ``name=x``) overrides applied and
+    validated again.
 
     VALUE is read as a TOML value (``0.07``, ``false``, ``[0.9, 0.98]``, ``"text"``), and as
     plain text when it is not one (``model.norm=none``). A key that the section does not
     have, or a value it does not accept, is a one-line :class:`ConfigError`.
     """
     data = cfg.model_dump(mode="json", exclude_none=True)
+    top = [k for k, v in data.items() if not isinstance(v, dict)]  # name, seed
     for item in overrides:
         key, sep, raw = item.partition("=")
         path = [k.strip() for k in key.split(".")]
-        if not sep or len(path) != 2 or not all(path):
-            raise ConfigError(f"{source} takes SECTION.KEY=VALUE (e.g. model.n_layer=4), not {item!r}")
-        section, name = path
-        if not isinstance(data.get(section), dict):
-            raise ConfigError(f"{source} {item}: no section {section!r} (sections: "
-                              f"{', '.join(k for k, v in data.items() if isinstance(v, dict))})")
+        if not sep or len(path) > 2 or not all(path) or (len(path) == 1 and path[0] not in top):
+            raise ConfigError(f"{source} takes SECTION.KEY=VALUE (e.g. model.n_layer=4) or one of "
+                              f"{', '.join(f'{k}=VALUE' for k in top)}, not {item!r}")
         try:
             value = tomllib.loads(f"v = {raw.strip()}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw.strip()
+        if len(path) == 1:
+            data[path[0]] = value
+            continue
+        section, name = path
+        if not isinstance(data.get(section), dict):
+            raise ConfigError(f"{source} {item}: no section {section!r} (sections: "
+                              f"{', '.join(k for k, v in data.items() if isinstance(v, dict))})")
         data[section][name] = value
     return config_from_dict(data, source)
 

@@ -13,15 +13,17 @@ from lenslab.emergence.verdict import (
     MIN_SCALES,
     EmergenceResult,
     MetricCurve,
+    MetricKind,
     analyze,
     analyze_csv,
     analyze_table,
     decide,
     forecast_surprise,
+    parse_metric,
 )
 
 __all__ = [
     "METRICS", "JUMP_THRESHOLD", "MIN_SCALES", "EmergenceResult", "MetricCurve", "analyze", "analyze_csv",
     "analyze_table", "decide", "forecast_surprise", "breakthroughness", "linearity", "edit_distance",
-    "score_examples",
+    "score_examples", "MetricKind", "parse_metric",
 ]

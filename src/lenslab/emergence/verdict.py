@@ -524,6 +524,10 @@ def analyze_table(scales: Sequence[float], metrics: dict[str, Sequence[float]], 
     for name, vals in metrics.items():
         v = np.asarray(vals, dtype=float)[order]
         k = _kind_of(name, kinds)
+        if k.bounded and np.any((v < 0) | (v > 1)):
+            bad = v[(v < 0) | (v > 1)][0]
+            raise DataError(f"{name} is a share in [0, 1] (a discrete metric) but has {bad:g}"
+                            + ("; a percentage? divide it by 100" if 1 < bad <= 100 else ""))
         c = MetricCurve(name, k.higher_is_better, k.continuous, x, v, bounded=k.bounded)
         _classify(c, u, None, 0.95, threshold)
         curves[name] = c

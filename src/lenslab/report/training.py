@@ -11,6 +11,7 @@ from lenslab.report.html import badge, escape, figure_block, figure_to_svg, tabl
 _MARK = {  # event type -> (marker, colour, label)
     "nonfinite": ("X", "#b3261e", "non-finite (skipped)"),
     "spike": ("^", "#e07b00", "loss spike (skipped)"),
+    "spike_logged": ("^", "#f2b36b", "loss spike (logged, applied)"),
     "rollback": ("|", "#6a1b9a", "rollback"),
 }
 
@@ -47,6 +48,8 @@ def loss_figure(run_dir: Path, title: str = ""):
     seen = set()
     for e in events:
         kind = e.get("type")
+        if kind == "spike" and e.get("action") == "logged":
+            kind = "spike_logged"
         if kind not in _MARK:
             continue
         marker, color, label = _MARK[kind]
@@ -89,7 +92,9 @@ def describe_events(events: list[dict]) -> list[str]:
                        "the update was skipped, so weights and optimizer state stayed bitwise unchanged.")
         elif t == "spike":
             out.append(f"Step {e['step']}: loss {e.get('loss'):.3f} was a spike (z = {e.get('zscore')}) "
-                       f"on batch {e.get('data_index')}; the update was skipped.")
+                       f"on batch {e.get('data_index')}; "
+                       + ("it was logged and the update applied (guard.on_spike = \"log\")."
+                          if e.get("action") == "logged" else "the update was skipped."))
         elif t == "rollback":
             a, b = e.get("skip_batches", ["?", "?"])
             out.append(f"Step {e['step']}: repeated anomalies, so the run rolled back to the verified "

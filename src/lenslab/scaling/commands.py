@@ -87,7 +87,7 @@ def _check_out(out: Path) -> None:
 
 
 def fit_command(results: Path, form: str = "power", x: Optional[str] = None, y: str = "loss",
-                holdout_last: int = 0, bootstrap: int = 200, out: Path = Path("fit"), tie: bool = False,
+                holdout_last: int = 0, bootstrap: int = 200, out: Path = Path("fit"), tie: Optional[bool] = None,
                 max_breaks: int = 2, level: float = 0.95, seed: int = 0,
                 base: Optional[str] = None, where: Optional[list[str]] = None) -> dict[str, Any]:
     """``lenslab fit``: fit a law to a results table; write ``fit.json``, ``fit.html``, ``fit.png``."""
@@ -100,7 +100,8 @@ def fit_command(results: Path, form: str = "power", x: Optional[str] = None, y: 
                                                max_breaks=max_breaks, base=base, where=where or ()))
     d = res.to_dict()
     d["command"] = _command("fit", results, form=form, x=x, y=y, holdout_last=holdout_last or None,
-                            bootstrap=bootstrap, tie=tie, seed=seed, base=base, out=out) + _repeated(where=where)
+                            bootstrap=bootstrap, tie=tie is True, no_tie=tie is False, seed=seed, base=base,
+                            out=out) + _repeated(where=where)
     d["source"] = str(results)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "fit.json", d)
@@ -257,8 +258,9 @@ def register(app: typer.Typer) -> None:
             0, "--holdout-last", help="fit without the K largest points and report the error on them"),
         bootstrap: int = typer.Option(200, "--bootstrap", help="bootstrap resamples for intervals (0: none)"),
         out: Path = typer.Option(..., "--out", "-o", help="folder for fit.json, fit.html, fit.png"),
-        tie: bool = typer.Option(False, "--tie", help="chinchilla (and data-constrained's base): "
-                                 "one exponent, alpha = beta"),
+        tie: Optional[bool] = typer.Option(
+            None, "--tie/--no-tie", help="one exponent, alpha = beta (default: untied for chinchilla, "
+            "tied for data-constrained's fitted base, as Muennighoff et al.)"),
         base: Optional[str] = typer.Option(
             None, "--base", help="data-constrained: fixed base law A=..,B=..,E=..,alpha=..,beta=.. "
             "(default: fitted to the runs with at most one epoch)"),

@@ -56,9 +56,10 @@ def _effective(U: np.ndarray, R: np.ndarray, log_star: np.ndarray):
         s = np.exp(log_star)
         q = R / s
         e = np.exp(-q)
-        inner = 1.0 + s * (1.0 - e)
+        one_minus_e = -np.expm1(-q)  # 1 - e without cancellation when R* is large
+        inner = 1.0 + s * one_minus_e
         # d inner / d log s = s (1 - e) - R e = s (1 - e - q e)
-        return np.log(U) + np.log(inner), s * (1.0 - e - q * e) / inner
+        return np.log(U) + np.log(inner), s * (one_minus_e - q * e) / inner
 
 
 def repetition(N: np.ndarray, D: np.ndarray, U: np.ndarray, base: Mapping[str, float]):
@@ -77,38 +78,51 @@ class DataConstrainedLaw(Law):
     theta = ``(log R_D*, log R_N*)``. Bound to log inputs ``lx [3, n]`` (N, D, U)."""
 
     form = FORM
-    raw_names = ("log_R_D_star", "log_R_N_star")
 
-    def __init__(self, lx: np.ndarray, base: Mapping[str, float]):
+    def __init__(self, lx: np.ndarray, base: Mapping[str, float], fixed_R_N: float | None = None):
         super().__init__(lx)
         self.base = {k: float(base[k]) for k in BASE_KEYS}
+        self.fixed_R_N = fixed_R_N  # R_N* held at this value (no run could identify it)
+        self.raw_names = ("log_R_D_star",) if fixed_R_N else ("log_R_D_star", "log_R_N_star")
         N, D, U = np.exp(self.lx)
         self.U_D, self.R_D, self.U_N, self.R_N = repetition(N, D, U, self.base)
 
     def at(self, lx: np.ndarray) -> "DataConstrainedLaw":
-        return DataConstrainedLaw(lx, self.base)
+        return DataConstrainedLaw(lx, self.base, self.fixed_R_N)
+
+    def _log_rn(self, theta: np.ndarray) -> np.ndarray:
+        if self.fixed_R_N:
+            return np.full((theta.shape[0], 1), math.log(self.fixed_R_N))
+        return theta[:, 1:2]
 
     def predict_vjp(self, theta: np.ndarray):
         theta = np.atleast_2d(theta)
         b = self.base
         lDp, dD = _effective(self.U_D, self.R_D, theta[:, 0:1])
-        lNp, dN = _effective(self.U_N, self.R_N, theta[:, 1:2])
+        lNp, dN = _effective(self.U_N, self.R_N, self._log_rn(theta))
         lse, (wN, wD, _) = logsumexp_terms([math.log(b["A"]) - b["alpha"] * lNp,
                                            math.log(b["B"]) - b["beta"] * lDp,
                                            np.full_like(lNp, math.log(b["E"]))])
 
         def vjp(c: np.ndarray) -> np.ndarray:
-            return np.stack([-b["beta"] * np.einsum("bn,bn->b", c * wD, dD),
-                             -b["alpha"] * np.einsum("bn,bn->b", c * wN, dN)], axis=1)
+            g = [-b["beta"] * np.einsum("bn,bn->b", c * wD, dD)]
+            if not self.fixed_R_N:
+                g.append(-b["alpha"] * np.einsum("bn,bn->b", c * wN, dN))
+            return np.stack(g, axis=1)
 
         return lse, vjp
 
     def params(self, theta: np.ndarray) -> dict[str, np.ndarray]:
         theta = np.asarray(theta, dtype=float)
-        return {"R_D_star": np.exp(theta[..., 0]), "R_N_star": np.exp(theta[..., 1])}
+        rd = np.exp(theta[..., 0])
+        rn = np.full_like(rd, self.fixed_R_N) if self.fixed_R_N else np.exp(theta[..., 1])
+        return {"R_D_star": rd, "R_N_star": rn}
 
     def describe(self) -> dict[str, Any]:
-        return {"form": self.form, "base": dict(self.base)}
+        d: dict[str, Any] = {"form": self.form, "base": dict(self.base)}
+        if self.fixed_R_N:
+            d["R_N_star_held_at"] = self.fixed_R_N
+        return d
 
     @staticmethod
     def effective_data(theta: np.ndarray, R: np.ndarray) -> np.ndarray:
@@ -120,8 +134,8 @@ class DataConstrainedLaw(Law):
 
 def parse_base(text: str | Mapping[str, float] | None) -> dict[str, float] | None:
     """``"A=520.8,B=1487.7,E=1.869,alpha=0.3527,beta=0.3527"`` (or a mapping) -> dict."""
-    if text is None or isinstance(text, Mapping):
-        base = None if text is None else dict(text)
+    if text is None or isinstance(text, Mapping):  # a mapping may carry R_D_star, R_N_star too
+        base = None if text is None else {k: v for k, v in text.items() if k not in ("R_D_star", "R_N_star")}
     else:
         base = {}
         for part in filter(None, (p.strip() for p in text.split(","))):
@@ -159,13 +173,13 @@ def _fit_base(X: np.ndarray, L: np.ndarray, tie: bool, y_name: str) -> tuple[dic
                             f"and a compute-optimal or smaller size; there are {int(keep.sum())}. Give "
                             "the base parameters instead (--base A=..,B=..,E=..,alpha=..,beta=..)")
         bf = fit_chinchilla(X[keep, 0], X[keep, 1], L[keep], tie=tie, y_name=y_name)
-        base = {k: bf.params[k] for k in BASE_KEYS}
+        base, n_fit = {k: bf.params[k] for k in BASE_KEYS}, int(keep.sum())
         _, _, _, R_N = repetition(X[:, 0], X[:, 1], X[:, 2], base)
         new = once & (R_N <= 0)
         if np.array_equal(new, keep):
-            break
+            return base, n_fit, True
         keep = new
-    return base, int(keep.sum())
+    return base, n_fit, False
 
 
 def fit_data_constrained(N: Any, D: Any, U: Any, loss: Any, *, base: Any = None, tie: bool = True,
@@ -187,18 +201,27 @@ def fit_data_constrained(N: Any, D: Any, U: Any, loss: Any, *, base: Any = None,
         base = {k: base.params[k] for k in BASE_KEYS}
     base = parse_base(base)
     if base is None:
-        base, used = _fit_base(X, L, tie, y_name)
+        base, used, settled = _fit_base(X, L, tie, y_name)
         notes.append(f"base law fitted to the {used} runs with at most one epoch and at most the "
                      f"compute-optimal size for their tokens (Chinchilla form"
-                     f"{', alpha tied to beta' if tie else ''}), then held fixed")
+                     f"{', alpha tied to beta' if tie else ''}), then held fixed"
+                     + ("" if settled else "; which runs are oversized had not settled after 6 refits"))
     else:
         notes.append("base law given, held fixed")
     if not np.any(X[:, 1] > X[:, 2]):
         raise DataError("no run repeats its data (every D <= U): R_D* and R_N* cannot be fitted")
     lx, y = np.log(X).T, np.log(L)
     law = DataConstrainedLaw(lx, base)
+    fixed = None
+    if not np.any(law.R_N > 0):
+        fixed = MUENNIGHOFF_2023["R_N_star"]
+        law = DataConstrainedLaw(lx, base, fixed_R_N=fixed)
+        notes.append(f"no run has more parameters than its unique data can feed (R_N = 0 "
+                     f"everywhere), so R_N* cannot be fitted: it is held at Muennighoff et al.'s "
+                     f"{fixed:g}")
     obj = HuberObjective(law, y, np.ones_like(y))
-    starts = np.log(np.array(list(itertools.product(STAR_GRID, STAR_GRID)), dtype=float))
+    grid = list(itertools.product(STAR_GRID, STAR_GRID)) if fixed is None else [(g,) for g in STAR_GRID]
+    starts = np.log(np.array(grid, dtype=float))
     best, fbest, batch = multistart_fit(obj, starts)
     samples = _finish(law, y, best, batch, bootstrap, seed)
     fit = ScalingFit(FORM, law, best, tuple(x_names), y_name, X, L, fbest, level, samples, seed=seed)

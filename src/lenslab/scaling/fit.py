@@ -708,6 +708,8 @@ class ScalingFit:
             _, ax = plt.subplots(figsize=(7, 4.5))
         if self.form == "chinchilla":
             self._plot_chinchilla(ax, against or "C", extrapolate)
+        elif self.form == "data-constrained":
+            self._plot_parity(ax)
         else:
             self._plot_1d(ax, extrapolate)
         ax.set_xscale("log")
@@ -1055,7 +1057,7 @@ def _check_level(level: float, bootstrap: int) -> None:
 
 def fit_table(source: Any, form: str = "power", *, x: str | Sequence[str] | None = None, y: str = "loss",
               holdout_last: int = 0, bootstrap: int = 0, level: float = 0.95, seed: int = 0,
-              tie: bool = False, max_breaks: int = 2, base: Any = None,
+              tie: bool | None = None, max_breaks: int = 2, base: Any = None,
               where: Sequence[str] = ()) -> ScalingFit:
     """Fit a law to a results table (a CSV path, a sweep folder, or a :class:`Table`).
 
@@ -1066,7 +1068,8 @@ def fit_table(source: Any, form: str = "power", *, x: str | Sequence[str] | None
     Chinchilla form) and reports the extrapolation error on them. The ``data-constrained`` form
     takes three columns, ``"N,D,U"`` by default (``U``: unique tokens), and an optional ``base``
     law (see :func:`lenslab.scaling.constrained.fit_data_constrained`; ``tie`` applies to the
-    base fitted when none is given). The ``isoflop`` form takes ``"N,C"`` (``C`` derived as
+    base fitted when none is given, tied unless ``tie=False``, as the authors fitted it; the
+    Chinchilla form is untied unless ``tie=True``). The ``isoflop`` form takes ``"N,C"`` (``C`` derived as
     ``6 N D`` when only ``D`` is there) and returns an
     :class:`~lenslab.scaling.isoflop.IsoFlopFit`. ``where`` keeps the rows that meet every
     ``COLUMN=VALUE``, ``COLUMN!=VALUE`` or ``COLUMN~REGEX`` (one setup of a table of several).
@@ -1077,7 +1080,8 @@ def fit_table(source: Any, form: str = "power", *, x: str | Sequence[str] | None
         raise ConfigError(f"unknown form {form!r}; choose one of {', '.join(FORMS)}")
     if holdout_last < 0:
         raise ConfigError(f"--holdout-last must be >= 0, not {holdout_last}")
-    table = (source if isinstance(source, Table) else read_csv(source)).where(where)
+    table = (source if isinstance(source, Table) else read_csv(source)).where(
+        [where] if isinstance(where, str) else where)
     if form == "chinchilla":
         xs = [c.strip() for c in (x.split(",") if isinstance(x, str) else (x or ["N", "D"]))]
         if len(xs) != 2:
@@ -1130,7 +1134,7 @@ def fit_table(source: Any, form: str = "power", *, x: str | Sequence[str] | None
     if form == "power":
         res = fit_power(fx[0], L[fit_mask], x_name=xs[0], **kw)
     elif form == "chinchilla":
-        res = fit_chinchilla(fx[0], fx[1], L[fit_mask], tie=tie, x_names=(xs[0], xs[1]), **kw)
+        res = fit_chinchilla(fx[0], fx[1], L[fit_mask], tie=bool(tie), x_names=(xs[0], xs[1]), **kw)
     elif form == "isoflop":
         from lenslab.scaling.isoflop import fit_isoflop
 
@@ -1139,7 +1143,7 @@ def fit_table(source: Any, form: str = "power", *, x: str | Sequence[str] | None
     elif form == "data-constrained":
         from lenslab.scaling.constrained import fit_data_constrained
 
-        res = fit_data_constrained(fx[0], fx[1], fx[2], L[fit_mask], base=base, tie=tie,
+        res = fit_data_constrained(fx[0], fx[1], fx[2], L[fit_mask], base=base, tie=tie is not False,
                                    x_names=(xs[0], xs[1], xs[2]), **kw)
     else:
         res = fit_broken(fx[0], L[fit_mask], x_name=xs[0], max_breaks=max_breaks, **kw)

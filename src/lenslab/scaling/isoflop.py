@@ -263,7 +263,7 @@ def fit_isoflop(N: Any, C: Any, loss: Any, *, bootstrap: int = 0, level: float =
         for r in range(bootstrap):
             idx = np.concatenate([rng.choice(mj, size=mj.size, replace=True) for mj in members])
             ur, _ = _optima(u[idx], L[idx], budget[idx], nb, bracket)
-            okr = np.isfinite(ur)
+            okr = np.isfinite(ur) & ok  # only the budgets the estimate itself used
             if okr.sum() >= 2:
                 samples[r] = _line(lc[okr], ur[okr])
         lost = int(np.isnan(samples[:, 0]).sum())

@@ -96,7 +96,7 @@ class Table:
         import re
 
         table = self
-        for cond in conditions:
+        for cond in [conditions] if isinstance(conditions, str) else conditions:
             m = re.match(r"^\s*([^=!~]+?)\s*(!=|=|~)(.*)$", cond)
             if not m:
                 raise DataError(f"--where takes COLUMN=VALUE, COLUMN!=VALUE or COLUMN~REGEX, not {cond!r}")
@@ -145,7 +145,8 @@ _SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
 
 def size_values(table: Table, name: str) -> np.ndarray:
     """Column ``name`` as positive sizes: numbers, or names that carry a size with a suffix
-    (``1.4b``, ``pythia-410m``, ``gpt2-774M``: the last such token counts; k, M, B or G, T).
+    (``1.4b``, ``pythia-410m``, ``gpt2-774M``; k, M, B or G, T: the last M/B/T token counts,
+    a k token only when there is none, since ``Yi-6B-200K`` names its context in k).
     Raises :class:`DataError` naming the first cells that are neither."""
     import re
 
@@ -158,7 +159,10 @@ def size_values(table: Table, name: str) -> np.ndarray:
             out[i] = float(s)
         except ValueError:
             found = re.findall(r"(?<![\w.])(\d+(?:\.\d+)?)([kKmMbBgGtT])(?![a-zA-Z0-9])", s)
-            out[i] = float(found[-1][0]) * _SUFFIX[found[-1][1].lower()] if found else math.nan
+            # a k-size in a name is usually a context length (Yi-6B-200K, Llama-2-7b-32k):
+            # prefer the M/B/T sizes, the last of them
+            big = [f for f in found if f[1].lower() != "k"] or found
+            out[i] = float(big[-1][0]) * _SUFFIX[big[-1][1].lower()] if big else math.nan
         if not (math.isfinite(out[i]) and out[i] > 0):
             bad.append(i)
     if bad:

@@ -82,16 +82,18 @@ class Guard:
             if z > self.cfg.spike_zscore and loss > mean * (1 + self.cfg.spike_min_rel):
                 kind = "spike"
         if kind == "spike" and self.cfg.on_spike == "log":
-            # recorded and applied; kept out of the window, as skipped spikes are, so each
-            # spike is judged against ordinary steps rather than hidden by the one before
-            self.counts["spike"] += 1
-            return Verdict(ok=True, kind="spike", zscore=z, mean=mean)
-        if kind is None:
+            self.counts["spike"] += 1  # recorded; the step is applied below
+            verdict = Verdict(ok=True, kind="spike", zscore=z, mean=mean)
+        else:
+            verdict = None
+        if kind is None or verdict is not None:
+            # an applied step joins the window, logged spike or not: after a lasting rise in
+            # the loss the window follows it instead of logging every later step as a spike
             self.window.append(loss)
             while len(self.window) > self.cfg.spike_window:
                 self.window.popleft()
             self.consecutive = 0
-            return Verdict(ok=True, zscore=z, mean=mean)
+            return verdict or Verdict(ok=True, zscore=z, mean=mean)
 
         self.counts[kind] += 1
         self.counts["skip"] += 1
