@@ -91,7 +91,8 @@ def describe_events(events: list[dict]) -> list[str]:
             out.append(f"Step {e['step']}: the loss was not finite (batch {e.get('data_index')}); "
                        "the update was skipped, so weights and optimizer state stayed bitwise unchanged.")
         elif t == "spike":
-            out.append(f"Step {e['step']}: loss {e.get('loss'):.3f} was a spike (z = {e.get('zscore')}) "
+            out.append(f"Step {e['step']}: loss {_num(e.get('loss')):.4g} was a spike "
+                       f"(z = {_num(e.get('zscore')):.3g}) "
                        f"on batch {e.get('data_index')}; "
                        + ("it was logged and the update applied (guard.on_spike = \"log\")."
                           if e.get("action") == "logged" else "the update was skipped."))
