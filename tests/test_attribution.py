@@ -35,3 +35,37 @@ def test_ablation_hurts_most_where_the_circuit_is(induction_runs):
     good, bad = int(batch[0, 12]), int(batch[0, 12] + 1) % lens.vocab_size
     ld = head_importance(lens, batch[:1, :12 + 12], metric="logit_diff", good=good, bad=bad)
     assert ld.baseline != 0 and ld.zero.shape == (2, 4)
+
+
+def test_hook_ablation_matches_head_scale(induction_runs):
+    """Zero ablation edits the head's slice of the output projection's input; on lenslab's GPT
+    that must equal scaling the head's output by 0 through the model's own head_scale."""
+    lens = GPTLens.from_run(induction_runs[2])
+    batch = torch.tensor([p.ids for p in random_battery(lens, 4, seed=3)])
+    imp = head_importance(lens, batch)
+    f0 = torch.nn.functional.cross_entropy
+    for layer, h in ((0, 1), (1, 2)):
+        s = torch.ones(2, 4)
+        s[layer, h] = 0
+        logits = lens.model(batch, head_scale=s)
+        loss = f0(logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1)).item()
+        assert abs((loss - imp.baseline) - imp.zero[layer, h].item()) < 1e-5
+
+
+def test_hugging_face_head_ablation_on_minilm(minilm):
+    """MiniLM is an encoder: the default metric is the shift of its mean-pooled embedding.
+    Every head moves it a little; no head moves it as much as a whole layer does."""
+    toks = [minilm.tokenize(t).ids for t in ("the cat sat on the mat", "a dog ran in the park",
+                                             "she read the old red book", "we walked to the big shop")]
+    n = min(map(len, toks))
+    ids = torch.tensor([t[:n - 1] + t[-1:] for t in toks])  # same length, closing [SEP] kept
+    imp = head_importance(minilm, ids)
+    assert imp.metric_name == "embedding_shift" and abs(imp.baseline) < 1e-6
+    assert imp.zero.shape == (6, 12) and torch.all(imp.zero >= -1e-6) and imp.zero.max() > 1e-3
+    assert torch.all(torch.isfinite(imp.mean))
+    import pytest
+
+    from lenslab.errors import ModelError
+
+    with pytest.raises(ModelError, match="not a causal language model"):
+        head_importance(minilm, ids, metric="loss")

@@ -11,6 +11,7 @@ import torch
 
 from lenslab._io import atomic_write_json
 from lenslab.attention.attribution import Importance, head_importance, rollout
+from lenslab.errors import ModelError
 from lenslab.attention.capture import GPTLens, LensModel, load_lens
 from lenslab.attention.heads import HeadReport, classify, random_battery, read_prompt_file
 from lenslab.report.html import Page, escape, figure_block, figure_to_svg
@@ -70,9 +71,12 @@ def run_heads(model: str | LensModel, out: str | Path, prompts_file: Optional[st
     data = report.to_dict()
     data["command"] = command or " ".join(shlex.quote(a) for a in sys.argv)
     imp = None
-    if isinstance(lens, GPTLens):
-        batch = torch.tensor([p.ids for p in random_battery(lens, 16, seed=1)])
+    batch = torch.tensor([p.ids for p in random_battery(lens, 16, seed=1)])
+    try:
         imp = head_importance(lens, batch)
+    except ModelError as e:  # an architecture whose head outputs lenslab cannot reach
+        data["importance_unavailable"] = str(e)
+    if imp is not None:
         data["importance"] = imp.to_dict()
         for h in data["heads"]:
             h["importance"] = {"zero_ablation": float(imp.zero[h["layer"], h["head"]]),
@@ -84,8 +88,11 @@ def run_heads(model: str | LensModel, out: str | Path, prompts_file: Optional[st
     if imp is not None:
         page.add("Structure against importance",
                  "<p>A head that looks structured need not matter, and the reverse. Importance is "
-                 f"the rise of the loss on repeated random tokens (baseline {imp.baseline:.3f}) "
-                 "when the head's output is zeroed.</p>"
+                 + (f"the rise of the loss on repeated random tokens (baseline {imp.baseline:.3f})"
+                    if imp.metric_name == "loss" else
+                    "the shift of the mean-pooled representation of repeated random tokens "
+                    "(1 - cosine to the unablated one)")
+                 + " when the head's output is zeroed.</p>"
                  + figure_block(figure_to_svg(structure_vs_importance_figure(report, imp))))
     example = random_battery(lens, 1, length=min(12, lens.n_ctx // 2 - 1), seed=7)[0]
     strings = _token_strings(lens, example.ids)
