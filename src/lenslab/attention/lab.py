@@ -12,7 +12,7 @@ import torch
 from lenslab._io import atomic_write_json
 from lenslab.attention.attribution import Importance, head_importance, rollout
 from lenslab.errors import ModelError
-from lenslab.attention.capture import GPTLens, LensModel, load_lens
+from lenslab.attention.capture import LensModel, load_lens
 from lenslab.attention.heads import HeadReport, classify, random_battery, read_prompt_file
 from lenslab.report.html import Page, escape, figure_block, figure_to_svg
 
