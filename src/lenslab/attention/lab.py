@@ -12,7 +12,7 @@ import torch
 from lenslab._io import atomic_write_json
 from lenslab.attention.attribution import Importance, head_importance, rollout
 from lenslab.errors import ModelError
-from lenslab.attention.capture import LensModel, load_lens
+from lenslab.attention.capture import HFLens, LensModel, load_lens
 from lenslab.attention.heads import HeadReport, classify, random_battery, read_prompt_file
 from lenslab.report.html import Page, escape, figure_block, figure_to_svg
 
@@ -71,7 +71,10 @@ def run_heads(model: str | LensModel, out: str | Path, prompts_file: Optional[st
     data = report.to_dict()
     data["command"] = command or " ".join(shlex.quote(a) for a in sys.argv)
     imp = None
-    batch = torch.tensor([p.ids for p in random_battery(lens, 16, seed=1)])
+    # a pretrained HF model is far larger than a lenslab run: 4 sequences keep its 2 x L x H
+    # ablated forwards to seconds on a CPU
+    n_seq = 4 if isinstance(lens, HFLens) else 16
+    batch = torch.tensor([p.ids for p in random_battery(lens, n_seq, seed=1)])
     try:
         imp = head_importance(lens, batch)
     except ModelError as e:  # an architecture whose head outputs lenslab cannot reach
