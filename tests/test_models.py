@@ -32,6 +32,17 @@ def test_capture_path_matches_fused_attention_and_patterns_are_causal():
     assert m.attention_patterns(x).shape == (2, 3, 4, 16, 16)
 
 
+def test_capture_path_in_blocks_with_a_partial_last_block():
+    """150 tokens: two full 64-row blocks and a partial one, against the fused path."""
+    m = _gpt(n_ctx=160)
+    x = torch.randint(0, 32, (2, 150))
+    pats = []
+    torch.testing.assert_close(m(x), m(x, attn_hook=lambda layer, p: pats.append(p)), rtol=1e-5, atol=1e-5)
+    p = pats[-1]
+    assert p.shape == (2, 4, 150, 150) and torch.all(p.triu(diagonal=1) == 0)
+    torch.testing.assert_close(p.sum(-1), torch.ones(2, 4, 150))
+
+
 def test_future_tokens_do_not_change_past_logits():
     m = _gpt()
     x = torch.randint(0, 32, (1, 16))

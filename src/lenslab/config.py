@@ -321,17 +321,22 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
         raise ConfigError(format_validation_error(e, source)) from None
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a TOML config; every failure is a one-line ConfigError."""
+def read_toml(path: str | Path, what: str) -> dict[str, Any]:
+    """A user's TOML file as a dict; a missing, non-UTF-8 or malformed file is a one-line
+    ConfigError (``what`` names the file in it: "config file", "sweep file")."""
     from lenslab._io import read_user_text
 
     p = Path(path)
-    text = read_user_text(p, "config file", ConfigError)
+    text = read_user_text(p, what, ConfigError)
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: malformed TOML: {e}") from None
-    return config_from_dict(data, str(p))
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a TOML config; every failure is a one-line ConfigError."""
+    return config_from_dict(read_toml(path, "config file"), str(path))
 
 
 def apply_overrides(cfg: RunConfig, overrides: Sequence[str], source: str = "--set") -> RunConfig:

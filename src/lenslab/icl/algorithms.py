@@ -568,6 +568,19 @@ def _fresh(run: Path) -> None:
         shutil.rmtree(run)
 
 
+def _train_fresh(cfg: RunConfig, run: Path, progress: bool):
+    """Train ``cfg`` into ``run`` from scratch: (result, what was measured, shortfalls so far)."""
+    import lenslab
+
+    _fresh(run)
+    t0 = time.perf_counter()
+    res = lenslab.train(cfg, run, progress=progress)
+    measured: dict = {"run": str(run), "steps": res.step,
+                      "train_seconds": round(time.perf_counter() - t0, 1)}
+    short = [] if res.status == "completed" else [f"training ended {res.status}: {res.message}"]
+    return res, measured, short
+
+
 def _metrics(run: Path) -> list[dict]:
     from lenslab._io import read_jsonl
 
@@ -685,16 +698,10 @@ def _lsa_gd_figure(curve: list[dict], metrics: list[dict], gd_mse: float):
 
 def lsa_gd_experiment(out: Path, steps: int = 5000, progress: bool = True) -> dict:
     """Train the lsa-gd run into ``out/lsa-gd`` and measure every checkpoint against GD."""
-    import lenslab
-
     run = out / "lsa-gd"
-    _fresh(run)
-    t0 = time.perf_counter()
-    res = lenslab.train(lsa_gd_config(steps), run, progress=progress)
-    train_s = time.perf_counter() - t0
+    res, measured, _ = _train_fresh(lsa_gd_config(steps), run, progress)
     curve = lsa_gd_curve(run) if res.status == "completed" else []
-    return {"run": str(run), "status": res.status, "message": res.message, "steps": res.step,
-            "train_seconds": train_s, "curve": curve}
+    return {**measured, "status": res.status, "message": res.message, "curve": curve}
 
 
 @register("lsa-gd", "one linear self-attention layer trained on in-context regression "
@@ -785,19 +792,10 @@ def _training_figure(metrics: list[dict], key: str, ylabel: str, marks: Sequence
                             "squares (Garg et al. 2022; Akyurek et al. 2022)")
 def replicate_icl_regression(out: Path, progress: bool = True, steps: int = 10_000,
                              n_problems: int = 1000) -> Replication:
-    import lenslab
-
     run = out / "icl-regression"
-    _fresh(run)
-    t0 = time.perf_counter()
-    res = lenslab.train(icl_regression_config(steps), run, progress=progress)
-    measured: dict = {"run": str(run), "steps": res.step,
-                      "train_seconds": round(time.perf_counter() - t0, 1)}
-    short: list[str] = []
+    res, measured, short = _train_fresh(icl_regression_config(steps), run, progress)
     cmp_: Optional[AlgorithmComparison] = None
-    if res.status != "completed":
-        short.append(f"training ended {res.status}: {res.message}")
-    else:
+    if res.status == "completed":
         model, task, step, cfg = load_regression_model(run)
         cmp_ = compare_algorithms(model, task, n_problems=n_problems, model_name="GPT (3 layers)")
         cmp_.step, cmp_.command = step, f"lenslab algorithms {run}"
@@ -964,18 +962,9 @@ def _grokking_figure(metrics: list[dict], split: Sequence[dict] = ()):
 @register("grokking", "modular addition: memorise by step 1000, generalise late, after weight "
                       "decay has worked (Power et al. 2022; Nanda et al. 2023)")
 def replicate_grokking(out: Path, progress: bool = True, steps: int = 8000) -> Replication:
-    import lenslab
-
     run = out / "grokking"
-    _fresh(run)
-    t0 = time.perf_counter()
-    res = lenslab.train(grokking_config(steps), run, progress=progress)
-    measured: dict = {"run": str(run), "steps": res.step,
-                      "train_seconds": round(time.perf_counter() - t0, 1)}
-    short: list[str] = []
+    res, measured, short = _train_fresh(grokking_config(steps), run, progress)
     mets = _metrics(run)
-    if res.status != "completed":
-        short.append(f"training ended {res.status}: {res.message}")
     m, s = grokking_checks(mets)
     measured.update(m)
     short += s

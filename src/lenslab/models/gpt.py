@@ -47,11 +47,14 @@ def _causal_attention_blocked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     kT = k.transpose(-2, -1)
     att: Optional[torch.Tensor] = None
     y: Optional[torch.Tensor] = None
+    future: Optional[torch.Tensor] = None  # the diagonal block's -inf mask, the same for every block
     for i0 in range(0, T, ATTN_BLOCK):
         i1 = min(i0 + ATTN_BLOCK, T)
         s = q[:, :, i0:i1] @ kT[..., :i1]  # [B, H, rows, i1]
-        future = torch.full((i1 - i0, i1 - i0), float("-inf"), dtype=s.dtype, device=s.device)
-        s[..., i0:i1].add_(future.triu_(1))  # in place, additive: no boolean-mask pass
+        if future is None:
+            future = torch.full((i1 - i0, i1 - i0), float("-inf"), dtype=s.dtype, device=s.device).triu_(1)
+        r = i1 - i0
+        s[..., i0:i1].add_(future[:r, :r])  # in place, additive: no boolean-mask pass
         p = s.softmax(dim=-1)
         if att is None:
             att = torch.empty(B, H, T, T, dtype=p.dtype, device=p.device)

@@ -109,13 +109,8 @@ from typing import Annotated, Any, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lenslab._io import atomic_write_json, atomic_write_text
-from lenslab.config import RunConfig, config_from_dict, load_config
+from lenslab.config import RunConfig, config_from_dict, load_config, read_toml
 from lenslab.errors import ConfigError, LensError, RunDirError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 #: Columns of the results table, before and after the task's own metrics.
 HEAD_COLUMNS = ("name", "status", "n_layer", "d_model", "n_head", "seed", "steps", "N", "D", "C",
@@ -237,15 +232,8 @@ class SweepSpec:
 
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read and validate ``SWEEP.toml`` and its base run config (a path is relative to it)."""
-    from lenslab._io import read_user_text
-
     p = Path(path)
-    text = read_user_text(p, "sweep file", ConfigError)
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: malformed TOML: {e}") from None
-    return make_spec(data, str(p), p.parent)
+    return make_spec(read_toml(p, "sweep file"), str(p), p.parent)
 
 
 def make_spec(data: dict[str, Any] | SweepConfig, source: str = "sweep", root: Path = Path(".")) -> SweepSpec:
