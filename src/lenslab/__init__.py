@@ -10,6 +10,7 @@ The public API. Everything the CLI does is reachable from here::
     lenslab.view(lens, "t1 t2 t3 t1 t2")               # the offline viewer, in a notebook too
     icl = lenslab.measure_icl("runs/demo")             # ICL score, phase change
     fit = lenslab.fit_table("results.csv", "chinchilla", bootstrap=1000)
+    rules = lenslab.probe("runs/shortcut")             # which rule did it learn?
 
 The labs' names load on first use, so ``import lenslab`` stays as light as torch allows.
 """
@@ -53,6 +54,11 @@ _LAZY = {
     "fit_broken": "lenslab.scaling.fit",
     "diagnose": "lenslab.scaling.diagnose",
     "emergence": ("lenslab.emergence.verdict", "analyze_csv"),
+    # generalization probes
+    "probe": "lenslab.probes.generalization",
+    "rule_test": "lenslab.probes.generalization",
+    "length_generalization": "lenslab.probes.generalization",
+    "counterfactual": "lenslab.probes.generalization",
     # the tour
     "run_tour": "lenslab.tour",
 }

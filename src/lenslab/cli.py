@@ -28,7 +28,9 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 @app.command()
-def init(task: str = typer.Argument(..., help="induction | modular_addition | addition | text | lstm")):
+def init(task: str = typer.Argument(
+        ..., help="induction | modular_addition | addition | text | lstm | icl_regression | repeat "
+        "| sequence")):
     """Print a complete, commented example config for TASK (TOML) to stdout."""
     from lenslab.examples import example_toml
 
@@ -272,11 +274,41 @@ def algorithms(
     err.print(f"[green]wrote[/] {where / 'algorithms.json'} and {where / 'algorithms.html'}")
 
 
+@app.command()
+def probe(
+    run_dir: Path = typer.Argument(..., help="run folder: repeat, sequence, modular_addition or addition"),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="where probe.json/html/png go (default RUN_DIR/analysis)"),
+    step: Optional[int] = typer.Option(None, "--step", help="checkpoint to probe (default: newest)"),
+    lengths: Optional[str] = typer.Option(
+        None, "--lengths", help="sequence runs: lengths to ask, e.g. 1-24 or 4,8,16"),
+    variant: str = typer.Option("swap", "--variant", help="addition runs: the counterfactual variant"),
+    n: Optional[int] = typer.Option(None, "--n", min=8, help="held-out questions (per length)"),
+):
+    """Did the model learn the rule we meant, or a shortcut? The probe for the run's task:
+    two rules (repeat), length generalization (sequence), counterfactual variants (additions)."""
+    from lenslab.probes import probe as do_probe
+    from lenslab.probes import write_probe
+    from lenslab.probes.generalization import parse_lengths
+
+    res = do_probe(run_dir, step, lengths=parse_lengths(lengths) if lengths else None,
+                   variant=variant, n=n)
+    where = out_dir if out_dir is not None else run_dir / "analysis"
+    path = write_probe(res, where, "lenslab " + " ".join(sys.argv[1:]))
+    verdict = res.verdict if res.kind != "length" else ""
+    out.print(f"{res.kind} probe at step {res.step}: " + (f"[bold]{verdict}[/]: " if verdict else "")
+              + res.summary, highlight=False)
+    if getattr(res, "finding", ""):
+        out.print(res.finding, highlight=False)
+    err.print(f"[green]wrote[/] {where / 'probe.json'}, {path.name} and probe.png")
+
+
 _PANELS = {
     "Runs": ("init", "train", "resume", "runs", "report", "tour"),
     "Attention lab": ("heads", "view", "paraphrase"),
     "In-context learning lab": ("icl", "compare", "algorithms", "replicate"),
     "Scaling and emergence lab": ("sweep", "fit", "diagnose", "emergence"),
+    "Generalization probes": ("probe",),
 }
 
 

@@ -36,7 +36,7 @@ class _Strict(BaseModel):
 
 
 class GPTConfig(_Strict):
-    """Decoder-only, pre-LN transformer with learned positions."""
+    """Decoder-only, pre-LN transformer (learned positions by default)."""
 
     kind: Literal["gpt"] = "gpt"
     vocab_size: Optional[PosInt] = Field(None, description="defaults to the task's vocabulary")
@@ -53,6 +53,9 @@ class GPTConfig(_Strict):
         "layer", description="LayerNorm before each sublayer and at the end, or none (as in "
         "Nanda et al. 2023's grokking model)")
     activation: Literal["gelu", "relu"] = "gelu"
+    position: Literal["learned", "rope", "none"] = Field(
+        "learned", description="learned (GPT-2) | rope (rotary queries and keys, Su et al. "
+        "2021) | none (order only through the causal mask)")
     init_std: PosFloat = Field(
         0.02, description="std of the normal init of every weight (residual writes are further "
         "scaled by 1/sqrt(2 * n_layer), as in GPT-2)")
@@ -69,6 +72,9 @@ class GPTConfig(_Strict):
             raise ValueError(
                 f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})"
             )
+        if self.position == "rope" and self.d_head % 2:
+            raise ValueError(f"position = \"rope\" turns pairs of dimensions: d_model / n_head "
+                             f"({self.d_head}) must be even")
         return self
 
     @property
@@ -183,10 +189,77 @@ class ICLRegressionData(_Strict):
     layout: Literal["interleaved", "query_pair", "paired"] = "interleaved"
 
 
+class RepeatData(_Strict):
+    """Repeated random tokens with one period: training data that fits two rules.
+
+    Each sequence is a random prefix of ``period`` tokens repeated to fill the context, so the
+    next token is predicted both by *induction* (find the previous occurrence of the current
+    token, copy what followed it: the rule we mean) and by an *offset* shortcut (copy the token
+    ``period - 1`` places back), which needs no look at the tokens at all. ``disambiguating``
+    is the fraction of training sequences with another period, drawn from
+    ``[period_min, period_max]``, where only induction fits: at 0 nothing in the data separates
+    the rules, and which one the model takes is its inductive bias. The probe asks sequences of
+    those other periods.
+    """
+
+    task: Literal["repeat"] = "repeat"
+    vocab_size: PosInt = 64
+    seq_len: PosInt = 48
+    period: Annotated[int, Field(ge=2)] = Field(8, description="the period of training sequences")
+    period_min: Annotated[int, Field(ge=2)] = Field(
+        5, description="other periods (probe, disambiguating sequences) from here")
+    period_max: Annotated[int, Field(ge=2)] = Field(16, description="... to here")
+    disambiguating: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.0, description="fraction of training sequences with another period")
+
+    @model_validator(mode="after")
+    def _periods(self) -> "RepeatData":
+        if self.period_min > self.period_max:
+            raise ValueError(f"period_min ({self.period_min}) > period_max ({self.period_max})")
+        if self.period_min == self.period_max == self.period:
+            raise ValueError("[period_min, period_max] must hold a period other than `period`")
+        if self.vocab_size < max(self.period, self.period_max):
+            raise ValueError(f"a prefix has distinct tokens: vocab_size ({self.vocab_size}) must "
+                             f"be at least {max(self.period, self.period_max)}")
+        if 2 * max(self.period, self.period_max) > self.seq_len:
+            raise ValueError(f"seq_len ({self.seq_len}) must hold two periods of "
+                             f"{max(self.period, self.period_max)}")
+        return self
+
+
+class SequenceData(_Strict):
+    """Copy or reverse a string of symbols: ``s1 .. sL = o1 .. oL``, answers scored.
+
+    Training lengths are uniform in ``[min_len, max_len]``; the length-generalization probe
+    then asks for every length up to ``eval_max_len`` (the model's context must hold
+    ``2 * eval_max_len`` tokens, positions the training never filled).
+    """
+
+    task: Literal["sequence"] = "sequence"
+    op: Literal["copy", "reverse"] = Field("copy", description="copy | reverse")
+    symbols: Annotated[int, Field(ge=2)] = Field(10, description="alphabet size")
+    min_len: PosInt = Field(1, description="shortest training string")
+    max_len: PosInt = Field(8, description="longest training string")
+    eval_max_len: PosInt = Field(16, description="longest string the probe asks (2x tokens in context)")
+
+    @model_validator(mode="after")
+    def _lengths(self) -> "SequenceData":
+        if not self.min_len <= self.max_len <= self.eval_max_len:
+            raise ValueError(f"need min_len <= max_len <= eval_max_len, not {self.min_len}, "
+                             f"{self.max_len}, {self.eval_max_len}")
+        return self
+
+
 DataConfig = Annotated[
-    Union[InductionData, ModularAdditionData, AdditionData, TextData, ICLRegressionData],
+    Union[InductionData, ModularAdditionData, AdditionData, TextData, ICLRegressionData,
+          RepeatData, SequenceData],
     Field(discriminator="task"),
 ]
+
+
+#: Every data.task, in the order the docs list them.
+DATA_TASKS = ("induction", "modular_addition", "addition", "text", "icl_regression", "repeat",
+              "sequence")
 
 
 # ----------------------------------------------------------------------------- training
@@ -278,8 +351,7 @@ class RunConfig(_Strict):
 def format_validation_error(err: ValidationError, source: str) -> str:
     """One line for every pydantic failure: ``source: key.path: what is wrong; ...``."""
     parts = []
-    tags = {"gpt", "lstm", "lsa", "induction", "modular_addition", "addition", "text",
-            "icl_regression"}
+    tags = {"gpt", "lstm", "lsa", *DATA_TASKS}
     for e in err.errors():
         loc_parts = [str(x) for x in e["loc"] if not str(x).startswith("function-")]
         # discriminated unions put the tag in the location; drop it for readability
@@ -301,7 +373,7 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
     data = dict(data)
     for section, tag, default, choices in (
         ("model", "kind", "gpt", "gpt, lstm, lsa"),
-        ("data", "task", None, "induction, modular_addition, addition, text, icl_regression"),
+        ("data", "task", None, ", ".join(DATA_TASKS)),
     ):
         sub = data.get(section)
         if isinstance(sub, dict):

@@ -6,10 +6,11 @@ from typing import Any
 
 import tomli_w
 
-from lenslab.config import RunConfig, config_from_dict
+from lenslab.config import DATA_TASKS, RunConfig, config_from_dict
 from lenslab.errors import ConfigError
 
-TASKS = ("induction", "modular_addition", "addition", "text", "lstm", "icl_regression")
+TASKS = ("induction", "modular_addition", "addition", "text", "lstm", "icl_regression", "repeat",
+         "sequence")
 
 _EXAMPLES: dict[str, dict[str, Any]] = {
     "induction": {
@@ -59,6 +60,28 @@ _EXAMPLES: dict[str, dict[str, Any]] = {
         "optim": {"lr": 1e-3, "warmup_steps": 200, "betas": [0.9, 0.999], "batch_size": 64},
         "train": {"max_steps": 10000, "eval_every": 500, "checkpoint_every": 1000},
     },
+    "repeat": {
+        # One period in training: induction, a fixed offset and a fixed phase all fit the data.
+        # `lenslab probe RUN` says which the model took; raise data.disambiguating or change
+        # model.position to see the choice move.
+        "name": "shortcut",
+        "model": {"kind": "gpt", "n_layer": 2, "n_head": 4, "d_model": 64, "n_ctx": 48,
+                  "attn_only": True, "tie_embeddings": False, "position": "learned"},
+        "data": {"task": "repeat", "vocab_size": 64, "seq_len": 48, "period": 8,
+                 "period_min": 5, "period_max": 16, "disambiguating": 0.0},
+        "optim": {"lr": 1e-3, "schedule": "constant", "batch_size": 64, "betas": [0.9, 0.999]},
+        "train": {"max_steps": 600, "eval_every": 100, "checkpoint_every": 100},
+    },
+    "sequence": {
+        # Trained on lengths 1-8, probed to 16 (`lenslab probe RUN`): the context holds 32.
+        "name": "copy",
+        "model": {"kind": "gpt", "n_layer": 2, "n_head": 4, "d_model": 64, "n_ctx": 32,
+                  "position": "learned"},
+        "data": {"task": "sequence", "op": "copy", "symbols": 10, "min_len": 1, "max_len": 8,
+                 "eval_max_len": 16},
+        "optim": {"lr": 1e-3, "schedule": "constant", "batch_size": 64, "betas": [0.9, 0.999]},
+        "train": {"max_steps": 800, "eval_every": 100, "checkpoint_every": 100},
+    },
     "lstm": {
         "name": "lstm-induction",
         "model": {"kind": "lstm", "n_layer": 1, "d_model": 128, "n_ctx": 64},
@@ -85,7 +108,7 @@ def example_config(task: str) -> RunConfig:
 
 
 _DOCS = {
-    "kind": "gpt | lstm", "vocab_size": "token ids 0..vocab_size-1",
+    "kind": "gpt | lstm | lsa", "vocab_size": "token ids 0..vocab_size-1",
     "n_layer": "blocks (gpt) or stacked LSTM layers", "n_head": "attention heads per layer",
     "d_model": "residual stream width", "d_mlp": "MLP hidden width (default 4 * d_model)",
     "n_ctx": "positional table size = longest input", "dropout": "dropout probability",
@@ -94,7 +117,7 @@ _DOCS = {
     "norm": "layer (pre-LN) | none (no norms, as Nanda et al. 2023's grokking model)",
     "activation": "MLP nonlinearity: gelu | relu", "init_std": "std of the initial weights",
     "split": "ordered | unordered (a, b) and (b, a) on the same side of the split",
-    "task": "induction | modular_addition | addition | text | icl_regression",
+    "task": " | ".join(DATA_TASKS),
     "d": "input dimension of x", "n_points": "(x, y) pairs per sequence",
     "noise": "std of the label noise", "x_dist": "normal | uniform",
     "layout": "interleaved | query_pair | paired (see lenslab.config.ICLRegressionData)",
@@ -126,7 +149,8 @@ _DOCS = {
 
 
 def _field_docs(model_cls) -> dict[str, str]:
-    return {name: (_DOCS.get(name) or f.description or "") for name, f in model_cls.model_fields.items()}
+    # a field's own description wins: the same name can mean different things in two tasks
+    return {name: (f.description or _DOCS.get(name) or "") for name, f in model_cls.model_fields.items()}
 
 
 def example_toml(task: str) -> str:

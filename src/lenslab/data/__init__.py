@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Optional
 
 from lenslab.config import (AdditionData, GPTConfig, ICLRegressionData, InductionData,
-                             LSAConfig, ModularAdditionData, RunConfig, TextData)
+                             LSAConfig, ModularAdditionData, RepeatData, RunConfig, SequenceData,
+                             TextData)
 from lenslab.data.base import IGNORE, DataCursor, Task, mean_loss, rng_for
+from lenslab.data.generalization import RepeatTask, SequenceTask
 from lenslab.data.regression import ICLRegressionTask
 from lenslab.data.synthetic import AdditionTask, InductionTask, ModularAdditionTask
 from lenslab.data.text import TextTask
@@ -16,6 +18,7 @@ from lenslab.errors import ConfigError
 __all__ = [
     "IGNORE", "DataCursor", "Task", "mean_loss", "rng_for", "build_task", "resolve_config",
     "InductionTask", "ModularAdditionTask", "AdditionTask", "TextTask", "ICLRegressionTask",
+    "RepeatTask", "SequenceTask",
 ]
 
 
@@ -31,6 +34,10 @@ def build_task(cfg: RunConfig, run_dir: Optional[Path] = None) -> Task:
         return TextTask(d, cfg.seed, run_dir)
     if isinstance(d, ICLRegressionData):
         return ICLRegressionTask(d, cfg.seed)
+    if isinstance(d, RepeatData):
+        return RepeatTask(d, cfg.seed)
+    if isinstance(d, SequenceData):
+        return SequenceTask(d, cfg.seed)
     raise TypeError(type(d).__name__)
 
 

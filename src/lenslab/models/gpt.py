@@ -1,6 +1,6 @@
 """A decoder-only transformer small enough to read in one sitting.
 
-Pre-LN blocks, learned absolute positions, tied embeddings, GELU MLP (or none: attention-only),
+Pre-LN blocks, learned absolute positions (or rotary, or none), tied embeddings, GELU MLP (or none: attention-only),
 init std 0.02 with the residual projections scaled by 1/sqrt(2 * n_layer) as in GPT-2. The config
 can drop the norms, use ReLU, untie the embeddings and change the init std: enough to build the
 models of the papers lenslab replicates (Nanda et al. 2023's grokking transformer has no norm).
@@ -67,10 +67,33 @@ def _causal_attention_blocked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return att, y
 
 
+def rotary_tables(n_ctx: int, d_head: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cos, sin [n_ctx, d_head]`` for rotary embeddings (Su et al. 2021), in the half-split
+    layout of GPT-NeoX and LLaMA: dimension ``i`` pairs with ``i + d_head / 2`` and turns at
+    frequency ``base^(-2i / d_head)``."""
+    inv_freq = base ** (-torch.arange(0, d_head, 2, dtype=torch.float32) / d_head)
+    angles = torch.outer(torch.arange(n_ctx, dtype=torch.float32), inv_freq)  # [T, dh/2]
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x [B, H, T, dh]`` by position; ``q_m . k_n`` then depends on ``m - n`` only."""
+    T = x.shape[-2]
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos[:T].to(x.dtype) + rotated * sin[:T].to(x.dtype)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig, layer: int):
         super().__init__()
         self.layer = layer
+        self.rotary = cfg.position == "rope"
+        if self.rotary:  # derived from the config: not saved with the weights
+            cos, sin = rotary_tables(cfg.n_ctx, cfg.d_model // cfg.n_head)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
         self.n_head = cfg.n_head
         self.d_head = cfg.d_model // cfg.n_head
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
@@ -89,6 +112,9 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, self.d_head).transpose(1, 2)  # [B, H, T, dh]
         k = k.view(B, T, self.n_head, self.d_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, self.d_head).transpose(1, 2)
+        if self.rotary:
+            q = apply_rotary(q, self.rope_cos, self.rope_sin)
+            k = apply_rotary(k, self.rope_cos, self.rope_sin)
         drop = self.dropout if self.training else 0.0
         if attn_hook is None and head_scale is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
@@ -158,7 +184,9 @@ class GPT(nn.Module):
             self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         else:
             self.read_in = nn.Linear(cfg.d_in, cfg.d_model, bias=cfg.bias)
-        self.pos_emb = nn.Embedding(cfg.n_ctx, cfg.d_model)
+        self.pos_emb: Optional[nn.Embedding] = None  # rotary and no-position models have none
+        if cfg.position == "learned":
+            self.pos_emb = nn.Embedding(cfg.n_ctx, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.ln_f = _norm(cfg)
@@ -203,7 +231,8 @@ class GPT(nn.Module):
         """
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
-            n -= self.pos_emb.weight.numel()
+            if self.pos_emb is not None:
+                n -= self.pos_emb.weight.numel()
             if self.tok_emb is not None:
                 n -= self.tok_emb.weight.numel()
         return n
@@ -221,7 +250,6 @@ class GPT(nn.Module):
                 f"input has {T} tokens but the model's context is {self.cfg.n_ctx}; "
                 "shorten the input"
             )
-        pos = torch.arange(T, device=idx.device)
         if self.read_in is not None:
             if idx.dim() != 3 or idx.shape[-1] != self.cfg.d_in:
                 raise ModelError(f"this GPT reads vectors [batch, T, {self.cfg.d_in}], not a "
@@ -229,7 +257,9 @@ class GPT(nn.Module):
             h = self.read_in(idx.to(self.read_in.weight.dtype))
         else:
             h = self.tok_emb(idx)
-        x = self.drop(h + self.pos_emb(pos))
+        if self.pos_emb is not None:
+            h = h + self.pos_emb(torch.arange(T, device=h.device))
+        x = self.drop(h)
         for i, block in enumerate(self.blocks):
             hs = head_scale[i] if head_scale is not None else None
             x = block(x, attn_hook, hs)

@@ -1,0 +1,527 @@
+"""Did the model learn the rule we meant, or a shortcut? Three probes on held-out inputs.
+
+* **Two rules** (:func:`rule_test`): training data that fits more than one rule (``data.task =
+  "repeat"``: induction, a fixed offset, a fixed phase). On held-out inputs where the rules
+  disagree, the share of the model's answers each rule gives, with intervals from resampling
+  sequences, and a verdict: the rule that gives most answers, or "mixed".
+* **Length** (:func:`length_generalization`): exact match and per-token accuracy at every
+  length, inside and past the training range (``data.task = "sequence"``), and the longest
+  length up to which the model keeps its in-range accuracy.
+* **Counterfactual variants** (:func:`counterfactual`): the same questions changed in a way the
+  rule says cannot matter (``swap``: ``b + a`` for ``a + b``). Accuracy on the originals and on
+  the variants, how often the answer stays the same, and the drop with its interval. For
+  modular addition the held-out pairs are split by whether their swap was trained: a model that
+  answers only those has learned commutativity, not addition.
+
+:func:`probe` picks the probe for a run's task; :func:`write_probe` writes ``probe.json``,
+``probe.html`` and ``probe.png``. Every result has ``_repr_html_`` for notebooks.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from lenslab.errors import DataError
+from lenslab.report.html import Page, badge, escape, figure_block, figure_to_svg, table_html
+
+#: Tasks each probe reads, for the error a run of another task gets.
+PROBES = {"repeat": "rules", "sequence": "length", "modular_addition": "counterfactual",
+          "addition": "counterfactual"}
+VARIANTS = {"swap": "each question with its operands swapped (b + a for a + b): the answer is "
+                    "the same under addition"}
+
+
+def _intervals(hits: np.ndarray, counts: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """95% intervals of ``sum(hits) / sum(counts)`` over resampled rows (a row is a sequence:
+    its positions are not independent, so sequences are what is resampled). ``hits [n, k]``,
+    ``counts [n]``; returns ``[k, 2]``."""
+    n = len(counts)
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    shares = hits[idx].sum(1) / np.maximum(counts[idx].sum(1), 1)[:, None]  # [B, k]
+    return np.quantile(shares, [0.025, 0.975], axis=0).T
+
+
+def _load(run_dir, step):
+    from lenslab.runs import load_run_weights
+
+    def check(cfg, d):
+        kind = PROBES.get(cfg.data.task)
+        if kind is None:
+            raise DataError(
+                f"{d} trains data.task = {cfg.data.task!r}; the generalization probes read "
+                + ", ".join(f"{t} ({k})" for t, k in PROBES.items()))
+
+    return load_run_weights(run_dir, step, check=check)
+
+
+@torch.no_grad()
+def _argmax(model, x: torch.Tensor, batch: int = 256) -> np.ndarray:
+    return torch.cat([model(x[i:i + batch]).argmax(-1) for i in range(0, len(x), batch)]).numpy()
+
+
+# ---------------------------------------------------------------------- two rules
+
+
+@dataclass
+class RuleTest:
+    """Which rule the model follows where the candidate rules disagree."""
+
+    run_dir: str
+    step: int
+    intended: str
+    rules: list[str]
+    shares: dict[str, float]  # share of disputed answers each rule gives
+    intervals: dict[str, list[float]]  # 95%, sequences resampled
+    n_sequences: int
+    n_positions: int
+    in_distribution_acc: float  # accuracy where the rules agree (the training distribution)
+    by_period: dict[int, dict[str, float]]  # the shares at each probed period
+    trained_period: int
+    verdict: str  # a rule's name, or "mixed"
+    kind: str = "rules"
+    command: str = ""
+
+    @property
+    def summary(self) -> str:
+        top = max(self.rules, key=lambda r: self.shares[r])
+        lo, hi = self.intervals[top]
+        share = f"{self.shares[top]:.0%} of the disputed answers ({lo:.0%} to {hi:.0%})"
+        if self.verdict == "mixed":
+            return (f"no rule gives most answers: the largest, {top}, gives {share}; the model "
+                    "follows none of the candidate rules consistently")
+        what = "the rule we meant" if self.verdict == self.intended else "a shortcut"
+        return f"the model follows {self.verdict} ({what}): {share}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def figure(self):
+        import matplotlib.pyplot as plt
+
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.6, 3.4), gridspec_kw={"width_ratios": [1, 1.6]})
+        colors = {"induction": "#3056d3", "offset": "#e07b00", "phase": "#1b7f3b"}
+        y = np.arange(len(self.rules))
+        shares = [self.shares[r] for r in self.rules]
+        err = np.array([[self.shares[r] - self.intervals[r][0], self.intervals[r][1] - self.shares[r]]
+                        for r in self.rules]).T
+        a1.barh(y, shares, xerr=err, color=[colors.get(r, "#777") for r in self.rules], capsize=3)
+        a1.set_yticks(y, [r + (" (meant)" if r == self.intended else "") for r in self.rules])
+        a1.set_xlim(0, 1)
+        a1.invert_yaxis()
+        a1.set_xlabel("share of disputed answers")
+        periods = sorted(self.by_period)
+        for r in self.rules:
+            a2.plot(periods, [self.by_period[p][r] for p in periods], "o-", ms=3.5,
+                    color=colors.get(r, "#777"), label=r)
+        a2.axvline(self.trained_period, color="#999", ls=":", lw=1)
+        a2.text(self.trained_period, 1.02, " trained period", fontsize=8, color="#666")
+        a2.set_ylim(0, 1.08)
+        a2.set_xlabel("period of the probe sequences")
+        a2.set_ylabel("share of answers")
+        a2.legend(fontsize=8, frameon=False)
+        for a in (a1, a2):
+            a.grid(alpha=0.25)
+        fig.tight_layout()
+        return fig
+
+    def to_html(self) -> str:
+        kind = "ok" if self.verdict == self.intended else "warn"
+        rows = [{"rule": r + (" (meant)" if r == self.intended else ""), "share": self.shares[r],
+                 "95% interval": f"{self.intervals[r][0]:.3f} to {self.intervals[r][1]:.3f}"}
+                for r in self.rules]
+        rows.append({"rule": "none of them", "share": 1 - sum(self.shares.values()),
+                     "95% interval": ""})
+        return (f"<p>{badge(self.verdict, kind)} {escape(self.summary)}. Where the rules agree "
+                f"(sequences of the trained period {self.trained_period}), the model is right on "
+                f"{self.in_distribution_acc:.1%} of the repeated tokens. {self.n_positions:,} "
+                f"disputed positions in {self.n_sequences} held-out sequences.</p>"
+                + table_html(rows, digits=3)
+                + figure_block(figure_to_svg(self.figure()),
+                               "Left: share of the answers each rule gives where they disagree, "
+                               "with 95% intervals. Right: the same at each probe period."))
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+
+@torch.no_grad()
+def rule_test(run_dir: str | Path, step: Optional[int] = None, n: int = 256,
+              bootstrap: int = 1000, seed: int = 0) -> RuleTest:
+    """The two-rule probe of a ``repeat`` run: which rule gives the model's answers where
+    induction, the offset shortcut and the phase shortcut all disagree (at each disputed
+    position at most one rule can be right, so the shares add up to at most 1)."""
+    model, task, cfg, at = _load(run_dir, step)
+    if PROBES[cfg.data.task] != "rules":
+        raise DataError(f"{run_dir}: the two-rule probe reads data.task = \"repeat\" runs, not "
+                        f"{cfg.data.task!r}")
+    s = task.probe_inputs(n, seed)
+    pred = _argmax(model, torch.from_numpy(s["x"]))  # [n, T]
+    m = s["disagree"]
+    hits = np.stack([((pred == s[r]) & m).sum(1) for r in task.rules], axis=1)  # [n, rules]
+    counts = m.sum(1)
+    shares = hits.sum(0) / max(counts.sum(), 1)
+    ci = _intervals(hits, counts, bootstrap, seed)
+    by_period = {}
+    for p in np.unique(s["periods"]):
+        rows = s["periods"] == p
+        if counts[rows].sum() == 0:  # e.g. twice the trained period: two rules always agree
+            continue
+        by_period[int(p)] = {r: float(hits[rows, i].sum() / max(counts[rows].sum(), 1))
+                             for i, r in enumerate(task.rules)}
+    trained = task.sample(np.random.default_rng(seed + 1), n, "trained")
+    tx, ty = task._xy(trained)
+    tpred = _argmax(model, tx)
+    repeated = np.arange(1, task.seq_len + 1)[None, :] >= task.cfg.period + 1
+    acc = float((tpred == ty.numpy())[np.broadcast_to(repeated, tpred.shape)].mean())
+    top = int(np.argmax(shares))
+    verdict = task.rules[top] if ci[top, 0] > 0.5 else "mixed"
+    return RuleTest(
+        str(run_dir), at, task.intended, list(task.rules),
+        {r: float(shares[i]) for i, r in enumerate(task.rules)},
+        {r: [float(ci[i, 0]), float(ci[i, 1])] for i, r in enumerate(task.rules)},
+        int(n), int(counts.sum()), acc, by_period, task.cfg.period, verdict)
+
+
+# ---------------------------------------------------------------------- length
+
+
+@dataclass
+class LengthTest:
+    """Accuracy at every length, inside and past the training range."""
+
+    run_dir: str
+    step: int
+    op: str
+    position: str
+    train_range: list[int]
+    lengths: list[int]
+    exact_match: list[float]
+    exact_interval: list[list[float]]
+    token_acc: list[float]
+    in_range: float  # mean exact match over the trained lengths
+    holds_to: int  # longest length up to which exact match stays >= threshold * in_range
+    threshold: float
+    n: int
+    kind: str = "length"
+    command: str = ""
+
+    @property
+    def summary(self) -> str:
+        lo, hi = self.train_range
+        past = self.holds_to - hi
+        if self.in_range < 0.5:
+            return (f"the model has not learned to {self.op} in its training range ({lo} to "
+                    f"{hi}): exact match {self.in_range:.1%} there, so length generalization "
+                    "cannot be judged")
+        first = self.lengths.index(hi + 1) if hi + 1 in self.lengths else None
+        nxt = (f"; at length {hi + 1}: {self.exact_match[first]:.1%}" if first is not None else "")
+        if past <= 0:
+            return (f"no length generalization: {self.in_range:.1%} exact match on lengths {lo} "
+                    f"to {hi}{nxt}")
+        return (f"holds to length {self.holds_to}, {past} past the longest trained ({hi}); "
+                f"{self.in_range:.1%} exact match on lengths {lo} to {hi}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def figure(self, others: Sequence["LengthTest"] = ()):
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7.6, 3.4))
+        tests = [self, *others]
+        colors = ["#3056d3", "#e07b00", "#1b7f3b", "#8e24aa"]
+        for t, c in zip(tests, colors):
+            label = f"{t.position} positions" if len(tests) > 1 else "exact match"
+            ci = np.array(t.exact_interval)
+            ax.fill_between(t.lengths, ci[:, 0], ci[:, 1], color=c, alpha=0.15, lw=0)
+            ax.plot(t.lengths, t.exact_match, "o-", ms=3.5, color=c, label=label)
+            ax.plot(t.lengths, t.token_acc, "--", color=c, lw=1,
+                    label=f"{label.split(' exact')[0]} (per token)" if len(tests) > 1 else "per token")
+        lo, hi = self.train_range
+        ax.axvspan(lo - 0.5, hi + 0.5, color="#888", alpha=0.1, lw=0)
+        ax.text(lo, 1.03, "trained lengths", fontsize=8, color="#555")
+        ax.set_ylim(-0.02, 1.1)
+        ax.set_xlabel("sequence length")
+        ax.set_ylabel("accuracy")
+        ax.legend(fontsize=8, frameon=False, loc="lower left")
+        ax.grid(alpha=0.25)
+        fig.tight_layout()
+        return fig
+
+    def to_html(self) -> str:
+        kind = "ok" if self.holds_to > self.train_range[1] else "warn"
+        verdict = "generalizes" if kind == "ok" else "does not generalize"
+        return (f"<p>{badge(verdict, kind)} {escape(self.summary)}. {self.n} held-out strings "
+                f"per length; the model uses {escape(self.position)} positions.</p>"
+                + figure_block(figure_to_svg(self.figure()),
+                               f"Exact match (whole answer right, with its 95% interval) and "
+                               f"per-token accuracy of {self.op} at every length; the shaded band "
+                               "is the training range."))
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+
+def parse_lengths(spec: str) -> list[int]:
+    """``"1-24"`` or ``"4,8,16"`` (or both, comma-separated) as a sorted list of lengths."""
+    out: set[int] = set()
+    for part in spec.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                a, b = (int(v) for v in part.split("-", 1))
+                out.update(range(a, b + 1))
+            elif part:
+                out.add(int(part))
+        except ValueError:
+            raise DataError(f"lengths: {spec!r} is not like 1-24 or 4,8,16") from None
+    if not out or min(out) < 1:
+        raise DataError(f"lengths: {spec!r} names no positive length")
+    return sorted(out)
+
+
+@torch.no_grad()
+def length_generalization(run_dir: str | Path, step: Optional[int] = None,
+                          lengths: Optional[Sequence[int]] = None, n: int = 256,
+                          threshold: float = 0.9, bootstrap: int = 1000,
+                          seed: int = 0) -> LengthTest:
+    """Exact match and per-token accuracy of a ``sequence`` run at every length in
+    ``lengths`` (default: 1 to the task's ``eval_max_len``)."""
+    model, task, cfg, at = _load(run_dir, step)
+    if PROBES[cfg.data.task] != "length":
+        raise DataError(f"{run_dir}: the length probe reads data.task = \"sequence\" runs, not "
+                        f"{cfg.data.task!r}")
+    lengths = list(lengths) if lengths else list(range(1, task.cfg.eval_max_len + 1))
+    too_long = [L for L in lengths if 2 * L > cfg.model.n_ctx]
+    if too_long:
+        raise DataError(f"length {too_long[0]} needs {2 * too_long[0]} tokens but the model's "
+                        f"context is {cfg.model.n_ctx}; probe lengths up to {cfg.model.n_ctx // 2}")
+    from lenslab.data import IGNORE
+
+    exact, token, ci = [], [], []
+    for L in lengths:
+        x, y = task.probe_inputs(n, L, seed)
+        hit = (_argmax(model, x) == y.numpy())
+        scored = y.numpy() != IGNORE
+        e = (hit | ~scored).all(1).astype(float)
+        exact.append(float(e.mean()))
+        token.append(float(hit[scored].mean()))
+        ci.append([float(v) for v in _intervals(e[:, None], np.ones(n), bootstrap, seed + L)[0]])
+    lo, hi = task.cfg.min_len, task.cfg.max_len
+    inside = [e for L, e in zip(lengths, exact) if lo <= L <= hi]
+    in_range = float(np.mean(inside)) if inside else float("nan")
+    holds_to = hi
+    for L, e in zip(lengths, exact):
+        if L <= hi:
+            continue
+        if L != holds_to + 1 or not e >= threshold * in_range:
+            break
+        holds_to = L
+    return LengthTest(str(run_dir), at, task.cfg.op, cfg.model.position, [lo, hi], lengths,
+                      exact, ci, token, in_range, holds_to, threshold, int(n))
+
+
+# ---------------------------------------------------------------------- counterfactual
+
+
+@dataclass
+class CounterfactualTest:
+    """The same questions, changed in a way the rule says cannot matter."""
+
+    run_dir: str
+    step: int
+    task: str
+    variant: str
+    description: str
+    n: int
+    acc_original: float
+    acc_variant: float
+    consistency: float  # the answer to the variant is the answer to the original
+    drop: float  # acc_original - acc_variant
+    drop_interval: list[float]
+    groups: list[dict] = field(default_factory=list)  # the same measures on named subsets
+    tolerance: float = 0.05
+    kind: str = "counterfactual"
+    command: str = ""
+
+    @property
+    def verdict(self) -> str:
+        lo, hi = self.drop_interval
+        if hi < self.tolerance and lo > -self.tolerance:
+            return "invariant"
+        if lo > self.tolerance or hi < -self.tolerance:
+            return "not invariant"
+        return "inconclusive"
+
+    @property
+    def summary(self) -> str:
+        lo, hi = self.drop_interval
+        return (f"accuracy {self.acc_original:.1%} on the originals, {self.acc_variant:.1%} on "
+                f"the variants (difference {self.drop:+.3f}, 95% interval {lo:+.3f} to {hi:+.3f}); "
+                f"the answer stays the same for {self.consistency:.1%}")
+
+    @property
+    def finding(self) -> str:
+        """What the groups say, for modular addition: does held-out accuracy come from
+        commutativity (the swap was trained) or from addition?"""
+        g = {r["name"]: r for r in self.groups}
+        if "swap trained" not in g or not g["swap trained"]["n"] or not g["swap held out"]["n"]:
+            return ""
+        a, b = g["swap trained"], g["swap held out"]
+        text = (f"held-out pairs whose swap was trained: {a['acc_original']:.1%} right "
+                f"({a['n']}); pairs whose swap was held out too: {b['acc_original']:.1%} "
+                f"({b['n']})")
+        if a["acc_original"] - b["acc_original"] >= 0.3:
+            text += ("; what the model gets right off the training set, it gets mostly by "
+                     "commutativity, not by adding")
+        return text
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "verdict": self.verdict, "finding": self.finding}
+
+    def figure(self):
+        import matplotlib.pyplot as plt
+
+        rows = [{"name": "all", "acc_original": self.acc_original,
+                 "acc_variant": self.acc_variant, "consistency": self.consistency},
+                *self.groups]
+        fig, ax = plt.subplots(figsize=(7.6, 0.9 + 0.8 * len(rows)))
+        y = np.arange(len(rows))
+        h = 0.26
+        for k, (key, label, c) in enumerate((("acc_original", "accuracy, original", "#3056d3"),
+                                             ("acc_variant", f"accuracy, {self.variant}", "#e07b00"),
+                                             ("consistency", "same answer", "#1b7f3b"))):
+            ax.barh(y + (k - 1) * h, [r[key] for r in rows], height=h, color=c, label=label)
+        ax.set_yticks(y, [r["name"] for r in rows])
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.legend(fontsize=8, frameon=False, loc="lower right")
+        ax.grid(alpha=0.25, axis="x")
+        fig.tight_layout()
+        return fig
+
+    def to_html(self) -> str:
+        kind = {"invariant": "ok", "not invariant": "warn"}.get(self.verdict, "")
+        body = (f"<p>{badge(self.verdict, kind)} Variant <b>{escape(self.variant)}</b>: "
+                f"{escape(self.description)}. On {self.n:,} held-out questions: "
+                f"{escape(self.summary)}.</p>")
+        if self.finding:
+            body += f"<p>{escape(self.finding[0].upper() + self.finding[1:])}.</p>"
+        if self.groups:
+            body += table_html(self.groups, ["name", "n", "acc_original", "acc_variant",
+                                             "consistency"], digits=3)
+        return body + figure_block(figure_to_svg(self.figure()),
+                                   "Accuracy on the original questions and on their variants, and "
+                                   "how often the two answers agree.")
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+
+def _measures(a: np.ndarray, b: np.ndarray, same: np.ndarray) -> dict:
+    return {"n": int(len(a)), "acc_original": float(a.mean()) if len(a) else float("nan"),
+            "acc_variant": float(b.mean()) if len(b) else float("nan"),
+            "consistency": float(same.mean()) if len(same) else float("nan")}
+
+
+@torch.no_grad()
+def counterfactual(run_dir: str | Path, variant: str = "swap", step: Optional[int] = None,
+                   n: int = 1024, bootstrap: int = 1000, seed: int = 0) -> CounterfactualTest:
+    """Accuracy on held-out questions and on their ``variant``; for modular addition, also
+    split by whether the variant of a held-out pair was itself trained."""
+    if variant not in VARIANTS:
+        raise DataError(f"unknown variant {variant!r} (one of {', '.join(VARIANTS)})")
+    model, task, cfg, at = _load(run_dir, step)
+    name = cfg.data.task
+    if PROBES[name] != "counterfactual":
+        raise DataError(f"{run_dir}: counterfactual variants read modular_addition and addition "
+                        f"runs, not {name!r}")
+    groups: list[dict] = []
+    if name == "modular_addition":  # held-out pairs and their swaps; one answer token each
+        pairs = task.test_pairs
+        if len(pairs) > n:
+            pairs = pairs[np.random.default_rng(seed).choice(len(pairs), n, replace=False)]
+        x, y = task._xy(pairs)
+        xs, _ = task._xy(pairs[:, ::-1].copy())
+        answer = y[:, 2].numpy()
+        pa, pb = _argmax(model, x)[:, 2], _argmax(model, xs)[:, 2]
+        ok_a, ok_b, same = pa == answer, pb == answer, pa == pb
+        p = task.p
+        trained = set((task.train_pairs[:, 0] * p + task.train_pairs[:, 1]).tolist())
+        swap_trained = np.array([int(b) * p + int(a) in trained for a, b in pairs], dtype=bool)
+        for label, rows in (("swap trained", swap_trained), ("swap held out", ~swap_trained)):
+            groups.append({"name": label, **_measures(ok_a[rows], ok_b[rows], same[rows])})
+    else:  # addition: fresh operands and their swaps; greedy answers compared whole
+        rng = np.random.default_rng(seed)
+        hi = task.base ** task.cfg.digits
+        a, b = rng.integers(0, hi, n), rng.integers(0, hi, n)
+        x, y = task.encode(a, b)
+        xs, _ = task.encode(b, a)
+        answer = y[:, -task.answer_len:].numpy()
+        ga, gb = task.predict(model, "cpu", x).numpy(), task.predict(model, "cpu", xs).numpy()
+        ok_a, ok_b, same = (ga == answer).all(1), (gb == answer).all(1), (ga == gb).all(1)
+    diff = (ok_a.astype(float) - ok_b.astype(float))[:, None]
+    ci = _intervals(diff, np.ones(len(diff)), bootstrap, seed)[0]
+    m = _measures(ok_a, ok_b, same)
+    return CounterfactualTest(str(run_dir), at, name, variant, VARIANTS[variant], m["n"],
+                              m["acc_original"], m["acc_variant"], m["consistency"],
+                              float(diff.mean()), [float(ci[0]), float(ci[1])], groups)
+
+
+# ---------------------------------------------------------------------- entry points
+
+
+def probe(run_dir: str | Path, step: Optional[int] = None, *, lengths: Optional[Sequence[int]] = None,
+          variant: str = "swap", n: Optional[int] = None, bootstrap: int = 1000, seed: int = 0):
+    """The probe for the run's task: two rules (``repeat``), length (``sequence``) or
+    counterfactual variants (``modular_addition``, ``addition``)."""
+    from lenslab.config import load_config
+    from lenslab.errors import RunDirError
+
+    cfg_path = Path(run_dir) / "config.toml"
+    if not cfg_path.is_file():
+        raise RunDirError(f"{run_dir} is not a lenslab run folder (no config.toml)")
+    task = load_config(cfg_path).data.task
+    kind = PROBES.get(task)
+    if kind == "rules":
+        return rule_test(run_dir, step, n=n or 256, bootstrap=bootstrap, seed=seed)
+    if kind == "length":
+        return length_generalization(run_dir, step, lengths, n=n or 256, bootstrap=bootstrap,
+                                     seed=seed)
+    if kind == "counterfactual":
+        return counterfactual(run_dir, variant, step, n=n or 1024, bootstrap=bootstrap, seed=seed)
+    _load(run_dir, step)  # raises the one-line error naming the tasks the probes read
+    raise AssertionError("unreachable")
+
+
+_TITLES = {"rules": "Which rule did the model learn?", "length": "Length generalization",
+           "counterfactual": "Counterfactual variants"}
+
+
+def write_probe(result, out: str | Path, command: str = "") -> Path:
+    """``probe.json``, ``probe.html`` and ``probe.png`` in ``out``; returns the HTML's path."""
+    import matplotlib.pyplot as plt
+
+    from lenslab._io import atomic_write_json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    result.command = command or " ".join(shlex.quote(a) for a in sys.argv)
+    atomic_write_json(out / "probe.json", result.to_dict())
+    fig = result.figure()
+    tmp = out / "probe.png.tmp"
+    fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    tmp.replace(out / "probe.png")
+    page = Page(f"{_TITLES[result.kind]}: {Path(result.run_dir).name} at step {result.step}",
+                "Command: " + result.command)
+    page.add(_TITLES[result.kind], result.to_html())
+    page.write(out / "probe.html")
+    return out / "probe.html"

@@ -1,0 +1,184 @@
+"""Generalization probes: the tasks' rules, rotary positions, and the probes on trained runs
+(a shortcut that is found, a rule that is found, a length limit, commutativity)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import lenslab
+from lenslab.config import GPTConfig, RepeatData, SequenceData
+from lenslab.data import IGNORE, RepeatTask, SequenceTask
+from lenslab.errors import ConfigError
+from lenslab.models import GPT
+from lenslab.models.gpt import apply_rotary, rotary_tables
+from lenslab.probes import counterfactual, length_generalization, rule_test
+
+from conftest import cli
+
+FAST = {"train": {"eval_every": 0, "checkpoint_every": 0, "log_every": 50, "threads": 1,
+                  "device": "cpu"}}
+
+
+def _train(tmp, name, task, steps, sets=()):
+    cfg = lenslab.config.apply_overrides(lenslab.example_config(task), [
+        f"train.max_steps={steps}", "train.eval_every=0", "train.checkpoint_every=0",
+        "train.log_every=50", "train.device=\"cpu\"", *sets])
+    run = tmp / name
+    res = lenslab.train(cfg, run, progress=False)
+    assert res.status == "completed"
+    return run
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("probes")
+    return {
+        "shortcut": _train(tmp, "shortcut", "repeat", 300),
+        "induction": _train(tmp, "induction", "repeat", 500, ["data.disambiguating=1.0"]),
+        "copy": _train(tmp, "copy", "sequence", 600),
+        "modadd": _train(tmp, "modadd", "modular_addition", 400,
+                         ["data.p=13", "data.train_fraction=0.5"]),
+    }
+
+
+# ---------------------------------------------------------------------- tasks and positions
+
+
+def test_repeat_task_rules_are_what_they_say():
+    task = RepeatTask(RepeatData(disambiguating=0.0), seed=1)
+    x, y = task.batch(0, 16)
+    assert (x[:, 8:] == x[:, :-8]).all(), "training sequences repeat with the trained period"
+    s = task.probe_inputs(32)
+    assert set(s["periods"]) <= set(task.other_periods) and 8 not in s["periods"]
+    T = task.seq_len
+    m = s["disagree"]
+    assert m.any()
+    nxt = np.concatenate([s["x"][:, 1:], s["induction"][:, -1:]], axis=1)
+    assert (s["induction"] == nxt).all(), "induction's answer is the true next token"
+    j = np.arange(1, T + 1)
+    full = np.concatenate([s["x"], s["induction"][:, -1:]], axis=1)  # tokens 0..T
+    assert (s["offset"][:, 7:] == full[:, j[7:] - 8]).all(), "offset copies 8 back"
+    assert (s["phase"] == full[np.arange(32)[:, None], j % 8]).all(), "phase reads period one"
+    for a, b in (("induction", "offset"), ("induction", "phase"), ("offset", "phase")):
+        assert (s[a][m] != s[b][m]).all(), f"{a} and {b} must differ where they are disputed"
+
+
+def test_repeat_config_errors_are_one_line():
+    with pytest.raises(ConfigError, match="must hold a period other than"):
+        lenslab.config.config_from_dict({"data": {"task": "repeat", "period": 8, "period_min": 8,
+                                                  "period_max": 8}})
+    with pytest.raises(ConfigError, match="distinct tokens"):
+        lenslab.config.config_from_dict({"data": {"task": "repeat", "vocab_size": 10}})
+
+
+def test_sequence_task_scores_only_the_answer():
+    task = SequenceTask(SequenceData(op="reverse", symbols=5, min_len=2, max_len=4,
+                                     eval_max_len=6), seed=0)
+    x, y = task.encode([np.array([1, 2, 3]), np.array([4, 0])])
+    assert x[0].tolist() == [1, 2, 3, task.eq, 3, 2]
+    assert y[0].tolist() == [IGNORE, IGNORE, IGNORE, 3, 2, 1]
+    assert x[1].tolist() == [4, 0, task.eq, 0, task.pad, task.pad]
+    assert y[1].tolist() == [IGNORE, IGNORE, 0, 4, IGNORE, IGNORE]
+
+
+def test_rotary_scores_depend_on_offset_only():
+    cos, sin = rotary_tables(16, 8)
+    q, k = torch.randn(8), torch.randn(8)
+    rot = lambda v: apply_rotary(v.expand(1, 1, 16, 8), cos, sin)[0, 0]  # noqa: E731
+    rq, rk = rot(q), rot(k)
+    assert torch.allclose(rq[5] @ rk[2], rq[12] @ rk[9], atol=1e-5)
+    assert torch.allclose(rq[0], q) and torch.allclose(rq[3].norm(), q.norm(), atol=1e-5)
+
+
+@pytest.mark.parametrize("position", ["rope", "none"])
+def test_gpt_without_learned_positions(position):
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=11, n_ctx=12, position=position, n_layer=2)).eval()
+    assert m.pos_emb is None
+    idx = torch.randint(0, 11, (2, 12))
+    pats = []
+    out = m(idx, attn_hook=lambda layer, p: pats.append(p))
+    assert torch.allclose(out, m(idx), atol=1e-5), "capture path = fast path"
+    assert len(pats) == 2 and torch.allclose(pats[0].sum(-1), torch.ones(2, 4, 12), atol=1e-5)
+    assert m.num_params() == sum(p.numel() for p in m.parameters()) - m.tok_emb.weight.numel()
+
+
+def test_rope_needs_an_even_head_width():
+    with pytest.raises(ConfigError, match="must be even"):
+        lenslab.config.config_from_dict({"model": {"position": "rope", "d_model": 12, "n_head": 4},
+                                         "data": {"task": "induction"}})
+
+
+# ---------------------------------------------------------------------- probes on trained runs
+
+
+def test_a_shortcut_is_found_where_the_data_cannot_tell(runs):
+    r = rule_test(runs["shortcut"], n=64, bootstrap=200)
+    assert r.in_distribution_acc > 0.95, "the model has learned its training data"
+    assert r.verdict in ("phase", "offset"), r.summary
+    assert r.shares["induction"] < 0.1
+    lo, hi = r.intervals[r.verdict]
+    assert 0.5 < lo <= r.shares[r.verdict] <= hi
+    assert sum(r.shares.values()) <= 1 + 1e-9
+    assert "shortcut" in r.summary and "<svg" in r._repr_html_()
+
+
+def test_the_rule_is_found_when_the_data_demands_it(runs):
+    r = rule_test(runs["induction"], n=64, bootstrap=200)
+    assert r.verdict == "induction" and r.shares["induction"] > 0.9, r.summary
+    assert "the rule we meant" in r.summary
+
+
+def test_learned_positions_do_not_reach_past_the_trained_lengths(runs):
+    r = length_generalization(runs["copy"], n=64, bootstrap=200)
+    assert r.lengths == list(range(1, 17)) and r.train_range == [1, 8]
+    assert r.in_range > 0.9
+    assert r.exact_match[r.lengths.index(10)] < 0.05  # positions 10+ were never trained
+    assert r.holds_to == 8 and "no length generalization" in r.summary
+    for e, (lo, hi) in zip(r.exact_match, r.exact_interval):
+        assert lo <= e <= hi
+
+
+def test_commutativity_is_told_apart_from_addition(runs):
+    r = counterfactual(runs["modadd"], "swap", bootstrap=200)
+    groups = {g["name"]: g for g in r.groups}
+    assert groups["swap trained"]["n"] + groups["swap held out"]["n"] == r.n
+    # a memorizing model answers a held-out pair only when its swap was trained
+    assert groups["swap trained"]["acc_original"] > groups["swap held out"]["acc_original"] + 0.2
+    assert "commutativity" in r.finding
+    assert r.to_dict()["verdict"] == r.verdict
+
+
+def test_probe_cli_writes_json_html_png(runs, tmp_path):
+    code, out, err = cli("probe", str(runs["copy"]), "--out", str(tmp_path), "--lengths", "6-10",
+                         "--n", "32")
+    assert code == 0, err
+    d = json.loads((tmp_path / "probe.json").read_text())
+    assert d["kind"] == "length" and d["lengths"] == [6, 7, 8, 9, 10]
+    assert (tmp_path / "probe.png").stat().st_size > 1000
+    assert "<svg" in (tmp_path / "probe.html").read_text()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--lengths", "1-40"], "context is 32"),
+    (["--lengths", "x"], "is not like"),
+])
+def test_probe_cli_bad_input(runs, args, needle):
+    code, out, err = cli("probe", str(runs["copy"]), *args)
+    assert code == 2 and needle in err and "Traceback" not in err
+
+
+def test_probe_refuses_tasks_it_cannot_read(tmp_path):
+    from conftest import tiny_config
+
+    run = tmp_path / "ind"
+    lenslab.train(tiny_config(train={"max_steps": 2, "checkpoint_every": 0, "eval_every": 0}), run,
+                  progress=False)
+    code, out, err = cli("probe", str(run))
+    assert code == 2 and "the generalization probes read" in err
+    code, out, err = cli("probe", str(tmp_path / "missing"))
+    assert code == 2 and "not a lenslab run folder" in err
