@@ -69,6 +69,12 @@ def _scaling_chapter(out: Path, page: Page, quick: bool) -> str:
     return scaling_chapter(out / "scaling", quick)
 
 
+def _probes_chapter(out: Path, page: Page, quick: bool) -> str:
+    from lenslab.probes.tour import probes_chapter
+
+    return probes_chapter(out, quick)
+
+
 def chapters() -> list[Chapter]:
     """The tour's chapters in order (each lab adds its own)."""
     import importlib.util
@@ -80,6 +86,7 @@ def chapters() -> list[Chapter]:
     ]
     if importlib.util.find_spec("lenslab.scaling.tour") is not None:
         out.append(("scaling", "Scaling", _scaling_chapter))
+    out.append(("generalization", "Generalization", _probes_chapter))
     return out
 
 
