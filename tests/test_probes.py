@@ -37,7 +37,7 @@ def _train(tmp, name, task, steps, sets=()):
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("probes")
     return {
-        "shortcut": _train(tmp, "shortcut", "repeat", 300),
+        "shortcut": _train(tmp, "shortcut", "repeat", 300, ["train.eval_every=100"]),
         "induction": _train(tmp, "induction", "repeat", 500, ["data.disambiguating=1.0"]),
         "copy": _train(tmp, "copy", "sequence", 600),
         "modadd": _train(tmp, "modadd", "modular_addition", 400,
@@ -125,6 +125,20 @@ def test_a_shortcut_is_found_where_the_data_cannot_tell(runs):
     assert 0.5 < lo <= r.shares[r.verdict] <= hi
     assert sum(r.shares.values()) <= 1 + 1e-9
     assert "shortcut" in r.summary and "<svg" in r._repr_html_()
+    # the shares were logged at every evaluation: the run shows when it picked its rule
+    assert r.history["step"] == [100, 200, 300]
+    assert r.history[r.verdict][-1] > 0.5 and r.history["induction"][-1] < 0.1
+
+
+def test_run_report_shows_the_probe(runs, tmp_path):
+    from lenslab.probes import write_probe
+    from lenslab.report.run import write_run_report
+
+    write_probe(rule_test(runs["shortcut"], n=32, bootstrap=100), runs["shortcut"] / "analysis",
+                "lenslab probe shortcut")
+    html = write_run_report(runs["shortcut"]).read_text()
+    assert "Generalization probe" in html and "the model follows" in html
+    assert "lenslab probe shortcut" in html
 
 
 def test_the_rule_is_found_when_the_data_demands_it(runs):

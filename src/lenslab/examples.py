@@ -70,7 +70,7 @@ _EXAMPLES: dict[str, dict[str, Any]] = {
         "data": {"task": "repeat", "vocab_size": 64, "seq_len": 48, "period": 8,
                  "period_min": 5, "period_max": 16, "disambiguating": 0.0},
         "optim": {"lr": 1e-3, "schedule": "constant", "batch_size": 64, "betas": [0.9, 0.999]},
-        "train": {"max_steps": 600, "eval_every": 100, "checkpoint_every": 100},
+        "train": {"max_steps": 600, "eval_every": 50, "checkpoint_every": 100},
     },
     "sequence": {
         # Trained on lengths 1-8, probed to 16 (`lenslab probe RUN`): the context holds 32.

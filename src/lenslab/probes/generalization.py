@@ -85,6 +85,7 @@ class RuleTest:
     by_period: dict[int, dict[str, float]]  # the shares at each probed period
     trained_period: int
     verdict: str  # a rule's name, or "mixed"
+    history: dict[str, list] = field(default_factory=dict)  # step and follows_<rule> during training
     kind: str = "rules"
     command: str = ""
 
@@ -105,7 +106,11 @@ class RuleTest:
     def figure(self):
         import matplotlib.pyplot as plt
 
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.6, 3.4), gridspec_kw={"width_ratios": [1, 1.6]})
+        steps = self.history.get("step", [])
+        panels = 3 if len(steps) >= 2 else 2
+        fig, axes = plt.subplots(1, panels, figsize=(4.4 * panels, 3.4),
+                                 gridspec_kw={"width_ratios": [1, 1.4, 1.4][:panels]})
+        a1, a2 = axes[:2]
         colors = {"induction": "#3056d3", "offset": "#e07b00", "phase": "#1b7f3b"}
         y = np.arange(len(self.rules))
         shares = [self.shares[r] for r in self.rules]
@@ -126,7 +131,14 @@ class RuleTest:
         a2.set_xlabel("period of the probe sequences")
         a2.set_ylabel("share of answers")
         a2.legend(fontsize=8, frameon=False)
-        for a in (a1, a2):
+        if panels == 3:
+            a3 = axes[2]
+            for r in self.rules:
+                a3.plot(steps, self.history[r], "o-", ms=3, color=colors.get(r, "#777"), label=r)
+            a3.set_ylim(0, 1.08)
+            a3.set_xlabel("training step")
+            a3.set_title("during training", fontsize=9)
+        for a in axes:
             a.grid(alpha=0.25)
         fig.tight_layout()
         return fig
@@ -145,7 +157,10 @@ class RuleTest:
                 + table_html(rows, digits=3)
                 + figure_block(figure_to_svg(self.figure()),
                                "Left: share of the answers each rule gives where they disagree, "
-                               "with 95% intervals. Right: the same at each probe period."))
+                               "with 95% intervals. Middle: the same at each probe period."
+                               + (" Right: the same at each evaluation during training (64 "
+                                  "sequences each)." if len(self.history.get("step", [])) >= 2
+                                  else "")))
 
     def _repr_html_(self) -> str:
         return self.to_html()
@@ -182,11 +197,21 @@ def rule_test(run_dir: str | Path, step: Optional[int] = None, n: int = 256,
     acc = float((tpred == ty.numpy())[np.broadcast_to(repeated, tpred.shape)].mean())
     top = int(np.argmax(shares))
     verdict = task.rules[top] if ci[top, 0] > 0.5 else "mixed"
+    history: dict[str, list] = {}
+    from lenslab._io import read_jsonl
+
+    # evaluations logged while training; a step logged twice (after a rollback) keeps its last
+    logged = {r["step"] + 1: r for r in read_jsonl(Path(run_dir) / "metrics.jsonl")  # steps done
+              if all(f"follows_{r_}" in r for r_ in task.rules) and r["step"] < at}
+    if logged:
+        done = sorted(logged)
+        history = {"step": done, **{r_: [logged[k][f"follows_{r_}"] for k in done]
+                                    for r_ in task.rules}}
     return RuleTest(
         str(run_dir), at, task.intended, list(task.rules),
         {r: float(shares[i]) for i, r in enumerate(task.rules)},
         {r: [float(ci[i, 0]), float(ci[i, 1])] for i, r in enumerate(task.rules)},
-        int(n), int(counts.sum()), acc, by_period, task.cfg.period, verdict)
+        int(n), int(counts.sum()), acc, by_period, task.cfg.period, verdict, history)
 
 
 # ---------------------------------------------------------------------- length
@@ -499,6 +524,15 @@ def probe(run_dir: str | Path, step: Optional[int] = None, *, lengths: Optional[
         return counterfactual(run_dir, variant, step, n=n or 1024, bootstrap=bootstrap, seed=seed)
     _load(run_dir, step)  # raises the one-line error naming the tasks the probes read
     raise AssertionError("unreachable")
+
+
+def result_from_dict(d: dict):
+    """A probe result read back from its ``probe.json`` (for the run report)."""
+    cls = {"rules": RuleTest, "length": LengthTest, "counterfactual": CounterfactualTest}[d["kind"]]
+    fields = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+    if "by_period" in fields:  # JSON keys are strings
+        fields["by_period"] = {int(k): v for k, v in fields["by_period"].items()}
+    return cls(**fields)
 
 
 _TITLES = {"rules": "Which rule did the model learn?", "length": "Length generalization",

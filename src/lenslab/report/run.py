@@ -1,8 +1,8 @@
 """``RUN_DIR/report.html``: one run's page, built from its folder alone.
 
 The training chapter (loss curve with guard events), then whatever analyses the folder holds:
-``analysis/heads.json`` (head taxonomy) and ``analysis/icl.json`` (ICL score, per-position loss,
-phase change). The page reads JSON, never the analyses' internals, and works offline.
+``analysis/heads.json`` (head taxonomy), ``analysis/icl.json`` (ICL score, per-position loss,
+phase change) and ``analysis/probe.json`` (a generalization probe). The page reads JSON, never the analyses' internals, and works offline.
 """
 
 from __future__ import annotations
@@ -42,6 +42,14 @@ def _icl_section(d: dict) -> str:
     return body
 
 
+def _probe_section(d: dict) -> str:
+    from lenslab.probes.generalization import result_from_dict
+
+    cmd = d.get("command", "")
+    return (result_from_dict(d).to_html()
+            + (f"<p class='caption'>Command: <code>{escape(cmd)}</code></p>" if cmd else ""))
+
+
 def write_run_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not (run_dir / "config.toml").is_file():
@@ -50,7 +58,8 @@ def write_run_report(run_dir: str | Path) -> Path:
     page.add("Training", training_chapter(run_dir), "training")
     analysis = run_dir / "analysis"
     for name, title, build in (("heads.json", "Heads", _heads_section),
-                               ("icl.json", "In-context learning", _icl_section)):
+                               ("icl.json", "In-context learning", _icl_section),
+                               ("probe.json", "Generalization probe", _probe_section)):
         f = analysis / name
         if f.is_file():
             try:
