@@ -19,8 +19,6 @@ from lenslab.probes import counterfactual, length_generalization, rule_test
 
 from conftest import cli
 
-FAST = {"train": {"eval_every": 0, "checkpoint_every": 0, "log_every": 50, "threads": 1,
-                  "device": "cpu"}}
 
 
 def _train(tmp, name, task, steps, sets=()):

@@ -27,3 +27,16 @@ def test_report_reads_the_run_folder(induction_runs, tmp_path):
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
     code, _, err = cli("report", tmp_path / "nothing")
     assert code == 2 and "not a lenslab run folder" in err
+
+
+def test_every_evaluation_is_logged_whatever_log_every(tmp_path):
+    import lenslab
+
+    from conftest import metrics, tiny_config
+
+    run = tmp_path / "run"
+    lenslab.train(tiny_config(train={"max_steps": 30, "log_every": 7, "eval_every": 10,
+                                     "checkpoint_every": 0}), run, progress=False)
+    recs = metrics(run)
+    assert [r["step"] + 1 for r in recs if "val_loss" in r] == [10, 20, 30]
+    assert {r["step"] for r in recs if "val_loss" not in r} == {0, 7, 14, 21, 28}

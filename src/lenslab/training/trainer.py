@@ -516,9 +516,12 @@ class Trainer:
                 self.event(verdict.kind, loss=rec["loss"], data_index=rec["data_index"],
                            zscore=round(verdict.zscore, 2), action="logged")
         last_of_run = self.step + 1 == tc.max_steps
-        if tc.eval_every and ((self.step + 1) % tc.eval_every == 0 or last_of_run):
+        evaluated = bool(tc.eval_every) and ((self.step + 1) % tc.eval_every == 0 or last_of_run)
+        if evaluated:
             rec.update(self.evaluate())
-        if self.dist.is_main and (self.step % tc.log_every == 0 or last_of_run or not verdict.ok):
+        # an evaluation is always logged, whatever log_every says: it is not computed twice
+        if self.dist.is_main and (self.step % tc.log_every == 0 or last_of_run or evaluated
+                                  or not verdict.ok):
             append_jsonl(self.run_dir / "metrics.jsonl", rec)
             if self._tb is not None:
                 for k in ("loss", "lr", "grad_norm"):
