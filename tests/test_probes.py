@@ -194,3 +194,15 @@ def test_probe_refuses_tasks_it_cannot_read(tmp_path):
     assert code == 2 and "the generalization probes read" in err
     code, out, err = cli("probe", str(tmp_path / "missing"))
     assert code == 2 and "not a lenslab run folder" in err
+
+
+def test_the_length_probe_reads_an_lstm_run(tmp_path):
+    from lenslab.config import LSTMConfig
+
+    cfg = lenslab.example_config("sequence")
+    cfg = cfg.model_copy(update={"model": LSTMConfig(d_model=32, n_ctx=32)})
+    cfg = lenslab.config.apply_overrides(cfg, ["train.max_steps=5", "train.eval_every=0",
+                                               "train.checkpoint_every=0"])
+    lenslab.train(cfg, tmp_path / "lstm", progress=False)
+    r = length_generalization(tmp_path / "lstm", lengths=[2, 9], n=16, bootstrap=50)
+    assert r.model == "LSTM" and r.lengths == [2, 9] and len(r.token_acc) == 2

@@ -92,6 +92,16 @@ class RepeatTask:
         s["x"] = s["x"][:, :-1]
         return s
 
+    def trained_inputs(self, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Held-out sequences of the trained period, where the rules agree."""
+        return self._xy(self.sample(rng_for(self.seed, _PROBE, 1, seed), n, "trained"))
+
+    def repeated_accuracy(self, pred: np.ndarray, y: torch.Tensor) -> float:
+        """Share of right answers ``pred [n, T]`` on the repeated part of trained-period
+        sequences (after the first period nothing is left to guess)."""
+        repeated = np.arange(1, self.seq_len + 1) >= self.cfg.period + 1
+        return float((pred == y.numpy())[:, repeated].mean())
+
     def token_str(self, ids):
         return [f"t{int(i)}" for i in ids]
 
@@ -100,11 +110,8 @@ class RepeatTask:
         """Accuracy on repeated tokens at the trained period, and on other periods, the share
         of the disputed answers each rule gives (at every evaluation: which rule the model is
         taking as it trains)."""
-        s = self.sample(rng_for(self.seed, _EVAL, 10_000), n, "trained")
-        x, y = self._xy(s)
-        pred = model(x.to(device)).argmax(-1).cpu().numpy()
-        repeated = np.arange(1, self.seq_len + 1)[None, :] >= self.cfg.period + 1
-        out = {"acc": float((pred == y.numpy())[np.broadcast_to(repeated, pred.shape)].mean())}
+        x, y = self.trained_inputs(n, seed=10_000)
+        out = {"acc": self.repeated_accuracy(model(x.to(device)).argmax(-1).cpu().numpy(), y)}
         d = self.probe_inputs(n, seed=10_000)
         pred = model(torch.from_numpy(d["x"]).to(device)).argmax(-1).cpu().numpy()
         m = d["disagree"]

@@ -190,11 +190,8 @@ def rule_test(run_dir: str | Path, step: Optional[int] = None, n: int = 256,
             continue
         by_period[int(p)] = {r: float(hits[rows, i].sum() / max(counts[rows].sum(), 1))
                              for i, r in enumerate(task.rules)}
-    trained = task.sample(np.random.default_rng(seed + 1), n, "trained")
-    tx, ty = task._xy(trained)
-    tpred = _argmax(model, tx)
-    repeated = np.arange(1, task.seq_len + 1)[None, :] >= task.cfg.period + 1
-    acc = float((tpred == ty.numpy())[np.broadcast_to(repeated, tpred.shape)].mean())
+    tx, ty = task.trained_inputs(n, seed)
+    acc = task.repeated_accuracy(_argmax(model, tx), ty)
     top = int(np.argmax(shares))
     verdict = task.rules[top] if ci[top, 0] > 0.5 else "mixed"
     history: dict[str, list] = {}
@@ -224,7 +221,7 @@ class LengthTest:
     run_dir: str
     step: int
     op: str
-    position: str
+    model: str  # "GPT, learned positions", "LSTM", ...
     train_range: list[int]
     lengths: list[int]
     exact_match: list[float]
@@ -263,12 +260,12 @@ class LengthTest:
         tests = [self, *others]
         colors = ["#3056d3", "#e07b00", "#1b7f3b", "#8e24aa"]
         for t, c in zip(tests, colors):
-            label = f"{t.position} positions" if len(tests) > 1 else "exact match"
+            label = t.model if len(tests) > 1 else "exact match"
             ci = np.array(t.exact_interval)
             ax.fill_between(t.lengths, ci[:, 0], ci[:, 1], color=c, alpha=0.15, lw=0)
             ax.plot(t.lengths, t.exact_match, "o-", ms=3.5, color=c, label=label)
             ax.plot(t.lengths, t.token_acc, "--", color=c, lw=1,
-                    label=f"{label.split(' exact')[0]} (per token)" if len(tests) > 1 else "per token")
+                    label=f"{label} (per token)" if len(tests) > 1 else "per token")
         lo, hi = self.train_range
         ax.axvspan(lo - 0.5, hi + 0.5, color="#888", alpha=0.1, lw=0)
         ax.text(lo, 1.03, "trained lengths", fontsize=8, color="#555")
@@ -284,7 +281,7 @@ class LengthTest:
         kind = "ok" if self.holds_to > self.train_range[1] else "warn"
         verdict = "generalizes" if kind == "ok" else "does not generalize"
         return (f"<p>{badge(verdict, kind)} {escape(self.summary)}. {self.n} held-out strings "
-                f"per length; the model uses {escape(self.position)} positions.</p>"
+                f"per length; the model: {escape(self.model)}.</p>"
                 + figure_block(figure_to_svg(self.figure()),
                                f"Exact match (whole answer right, with its 95% interval) and "
                                f"per-token accuracy of {self.op} at every length; the shaded band "
@@ -349,7 +346,9 @@ def length_generalization(run_dir: str | Path, step: Optional[int] = None,
         if L != holds_to + 1 or not e >= threshold * in_range:
             break
         holds_to = L
-    return LengthTest(str(run_dir), at, task.cfg.op, cfg.model.position, [lo, hi], lengths,
+    m = cfg.model
+    desc = f"GPT, {m.position} positions" if m.kind == "gpt" else m.kind.upper()
+    return LengthTest(str(run_dir), at, task.cfg.op, desc, [lo, hi], lengths,
                       exact, ci, token, in_range, holds_to, threshold, int(n))
 
 

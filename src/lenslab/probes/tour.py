@@ -11,14 +11,19 @@ _POSITIONS = {"learned": "learned absolute positions (GPT-2)",
               "rope": "rotary positions (RoPE)", "none": "no positions at all"}
 
 
-def _train(root: Path, name: str, task: str, sets: list[str]) -> Path:
+def _train(root: Path, name: str, task: str, sets: list[str], lstm: bool = False) -> Path:
     import lenslab
-    from lenslab.config import apply_overrides
+    from lenslab.config import LSTMConfig, apply_overrides
 
     run = root / name
     if run.exists():
         shutil.rmtree(run)
-    cfg = apply_overrides(lenslab.example_config(task), [f"name=\"tour-{name}\"", *sets])
+    cfg = lenslab.example_config(task)
+    if lstm:  # the baseline: the same data and steps, the LSTM example's width and LR
+        cfg = cfg.model_copy(update={
+            "model": LSTMConfig(n_layer=1, d_model=128, n_ctx=cfg.model.n_ctx),
+            "optim": cfg.optim.model_copy(update={"lr": lenslab.example_config("lstm").optim.lr})})
+    cfg = apply_overrides(cfg, [f"name=\"tour-{name}\"", *sets])
     res = lenslab.train(cfg, run, progress=True)
     if res.status != "completed":
         raise RuntimeError(f"training {name} ended {res.status}: {res.message}")
@@ -75,14 +80,20 @@ def probes_chapter(out: Path, quick: bool) -> str:
     lengths = {p: _probe(_train(root, f"copy-{p}", "sequence",
                                 [f"model.position={p}", f"train.max_steps={steps}"]))
                for p in (("learned",) if quick else ("learned", "rope"))}
+    if not quick:
+        lengths["lstm"] = _probe(_train(root, "copy-lstm", "sequence",
+                                        [f"train.max_steps={steps}"], lstm=True))
     lt = lengths["learned"]
     parts.append(
         "<h3>Length generalization</h3>"
         f"<p>The same GPT with an MLP learns to copy strings of {lt.train_range[0]} to "
         f"{lt.train_range[1]} symbols ({steps} steps), then is asked every length up to "
-        f"{lt.lengths[-1]}. {'; '.join(escape(_POSITIONS[p] + ': ' + t.summary) for p, t in lengths.items())}. "
+        f"{lt.lengths[-1]}"
+        + (", and so is an LSTM trained the same way" if "lstm" in lengths else "")
+        + f". {'; '.join(escape(t.model + ': ' + t.summary) for t in lengths.values())}. "
         "Exact match needs every answer token right; per-token accuracy shows how far into "
-        "the answer the model stays right.</p>"
+        "the answer the model stays right. A learned position table has nothing for positions "
+        "it never saw; what the LSTM loses, it loses gradually, as its state fills.</p>"
         + figure_block(figure_to_svg(lt.figure(others=[t for p, t in lengths.items() if p != "learned"])),
                        "Exact match (with 95% intervals) and per-token accuracy at each length; "
                        "the shaded band is the training range."))
