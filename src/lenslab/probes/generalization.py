@@ -321,24 +321,32 @@ def length_generalization(run_dir: str | Path, step: Optional[int] = None,
         raise DataError(f"{run_dir}: the length probe reads data.task = \"sequence\" runs, not "
                         f"{cfg.data.task!r}")
     lengths = list(lengths) if lengths else list(range(1, task.cfg.eval_max_len + 1))
+    if min(lengths) < 1:
+        raise DataError(f"lengths must be positive, not {min(lengths)}")
     too_long = [L for L in lengths if 2 * L > cfg.model.n_ctx]
     if too_long:
         raise DataError(f"length {too_long[0]} needs {2 * too_long[0]} tokens but the model's "
                         f"context is {cfg.model.n_ctx}; probe lengths up to {cfg.model.n_ctx // 2}")
     from lenslab.data import IGNORE
 
-    exact, token, ci = [], [], []
-    for L in lengths:
+    def measure(L: int) -> tuple[np.ndarray, float]:
+        """Per-string exact match and the per-token accuracy at length ``L``."""
         x, y = task.probe_inputs(n, L, seed)
         hit = (_argmax(model, x) == y.numpy())
         scored = y.numpy() != IGNORE
-        e = (hit | ~scored).all(1).astype(float)
+        return (hit | ~scored).all(1).astype(float), float(hit[scored].mean())
+
+    exact, token, ci = [], [], []
+    for L in lengths:
+        e, t = measure(L)
         exact.append(float(e.mean()))
-        token.append(float(hit[scored].mean()))
+        token.append(t)
         ci.append([float(v) for v in _intervals(e[:, None], np.ones(n), bootstrap, seed + L)[0]])
     lo, hi = task.cfg.min_len, task.cfg.max_len
-    inside = [e for L, e in zip(lengths, exact) if lo <= L <= hi]
-    in_range = float(np.mean(inside)) if inside else float("nan")
+    # the in-range reference is every trained length, whichever lengths were asked
+    asked = dict(zip(lengths, exact))
+    in_range = float(np.mean([asked[L] if L in asked else measure(L)[0].mean()
+                              for L in range(lo, hi + 1)]))
     holds_to = hi
     for L, e in zip(lengths, exact):
         if L <= hi:
