@@ -295,9 +295,8 @@ def probe(
                    variant=variant, n=n)
     where = out_dir if out_dir is not None else run_dir / "analysis"
     path = write_probe(res, where, "lenslab " + " ".join(sys.argv[1:]))
-    verdict = res.verdict if res.kind != "length" else ""
-    out.print(f"{res.kind} probe at step {res.step}: " + (f"[bold]{verdict}[/]: " if verdict else "")
-              + res.summary, highlight=False)
+    out.print(f"{res.kind} probe at step {res.step}: [bold]{res.verdict}[/]: {res.summary}",
+              highlight=False)
     if getattr(res, "finding", ""):
         out.print(res.finding, highlight=False)
     err.print(f"[green]wrote[/] {where / 'probe.json'}, {path.name} and probe.png")

@@ -235,6 +235,12 @@ class LengthTest:
     command: str = ""
 
     @property
+    def verdict(self) -> str:
+        if self.in_range < 0.5:
+            return "not learned"
+        return "generalizes" if self.holds_to > self.train_range[1] else "does not generalize"
+
+    @property
     def summary(self) -> str:
         lo, hi = self.train_range
         past = self.holds_to - hi
@@ -251,7 +257,7 @@ class LengthTest:
                 f"{self.in_range:.1%} exact match on lengths {lo} to {hi}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "verdict": self.verdict}
 
     def figure(self, others: Sequence["LengthTest"] = ()):
         import matplotlib.pyplot as plt
@@ -278,9 +284,8 @@ class LengthTest:
         return fig
 
     def to_html(self) -> str:
-        kind = "ok" if self.holds_to > self.train_range[1] else "warn"
-        verdict = "generalizes" if kind == "ok" else "does not generalize"
-        return (f"<p>{badge(verdict, kind)} {escape(self.summary)}. {self.n} held-out strings "
+        kind = "ok" if self.verdict == "generalizes" else "warn"
+        return (f"<p>{badge(self.verdict, kind)} {escape(self.summary)}. {self.n} held-out strings "
                 f"per length; the model: {escape(self.model)}.</p>"
                 + figure_block(figure_to_svg(self.figure()),
                                f"Exact match (whole answer right, with its 95% interval) and "
