@@ -206,3 +206,34 @@ def test_the_length_probe_reads_an_lstm_run(tmp_path):
     lenslab.train(cfg, tmp_path / "lstm", progress=False)
     r = length_generalization(tmp_path / "lstm", lengths=[2, 9], n=16, bootstrap=50)
     assert r.model == "LSTM" and r.lengths == [2, 9] and len(r.token_acc) == 2
+
+
+def test_probe_a_sweep_against_its_axes(tmp_path):
+    """A sweep over data.disambiguating and the position encoding, probed in one command."""
+    import tomli_w
+
+    from lenslab.scaling.sweep import run_sweep
+
+    base = lenslab.example_config("repeat").model_dump(mode="json", exclude_none=True)
+    base["model"].update(d_model=32, n_ctx=24)
+    base["data"].update(seq_len=24, period=4, period_min=3, period_max=6, vocab_size=16)
+    base["train"].update(eval_every=0, checkpoint_every=0, log_every=20)
+    sweep = {"name": "rules", "workers": 2, "threads": 1, "base": base,
+             "grid": {"steps": [20], "set": {"data.disambiguating": [0.0, 1.0],
+                                              "model.position": ["learned", "none"]}}}
+    (tmp_path / "s.toml").write_text(tomli_w.dumps(sweep))
+    res = run_sweep(tmp_path / "s.toml", tmp_path / "sw", progress=False)
+    assert res.exit_code == 0
+    code, out, err = cli("probe", str(tmp_path / "sw"), "--n", "16")
+    assert code == 0, err
+    d = json.loads((tmp_path / "sw" / "probes.json").read_text())
+    assert d["kind"] == "rules" and d["axes"] == ["data.disambiguating", "model.position"]
+    assert len(d["rows"]) == 4 and d["measures"] == ["share_induction", "share_offset", "share_phase"]
+    assert {(r["data.disambiguating"], r["model.position"]) for r in d["rows"]} == {
+        (0.0, "learned"), (0.0, "none"), (1.0, "learned"), (1.0, "none")}
+    for r in d["rows"]:  # each run got its own probe page too
+        assert (tmp_path / "sw" / "runs" / r["run"].split("/")[-1] / "analysis" / "probe.json").is_file()
+    assert "data.disambiguating" in (tmp_path / "sw" / "probes.csv").read_text().splitlines()[0]
+    assert (tmp_path / "sw" / "probes.png").stat().st_size > 1000
+    code, out, err = cli("probe", str(tmp_path / "sw"), "--step", "10")
+    assert code == 2 and "sweep folder has many runs" in err

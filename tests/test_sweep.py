@@ -182,6 +182,12 @@ BAD = [
     ({"base": "missing.toml"}, "base: run config not found"),
     ({"base": {"data": {"vocab_size": 16}}}, r"\[base\]: data\.task: missing"),
     ({"grid": {"d_model": [16], "d_head": [3]}}, "d_head 3 does not divide d_model 16"),
+    ({"grid": {"set": {"dropout": [0.1]}}}, "'dropout' is not SECTION.KEY"),
+    ({"grid": {"set": {"model.d_model": [16]}}}, "has its own axis: use grid.d_model"),
+    ({"grid": {"set": {"optim.weight_decay": []}}}, "needs a non-empty list"),
+    ({"grid": {"set": {"model.dropout": [0.1, 0.1]}}}, "model.dropout repeats 0.1"),
+    ({"grid": {"set": {"model.dropouts": [0.1]}}}, r"model\.dropouts: unknown key"),
+    ({"grid": {"set": {"model.dropout": [2.0]}}}, r"model\.dropout: Input should be less than 1"),
 ]
 
 
@@ -227,6 +233,22 @@ def test_plan_tokens_heads_and_addition_epochs(tmp_path):
     assert row["status"] == "pending" and math.isnan(row["loss"])
     assert row["unique_tokens"] == 10 ** 4 * 8  # every 2-digit problem, 8 input tokens each
     assert row["epochs"] == pytest.approx(50 * 8 * 8 / (10 ** 4 * 8))
+
+
+def test_grid_set_varies_any_config_key(tmp_path):
+    d = sweep_dict(grid={"steps": [20], "set": {"optim.weight_decay": [0.0, 0.1],
+                                                 "model.attn_only": [True]}})
+    pts = plan(make_spec(d))
+    assert [p.name for p in pts] == ["L2-d32-h2-s20-weight_decay0-attn_onlytrue-seed3",
+                                     "L2-d32-h2-s20-weight_decay0.1-attn_onlytrue-seed3"]
+    assert [p.config.optim.weight_decay for p in pts] == [0.0, 0.1]
+    assert all(p.config.model.attn_only for p in pts)
+    row = run_row(pts[1], tmp_path / "none")
+    assert row["optim.weight_decay"] == 0.1 and row["model.attn_only"] is True
+    from lenslab.scaling.sweep import table_columns
+
+    cols = table_columns([row])
+    assert cols.index("seed") < cols.index("optim.weight_decay") < cols.index("steps")
 
 
 def test_addition_predictions_feed_emergence(tmp_path):

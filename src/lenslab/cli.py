@@ -276,7 +276,8 @@ def algorithms(
 
 @app.command()
 def probe(
-    run_dir: Path = typer.Argument(..., help="run folder: repeat, sequence, modular_addition or addition"),
+    run_dir: Path = typer.Argument(
+        ..., help="run folder (repeat, sequence, modular_addition or addition), or a sweep folder"),
     out_dir: Optional[Path] = typer.Option(
         None, "--out", "-o", help="where probe.json/html/png go (default RUN_DIR/analysis)"),
     step: Optional[int] = typer.Option(None, "--step", help="checkpoint to probe (default: newest)"),
@@ -286,13 +287,31 @@ def probe(
     n: Optional[int] = typer.Option(None, "--n", min=8, help="held-out questions (per length)"),
 ):
     """Did the model learn the rule we meant, or a shortcut? The probe for the run's task:
-    two rules (repeat), length generalization (sequence), counterfactual variants (additions)."""
+    two rules (repeat), length generalization (sequence), counterfactual variants (additions);
+    on a sweep folder, every completed run against the sweep's axes."""
     from lenslab.probes import probe as do_probe
     from lenslab.probes import write_probe
-    from lenslab.probes.generalization import parse_lengths
+    from lenslab.probes.generalization import (is_sweep_dir, parse_lengths, probe_sweep,
+                                               write_probe_sweep)
 
-    res = do_probe(run_dir, step, lengths=parse_lengths(lengths) if lengths else None,
-                   variant=variant, n=n)
+    kw = {"lengths": parse_lengths(lengths) if lengths else None, "variant": variant, "n": n}
+    if is_sweep_dir(run_dir):
+        if step is not None:
+            raise LensError("--step names one checkpoint of one run; a sweep folder has many runs")
+        sw = probe_sweep(run_dir, **kw)
+        path = write_probe_sweep(sw, out_dir or run_dir, "lenslab " + " ".join(sys.argv[1:]))
+        from rich.table import Table
+
+        t = Table(title=f"{sw.kind} probe on {len(sw.rows)} runs")
+        for c in [*sw.axes, "verdict", *sw.measures]:
+            t.add_column(c.split(".")[-1].removeprefix("share_"), justify="left" if c in sw.axes or c == "verdict" else "right")
+        for r in sw.rows:
+            t.add_row(*(f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c])
+                        for c in [*sw.axes, "verdict", *sw.measures]))
+        out.print(t)
+        err.print(f"[green]wrote[/] {path.parent / 'probes.csv'}, probes.json, {path.name}, probes.png")
+        return
+    res = do_probe(run_dir, step, **kw)
     where = out_dir if out_dir is not None else run_dir / "analysis"
     path = write_probe(res, where, "lenslab " + " ".join(sys.argv[1:]))
     out.print(f"{res.kind} probe at step {res.step}: [bold]{res.verdict}[/]: {res.summary}",

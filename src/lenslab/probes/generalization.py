@@ -538,6 +538,150 @@ def probe(run_dir: str | Path, step: Optional[int] = None, *, lengths: Optional[
     raise AssertionError("unreachable")
 
 
+# ---------------------------------------------------------------------- a sweep of runs
+
+#: What a sweep's table shows of each probe, per kind.
+_SWEEP_MEASURES = {
+    "length": ("in_range", "exact_past", "holds_to"),
+    "counterfactual": ("acc_original", "acc_variant", "consistency"),
+}
+_AXES = ("n_layer", "d_model", "n_head", "steps", "lr", "seed")
+
+
+@dataclass
+class ProbeSweep:
+    """One probe on every completed run of a sweep, against the sweep's axes."""
+
+    sweep_dir: str
+    kind: str
+    axes: list[str]  # the axes that vary across the runs
+    measures: list[str]
+    rows: list[dict]  # axes, measures, verdict and run folder per run
+    command: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def figure(self):
+        """One panel per measure against the first axis; a line per value of the others
+        (seeds averaged, each seed a dot)."""
+        import matplotlib.pyplot as plt
+
+        xs = [a for a in self.axes if a != "seed"]
+        x = xs[0] if xs else "seed"
+        others = [a for a in xs[1:]]
+        numeric = all(isinstance(r[x], (int, float)) for r in self.rows)
+        levels = sorted({r[x] for r in self.rows}, key=lambda v: (str(type(v)), v))
+        pos = (lambda v: v) if numeric else (lambda v: levels.index(v))  # noqa: E731
+        groups: dict[tuple, list[dict]] = {}
+        for r in self.rows:
+            groups.setdefault(tuple(r[a] for a in others), []).append(r)
+        fig, axs = plt.subplots(1, len(self.measures), figsize=(3.6 * len(self.measures), 3.3),
+                                squeeze=False)
+        colors = ["#3056d3", "#e07b00", "#1b7f3b", "#8e24aa", "#c62828", "#00838f"]
+        for ax, m in zip(axs[0], self.measures):
+            for (key, rows), c in zip(sorted(groups.items(), key=lambda kv: str(kv[0])), colors * 9):
+                label = ", ".join(f"{a.split('.')[-1]} {v}" for a, v in zip(others, key)) or None
+                at = sorted({r[x] for r in rows}, key=lambda v: (str(type(v)), v))
+                mean = [np.mean([r[m] for r in rows if r[x] == v]) for v in at]
+                ax.plot([pos(v) for v in at], mean, "o-", ms=3.5, color=c, label=label)
+                ax.scatter([pos(r[x]) for r in rows], [r[m] for r in rows], s=8, color=c, alpha=0.4)
+            ax.set_title(m.replace("_", " "), fontsize=9)
+            if all(0 <= r[m] <= 1 for r in self.rows):  # shares and accuracies
+                ax.set_ylim(-0.03, 1.05)
+            ax.set_xlabel(x)
+            if not numeric:
+                ax.set_xticks(range(len(levels)), [str(v) for v in levels])
+            ax.grid(alpha=0.25)
+        if len(groups) > 1:
+            axs[0][0].legend(fontsize=7, frameon=False)
+        fig.tight_layout()
+        return fig
+
+    def to_html(self) -> str:
+        cols = [*self.axes, "verdict", *self.measures]
+        return (f"<p>The {escape(self.kind)} probe on each of the {len(self.rows)} completed "
+                f"runs of {escape(self.sweep_dir)}; each run's own page is in its "
+                "<code>analysis/probe.html</code>.</p>"
+                + table_html(self.rows, cols, digits=3)
+                + figure_block(figure_to_svg(self.figure()),
+                               "Each measure against the sweep's first varying axis; a line per "
+                               "value of the other axes, seeds averaged (dots: single runs)."))
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+
+def is_sweep_dir(path: str | Path) -> bool:
+    p = Path(path)
+    return (p / "results.json").is_file() and not (p / "config.toml").is_file()
+
+
+def probe_sweep(sweep_dir: str | Path, **kw) -> ProbeSweep:
+    """:func:`probe` on every completed run of a sweep folder (each run's result goes to its
+    ``analysis/``), in one table against the axes that vary."""
+    from lenslab.scaling.sweep import read_results
+
+    rows = [r for r in read_results(sweep_dir) if r.get("status") == "completed"]
+    if not rows:
+        raise DataError(f"{sweep_dir}: no completed runs to probe yet")
+    out, kind = [], None
+    for r in rows:
+        res = probe(r["run"], **kw)
+        write_probe(res, Path(r["run"]) / "analysis", f"lenslab probe {r['run']}")
+        kind = res.kind
+        row = {a: r.get(a) for a in _AXES}
+        row.update({k: v for k, v in r.items() if "." in k})
+        row.update({"verdict": res.verdict, "run": r["run"]})
+        if kind == "rules":
+            row.update({f"share_{rule}": res.shares[rule] for rule in res.rules})
+            row["in_distribution_acc"] = res.in_distribution_acc
+        elif kind == "length":
+            past = res.train_range[1] + 1
+            row.update({"in_range": res.in_range, "holds_to": res.holds_to,
+                        "exact_past": (res.exact_match[res.lengths.index(past)]
+                                       if past in res.lengths else float("nan"))})
+        else:
+            row.update({m: getattr(res, m) for m in _SWEEP_MEASURES[kind]})
+        out.append(row)
+    keys = [k for k in out[0] if k in _AXES or "." in k]
+    axes = [k for k in keys if len({str(r[k]) for r in out}) > 1]
+    measures = ([k for k in out[0] if k.startswith("share_")] if kind == "rules"
+                else list(_SWEEP_MEASURES[kind]))
+    return ProbeSweep(str(sweep_dir), kind, axes, measures, out)
+
+
+def write_probe_sweep(result: ProbeSweep, out: str | Path, command: str = "") -> Path:
+    """``probes.json``, ``probes.csv``, ``probes.html`` and ``probes.png`` in ``out``."""
+    import csv
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from lenslab._io import atomic_write_json, atomic_write_text
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    result.command = command or " ".join(shlex.quote(a) for a in sys.argv)
+    atomic_write_json(out / "probes.json", result.to_dict())
+    cols = [*result.axes, "verdict", *result.measures, "run"]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in result.rows:
+        w.writerow([r.get(c) for c in cols])
+    atomic_write_text(out / "probes.csv", buf.getvalue())
+    fig = result.figure()
+    tmp = out / "probes.png.tmp"
+    fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    tmp.replace(out / "probes.png")
+    page = Page(f"{_TITLES[result.kind]}: {Path(result.sweep_dir).name}", "Command: " + result.command)
+    page.add(_TITLES[result.kind], result.to_html())
+    page.write(out / "probes.html")
+    return out / "probes.html"
+
+
 def result_from_dict(d: dict):
     """A probe result read back from its ``probe.json`` (for the run report)."""
     cls = {"rules": RuleTest, "length": LengthTest, "counterfactual": CounterfactualTest}[d["kind"]]

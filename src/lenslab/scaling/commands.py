@@ -210,7 +210,7 @@ def sweep_command(sweep: Path, out: Path, workers: Optional[int] = None, threads
     t = RichTable(title=f"{len(res.rows)} runs ({res.elapsed_s:.0f} s)")
     for c in cols:
         t.add_column(heads.get(c, c), justify="left" if c in ("name", "status") else "right",
-                     no_wrap=c in ("name", "N", "D"))
+                     no_wrap=c != "name", overflow="fold")  # long names (grid.set) fold
     for r in res.rows:
         t.add_row(*(_compact(r.get(c, float("nan"))) if c in ("N", "D") else _fmt(r.get(c, float("nan")))
                     for c in cols))

@@ -23,13 +23,19 @@ The sweep file::
     seeds = [0, 1]
     # lr = [1e-3, 3e-3]          # optional: the peak learning rate as one more axis
 
+    [grid.set]                   # optional: any other config key as an axis
+    "data.disambiguating" = [0.0, 0.25, 1.0]
+    "model.position" = ["learned", "rope"]
+
 Axes left out keep the base config's value. Every grid point is validated (and its model
 built on the ``meta`` device to count N) before anything is written, so a bad point is a
 one-line :class:`~lenslab.errors.ConfigError` that names it.
 
 Run names
     ``L{n_layer}-d{d_model}-h{n_head}-s{steps}-seed{seed}`` (``-t{tokens}`` when the length is
-    given in tokens; ``-lr{lr}`` when ``grid.lr`` is given). Names do not depend on which axes
+    given in tokens; ``-lr{lr}`` when ``grid.lr`` is given; ``-{key}{value}`` for each
+    ``grid.set`` axis, e.g. ``-disambiguating0.25-positionrope``, before the seed; the results
+    table has a column per ``grid.set`` key, named as in the file). Names do not depend on which axes
     have one value, so adding a seed or a width later keeps the existing runs.
 Width and the MLP
     A base ``d_mlp`` is scaled with ``d_model`` (its ratio is kept); without one the model's
@@ -95,6 +101,7 @@ import io
 import itertools
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -121,7 +128,7 @@ TAIL_COLUMNS = ("epochs", "unique_tokens", "lr", "warmup", "batch_size", "guard_
 _STEP_KEYS = {"step", "seq", "data_index", "loss", "lr", "grad_norm", "tokens", "skipped",
               "elapsed_s", "tok_per_s", "loss_scale", "val_loss"}
 #: Tasks whose every batch is freshly drawn from an unbounded space (no epochs).
-FRESH_TASKS = ("induction", "icl_regression")
+FRESH_TASKS = ("induction", "icl_regression", "repeat", "sequence")
 #: Exit codes of ``lenslab train`` / ``resume`` (see the README).
 _RC_OK, _RC_BAD_INPUT, _RC_GAVE_UP, _RC_PREEMPTED = 0, 2, 3, 75
 #: Exit code of a sweep that was interrupted (like a preempted run) or left runs unfinished.
@@ -140,6 +147,18 @@ class _Strict(BaseModel):
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 PosFloat = Annotated[float, Field(gt=0)]
+
+
+#: Sections of a run config that ``grid.set`` may vary, and the keys that have their own axis.
+SET_SECTIONS = ("model", "data", "optim", "train", "guard")
+OWN_AXES = {"model.n_layer": "n_layer", "model.d_model": "d_model", "model.n_head": "n_head",
+            "train.max_steps": "steps", "optim.lr": "lr"}
+
+
+def set_part(key: str, value: Any) -> str:
+    """A ``grid.set`` axis in a run name: ``data.disambiguating = 0.5`` -> ``disambiguating0.5``."""
+    text = _g(value) if isinstance(value, float) else str(value).lower()
+    return key.split(".", 1)[1] + re.sub(r"[^A-Za-z0-9._]+", "_", text)
 
 
 class Shape(_Strict):
@@ -162,6 +181,8 @@ class Grid(_Strict):
     tokens: Optional[list[PosInt]] = None
     seeds: Optional[list[NonNegInt]] = None
     lr: Optional[list[PosFloat]] = None
+    set: Optional[dict[str, list[Any]]] = Field(
+        None, description="any other config keys as axes: {\"data.disambiguating\" = [0, 0.5]}")
 
     @model_validator(mode="after")
     def _exclusive(self) -> "Grid":
@@ -183,6 +204,18 @@ class Grid(_Strict):
                 raise ValueError(f"{name} repeats {', '.join(map(str, dupes))}")
         if self.shapes is not None and len(self.shapes) == 0:
             raise ValueError("shapes is an empty list")
+        for key, vals in (self.set or {}).items():
+            path = key.split(".")
+            if len(path) != 2 or path[0] not in SET_SECTIONS or not path[1]:
+                raise ValueError(f"set: {key!r} is not SECTION.KEY with SECTION one of "
+                                 f"{', '.join(SET_SECTIONS)}")
+            if key in OWN_AXES:
+                raise ValueError(f"set: {key} has its own axis: use grid.{OWN_AXES[key]}")
+            if not isinstance(vals, list) or not vals:
+                raise ValueError(f"set: {key} needs a non-empty list of values")
+            dupes = sorted({str(v) for v in vals if vals.count(v) > 1})
+            if dupes:
+                raise ValueError(f"set: {key} repeats {', '.join(dupes)}")
         return self
 
 
@@ -291,6 +324,7 @@ def point_name(axes: dict[str, Any]) -> str:
              f"h{axes['n_head']}" if axes.get("n_head") is not None else None,
              f"t{axes['tokens']}" if axes.get("tokens") is not None else f"s{axes['steps']}",
              f"lr{_g(axes['lr'])}" if axes.get("lr") is not None else None,
+             *(set_part(k, v) for k, v in axes.items() if "." in k),
              f"seed{axes['seed']}"]
     return "-".join(p for p in parts if p)
 
@@ -363,14 +397,19 @@ def plan(spec: SweepSpec) -> list[GridPoint]:
         lengths = [("steps", base.train.max_steps, base.train.max_steps)]
     lrs = g.lr if g.lr is not None else [None]
     seeds = g.seeds if g.seeds is not None else [base.seed]
+    sets = [dict(zip(g.set, combo)) for combo in itertools.product(*g.set.values())] if g.set else [{}]
 
     base_d = base.model_dump(mode="json", exclude_none=True)
     ratio = None
     if getattr(model, "d_mlp", None) is not None:
         ratio = model.d_mlp / model.d_model
     points, seen = [], {}
-    for shape, (kind, length, steps), lr, seed in itertools.product(shapes, lengths, lrs, seeds):
+    for shape, (kind, length, steps), lr, extra, seed in itertools.product(
+            shapes, lengths, lrs, sets, seeds):
         d = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base_d.items()}
+        for key, value in extra.items():
+            section, name = key.split(".")
+            d[section] = {**d[section], name: value}
         m = dict(d["model"])
         for k in ("n_layer", "d_model", "n_head"):
             if k in shape:
@@ -393,6 +432,7 @@ def plan(spec: SweepSpec) -> list[GridPoint]:
             axes["tokens"] = length
         if lr is not None:
             axes["lr"] = lr
+        axes.update(extra)  # "section.key": value
         name = point_name(axes)
         d["name"] = name
         if name in seen:
@@ -566,6 +606,7 @@ def run_row(point: GridPoint, run_dir: Path, loss_window: float = 0.1) -> dict[s
     for k in ("n_layer", "d_model", "n_head"):
         row[k] = point.axes.get(k)
     row["seed"] = point.axes["seed"]
+    row.update({k: v for k, v in point.axes.items() if "." in k})  # grid.set axes
     row["steps"] = point.steps
     row["N"] = point.N
     row["D"] = point.D
@@ -620,7 +661,11 @@ def table_columns(rows: list[dict[str, Any]]) -> list[str]:
     """Head columns, the task metrics found in any row (sorted), then the tail columns."""
     known = set(HEAD_COLUMNS) | set(TAIL_COLUMNS)
     extra = sorted({k for r in rows for k in r if k not in known})
-    return list(HEAD_COLUMNS) + extra + list(TAIL_COLUMNS)
+    set_axes = [k for k in extra if "." in k]  # grid.set axes go with the other axes
+    head = list(HEAD_COLUMNS)
+    at = head.index("steps")
+    return (head[:at] + set_axes + head[at:] + [k for k in extra if "." not in k]
+            + list(TAIL_COLUMNS))
 
 
 def _cell(v: Any) -> str:
