@@ -146,3 +146,14 @@ def test_tensorboard_logging_writes_event_files(tmp_path):
     assert cli("train", cfg, "--out", tmp_path / "r", "-q")[0] == 0
     events = list((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train"], "Missing argument"),
+    (["fit", "results.csv", "--form", "power"], "Missing option '--out'"),
+    (["probe", "run", "--n", "2"], "greater than or equal to 8"),
+    (["nope"], "No such command"),
+])
+def test_usage_errors_are_one_message_and_exit_2(args, needle):
+    code, out, err = cli(*args)
+    assert code == 2 and needle in out + err and "Traceback" not in out + err

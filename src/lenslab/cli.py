@@ -362,13 +362,33 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:  # usage errors: a missing option, a value out of range
+        usage, abort = _click_exceptions()
+        if isinstance(e, usage):
             e.show()
             return 2
-        if isinstance(e, click.exceptions.Abort):
+        if isinstance(e, abort):
             return 130
         raise
     return 0
+
+
+def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """Click's usage and abort exceptions. Recent typer releases raise those of the copy of
+    click they ship (``typer._click.exceptions``, with ``Abort`` in ``typer.exceptions``),
+    older ones those of ``click``; accept whichever are importable."""
+    import importlib
+
+    usage, abort = [], []
+    for mod, names in (("typer._click.exceptions", ("ClickException",)),
+                       ("typer.exceptions", ("Abort",)),
+                       ("click.exceptions", ("ClickException", "Abort"))):
+        try:
+            m = importlib.import_module(mod)
+        except ImportError:
+            continue
+        for n in names:
+            cls = getattr(m, n, None)
+            if isinstance(cls, type):
+                (usage if n == "ClickException" else abort).append(cls)
+    return tuple(usage), tuple(abort)
