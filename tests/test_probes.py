@@ -236,4 +236,22 @@ def test_probe_a_sweep_against_its_axes(tmp_path):
     assert "data.disambiguating" in (tmp_path / "sw" / "probes.csv").read_text().splitlines()[0]
     assert (tmp_path / "sw" / "probes.png").stat().st_size > 1000
     code, out, err = cli("probe", str(tmp_path / "sw"), "--step", "10")
-    assert code == 2 and "sweep folder has many runs" in err
+    assert code == 2 and "drop it to probe every run of the sweep" in err
+
+
+def test_probe_every_checkpoint_of_a_run(tmp_path):
+    run = _train(tmp_path, "ma", "modular_addition", 300,
+                 ["data.p=13", "data.train_fraction=0.5", "train.checkpoint_every=100",
+                  "train.keep_checkpoints=10"])
+    code, out, err = cli("probe", str(run), "--checkpoints")
+    assert code == 0, err
+    d = json.loads((run / "analysis" / "probe-checkpoints.json").read_text())
+    steps = [r["step"] for r in d["rows"]]
+    assert d["over"] == "checkpoints" and d["axes"] == ["step"]
+    assert steps == sorted(steps) and steps[-1] == 300 and {100, 200} <= set(steps)
+    assert {"acc_swap_trained", "acc_swap_held_out"} <= set(d["measures"])
+    last = d["rows"][-1]
+    assert last["acc_swap_trained"] > last["acc_swap_held_out"]  # memorized, commutative
+    assert (run / "analysis" / "probe-checkpoints.png").is_file()
+    code, out, err = cli("probe", str(run), "--checkpoints", "--step", "100")
+    assert code == 2 and "--step names one checkpoint" in err

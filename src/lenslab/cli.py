@@ -285,31 +285,47 @@ def probe(
         None, "--lengths", help="sequence runs: lengths to ask, e.g. 1-24 or 4,8,16"),
     variant: str = typer.Option("swap", "--variant", help="addition runs: the counterfactual variant"),
     n: Optional[int] = typer.Option(None, "--n", min=8, help="held-out questions (per length)"),
+    checkpoints: bool = typer.Option(
+        False, "--checkpoints", help="probe every verified checkpoint of the run (when did it "
+        "take its rule?)"),
 ):
     """Did the model learn the rule we meant, or a shortcut? The probe for the run's task:
     two rules (repeat), length generalization (sequence), counterfactual variants (additions);
-    on a sweep folder, every completed run against the sweep's axes."""
+    on a sweep folder, every completed run against the sweep's axes; with --checkpoints, every
+    checkpoint of the run."""
     from lenslab.probes import probe as do_probe
     from lenslab.probes import write_probe
-    from lenslab.probes.generalization import (is_sweep_dir, parse_lengths, probe_sweep,
-                                               write_probe_sweep)
+    from lenslab.probes.generalization import (is_sweep_dir, parse_lengths, probe_checkpoints,
+                                               probe_sweep, write_probe_series)
 
     kw = {"lengths": parse_lengths(lengths) if lengths else None, "variant": variant, "n": n}
-    if is_sweep_dir(run_dir):
+    sweep = is_sweep_dir(run_dir)
+    if sweep or checkpoints:
         if step is not None:
-            raise LensError("--step names one checkpoint of one run; a sweep folder has many runs")
-        sw = probe_sweep(run_dir, **kw)
-        path = write_probe_sweep(sw, out_dir or run_dir, "lenslab " + " ".join(sys.argv[1:]))
+            raise LensError("--step names one checkpoint; drop it to probe "
+                            + ("every run of the sweep" if sweep else "every checkpoint"))
+        if sweep and checkpoints:
+            raise LensError(f"{run_dir} is a sweep folder: --checkpoints takes one run folder")
+        sw = probe_sweep(run_dir, **kw) if sweep else probe_checkpoints(run_dir, **kw)
+        where = out_dir or (run_dir if sweep else run_dir / "analysis")
+        path = write_probe_series(sw, where, "lenslab " + " ".join(sys.argv[1:]))
         from rich.table import Table
 
-        t = Table(title=f"{sw.kind} probe on {len(sw.rows)} runs")
+        from rich import box
+
+        t = Table(title=f"{sw.kind} probe on {len(sw.rows)} {sw.over}", box=box.SIMPLE_HEAD)
+        short = {"acc_original": "acc", "acc_variant": "acc variant", "consistency": "same",
+                 "acc_swap_trained": "swap trained", "acc_swap_held_out": "swap held out",
+                 "in_range": "in range", "exact_past": "past range", "holds_to": "holds to"}
         for c in [*sw.axes, "verdict", *sw.measures]:
-            t.add_column(c.split(".")[-1].removeprefix("share_"), justify="left" if c in sw.axes or c == "verdict" else "right")
+            t.add_column(short.get(c, c.split(".")[-1].removeprefix("share_")),
+                         overflow="fold" if c in sw.axes else "ellipsis",
+                         justify="left" if c in sw.axes or c == "verdict" else "right")
         for r in sw.rows:
             t.add_row(*(f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c])
                         for c in [*sw.axes, "verdict", *sw.measures]))
         out.print(t)
-        err.print(f"[green]wrote[/] {path.parent / 'probes.csv'}, probes.json, {path.name}, probes.png")
+        err.print(f"[green]wrote[/] {path.with_suffix('.csv')}, .json, .html and .png")
         return
     res = do_probe(run_dir, step, **kw)
     where = out_dir if out_dir is not None else run_dir / "analysis"

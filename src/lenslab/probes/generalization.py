@@ -549,14 +549,16 @@ _AXES = ("n_layer", "d_model", "n_head", "steps", "lr", "seed")
 
 
 @dataclass
-class ProbeSweep:
-    """One probe on every completed run of a sweep, against the sweep's axes."""
+class ProbeSeries:
+    """One probe on several models: the completed runs of a sweep against the sweep's axes,
+    or the checkpoints of one run against the step."""
 
-    sweep_dir: str
+    source: str  # the sweep folder or the run folder
+    over: str  # "runs" or "checkpoints"
     kind: str
-    axes: list[str]  # the axes that vary across the runs
+    axes: list[str]  # what varies: sweep axes, or ["step"]
     measures: list[str]
-    rows: list[dict]  # axes, measures, verdict and run folder per run
+    rows: list[dict]  # axes, measures, verdict (and run folder) per model
     command: str = ""
 
     def to_dict(self) -> dict:
@@ -600,13 +602,18 @@ class ProbeSweep:
 
     def to_html(self) -> str:
         cols = [*self.axes, "verdict", *self.measures]
-        return (f"<p>The {escape(self.kind)} probe on each of the {len(self.rows)} completed "
-                f"runs of {escape(self.sweep_dir)}; each run's own page is in its "
-                "<code>analysis/probe.html</code>.</p>"
-                + table_html(self.rows, cols, digits=3)
-                + figure_block(figure_to_svg(self.figure()),
-                               "Each measure against the sweep's first varying axis; a line per "
-                               "value of the other axes, seeds averaged (dots: single runs)."))
+        if self.over == "runs":
+            intro = (f"The {escape(self.kind)} probe on each of the {len(self.rows)} completed runs "
+                     f"of {escape(self.source)}; each run's own page is in its "
+                     "<code>analysis/probe.html</code>.")
+            caption = ("Each measure against the sweep's first varying axis; a line per value of "
+                       "the other axes, seeds averaged (dots: single runs).")
+        else:
+            intro = (f"The {escape(self.kind)} probe at each of {len(self.rows)} verified "
+                     f"checkpoints of {escape(self.source)}.")
+            caption = "Each measure at each checkpoint."
+        return (f"<p>{intro}</p>" + table_html(self.rows, cols, digits=3)
+                + figure_block(figure_to_svg(self.figure()), caption))
 
     def _repr_html_(self) -> str:
         return self.to_html()
@@ -617,7 +624,31 @@ def is_sweep_dir(path: str | Path) -> bool:
     return (p / "results.json").is_file() and not (p / "config.toml").is_file()
 
 
-def probe_sweep(sweep_dir: str | Path, **kw) -> ProbeSweep:
+def _measured(res) -> dict:
+    """What a table of many probes shows of one result (see :data:`_SWEEP_MEASURES`)."""
+    if res.kind == "rules":
+        return {**{f"share_{rule}": res.shares[rule] for rule in res.rules},
+                "in_distribution_acc": res.in_distribution_acc}
+    if res.kind == "length":
+        past = res.train_range[1] + 1
+        return {"in_range": res.in_range, "holds_to": res.holds_to,
+                "exact_past": (res.exact_match[res.lengths.index(past)] if past in res.lengths
+                               else float("nan"))}
+    row = {m: getattr(res, m) for m in _SWEEP_MEASURES["counterfactual"]}
+    for g in res.groups:  # modular addition: held-out pairs by whether their swap was trained
+        row[f"acc_{g['name'].replace(' ', '_')}"] = g["acc_original"]
+    return row
+
+
+def _measure_names(kind: str, row: dict) -> list[str]:
+    if kind == "rules":
+        return [k for k in row if k.startswith("share_")]
+    if kind == "counterfactual":
+        return [*_SWEEP_MEASURES[kind], *(k for k in row if k.startswith("acc_swap"))]
+    return list(_SWEEP_MEASURES[kind])
+
+
+def probe_sweep(sweep_dir: str | Path, **kw) -> ProbeSeries:
     """:func:`probe` on every completed run of a sweep folder (each run's result goes to its
     ``analysis/``), in one table against the axes that vary."""
     from lenslab.scaling.sweep import read_results
@@ -632,27 +663,39 @@ def probe_sweep(sweep_dir: str | Path, **kw) -> ProbeSweep:
         kind = res.kind
         row = {a: r.get(a) for a in _AXES}
         row.update({k: v for k, v in r.items() if "." in k})
-        row.update({"verdict": res.verdict, "run": r["run"]})
-        if kind == "rules":
-            row.update({f"share_{rule}": res.shares[rule] for rule in res.rules})
-            row["in_distribution_acc"] = res.in_distribution_acc
-        elif kind == "length":
-            past = res.train_range[1] + 1
-            row.update({"in_range": res.in_range, "holds_to": res.holds_to,
-                        "exact_past": (res.exact_match[res.lengths.index(past)]
-                                       if past in res.lengths else float("nan"))})
-        else:
-            row.update({m: getattr(res, m) for m in _SWEEP_MEASURES[kind]})
+        row.update({"verdict": res.verdict, "run": r["run"], **_measured(res)})
         out.append(row)
     keys = [k for k in out[0] if k in _AXES or "." in k]
     axes = [k for k in keys if len({str(r[k]) for r in out}) > 1]
-    measures = ([k for k in out[0] if k.startswith("share_")] if kind == "rules"
-                else list(_SWEEP_MEASURES[kind]))
-    return ProbeSweep(str(sweep_dir), kind, axes, measures, out)
+    return ProbeSeries(str(sweep_dir), "runs", kind, axes, _measure_names(kind, out[0]), out)
 
 
-def write_probe_sweep(result: ProbeSweep, out: str | Path, command: str = "") -> Path:
-    """``probes.json``, ``probes.csv``, ``probes.html`` and ``probes.png`` in ``out``."""
+def probe_checkpoints(run_dir: str | Path, max_checkpoints: int = 40, **kw) -> ProbeSeries:
+    """:func:`probe` at every verified checkpoint of one run (at most ``max_checkpoints``,
+    evenly spaced, the newest always included): when did the model take its rule?"""
+    from lenslab.training.checkpoint import list_checkpoints, verify
+
+    steps = sorted(c.step for c in list_checkpoints(Path(run_dir) / "checkpoints")
+                   if verify(c.path) is None)
+    if not steps:
+        from lenslab.errors import RunDirError
+
+        raise RunDirError(f"{run_dir} has no verified checkpoints; train it first")
+    if len(steps) > max_checkpoints:
+        idx = np.unique(np.linspace(0, len(steps) - 1, max_checkpoints).round().astype(int))
+        steps = [steps[i] for i in idx]
+    out, kind = [], None
+    for st in steps:
+        res = probe(run_dir, st, **kw)
+        kind = res.kind
+        out.append({"step": st, "verdict": res.verdict, **_measured(res)})
+    return ProbeSeries(str(run_dir), "checkpoints", kind, ["step"], _measure_names(kind, out[0]),
+                       out)
+
+
+def write_probe_series(result: ProbeSeries, out: str | Path, command: str = "") -> Path:
+    """``probes.json``, ``probes.csv``, ``probes.html`` and ``probes.png`` in ``out``
+    (``probe-checkpoints.*`` for a run's checkpoints, beside its ``probe.*``)."""
     import csv
     import io
 
@@ -662,24 +705,25 @@ def write_probe_sweep(result: ProbeSweep, out: str | Path, command: str = "") ->
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    stem = "probes" if result.over == "runs" else "probe-checkpoints"
     result.command = command or " ".join(shlex.quote(a) for a in sys.argv)
-    atomic_write_json(out / "probes.json", result.to_dict())
-    cols = [*result.axes, "verdict", *result.measures, "run"]
+    atomic_write_json(out / f"{stem}.json", result.to_dict())
+    cols = [*result.axes, "verdict", *result.measures, *(["run"] if result.over == "runs" else [])]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
     for r in result.rows:
         w.writerow([r.get(c) for c in cols])
-    atomic_write_text(out / "probes.csv", buf.getvalue())
+    atomic_write_text(out / f"{stem}.csv", buf.getvalue())
     fig = result.figure()
-    tmp = out / "probes.png.tmp"
+    tmp = out / f"{stem}.png.tmp"
     fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
-    tmp.replace(out / "probes.png")
-    page = Page(f"{_TITLES[result.kind]}: {Path(result.sweep_dir).name}", "Command: " + result.command)
+    tmp.replace(out / f"{stem}.png")
+    page = Page(f"{_TITLES[result.kind]}: {Path(result.source).name}", "Command: " + result.command)
     page.add(_TITLES[result.kind], result.to_html())
-    page.write(out / "probes.html")
-    return out / "probes.html"
+    page.write(out / f"{stem}.html")
+    return out / f"{stem}.html"
 
 
 def result_from_dict(d: dict):
