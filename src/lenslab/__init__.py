@@ -59,6 +59,8 @@ _LAZY = {
     "rule_test": "lenslab.probes.generalization",
     "length_generalization": "lenslab.probes.generalization",
     "counterfactual": "lenslab.probes.generalization",
+    "probe_sweep": "lenslab.probes.generalization",
+    "probe_checkpoints": "lenslab.probes.generalization",
     # the tour
     "run_tour": "lenslab.tour",
 }

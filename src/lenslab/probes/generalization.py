@@ -3,7 +3,7 @@
 * **Two rules** (:func:`rule_test`): training data that fits more than one rule (``data.task =
   "repeat"``: induction, a fixed offset, a fixed phase). On held-out inputs where the rules
   disagree, the share of the model's answers each rule gives, with intervals from resampling
-  sequences, and a verdict: the rule that gives most answers, or "mixed".
+  sequences, and a verdict: the rule whose 95% interval lies above one half, or "mixed".
 * **Length** (:func:`length_generalization`): exact match and per-token accuracy at every
   length, inside and past the training range (``data.task = "sequence"``), and the longest
   length up to which the model keeps its in-range accuracy.
@@ -14,7 +14,9 @@
   answers only those has learned commutativity, not addition.
 
 :func:`probe` picks the probe for a run's task; :func:`write_probe` writes ``probe.json``,
-``probe.html`` and ``probe.png``. Every result has ``_repr_html_`` for notebooks.
+``probe.html`` and ``probe.png``. :func:`probe_sweep` and :func:`probe_checkpoints` run it on
+every run of a sweep or every checkpoint of a run, into one table and plot
+(:class:`ProbeSeries`). Every result has ``_repr_html_`` for notebooks.
 """
 
 from __future__ import annotations
@@ -381,6 +383,7 @@ class CounterfactualTest:
     acc_original: float
     acc_variant: float
     consistency: float  # the answer to the variant is the answer to the original
+    consistency_interval: list[float]
     drop: float  # acc_original - acc_variant
     drop_interval: list[float]
     groups: list[dict] = field(default_factory=list)  # the same measures on named subsets
@@ -390,19 +393,22 @@ class CounterfactualTest:
 
     @property
     def verdict(self) -> str:
-        lo, hi = self.drop_interval
-        if hi < self.tolerance and lo > -self.tolerance:
+        """Invariance is the answer not changing: "invariant" when the whole 95% interval of
+        the consistency is within ``tolerance`` of 1, "not invariant" when none of it is."""
+        lo, hi = self.consistency_interval
+        if lo >= 1 - self.tolerance:
             return "invariant"
-        if lo > self.tolerance or hi < -self.tolerance:
+        if hi < 1 - self.tolerance:
             return "not invariant"
         return "inconclusive"
 
     @property
     def summary(self) -> str:
-        lo, hi = self.drop_interval
-        return (f"accuracy {self.acc_original:.1%} on the originals, {self.acc_variant:.1%} on "
-                f"the variants (difference {self.drop:+.3f}, 95% interval {lo:+.3f} to {hi:+.3f}); "
-                f"the answer stays the same for {self.consistency:.1%}")
+        lo, hi = self.consistency_interval
+        dlo, dhi = self.drop_interval
+        return (f"the answer stays the same for {self.consistency:.1%} ({lo:.1%} to {hi:.1%}); "
+                f"accuracy {self.acc_original:.1%} on the originals, {self.acc_variant:.1%} on "
+                f"the variants (difference {self.drop:+.3f}, {dlo:+.3f} to {dhi:+.3f})")
 
     @property
     def finding(self) -> str:
@@ -447,8 +453,9 @@ class CounterfactualTest:
     def to_html(self) -> str:
         kind = {"invariant": "ok", "not invariant": "warn"}.get(self.verdict, "")
         body = (f"<p>{badge(self.verdict, kind)} Variant <b>{escape(self.variant)}</b>: "
-                f"{escape(self.description)}. On {self.n:,} held-out questions: "
-                f"{escape(self.summary)}.</p>")
+                f"{escape(self.description)}. On {self.n:,} held-out questions, "
+                f"{escape(self.summary)} (95% intervals; invariant means the same answer for at "
+                f"least {1 - self.tolerance:.0%}).</p>")
         if self.finding:
             body += f"<p>{escape(self.finding[0].upper() + self.finding[1:])}.</p>"
         if self.groups:
@@ -504,12 +511,14 @@ def counterfactual(run_dir: str | Path, variant: str = "swap", step: Optional[in
         answer = y[:, -task.answer_len:].numpy()
         ga, gb = task.predict(model, "cpu", x).numpy(), task.predict(model, "cpu", xs).numpy()
         ok_a, ok_b, same = (ga == answer).all(1), (gb == answer).all(1), (ga == gb).all(1)
-    diff = (ok_a.astype(float) - ok_b.astype(float))[:, None]
-    ci = _intervals(diff, np.ones(len(diff)), bootstrap, seed)[0]
+    diff = ok_a.astype(float) - ok_b.astype(float)
+    ci_same, ci_diff = _intervals(np.stack([same.astype(float), diff], axis=1),
+                                  np.ones(len(diff)), bootstrap, seed)
     m = _measures(ok_a, ok_b, same)
     return CounterfactualTest(str(run_dir), at, name, variant, VARIANTS[variant], m["n"],
                               m["acc_original"], m["acc_variant"], m["consistency"],
-                              float(diff.mean()), [float(ci[0]), float(ci[1])], groups)
+                              [float(v) for v in ci_same], float(diff.mean()),
+                              [float(v) for v in ci_diff], groups)
 
 
 # ---------------------------------------------------------------------- entry points
