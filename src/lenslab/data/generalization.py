@@ -71,8 +71,8 @@ class RepeatTask:
         # each of the model's answers is credited to one rule at most.
         disagree = ((j >= np.maximum(per[:, None], P) + 1) & (offset != seqs) & (phase != seqs)
                     & (phase != offset))
-        return {"x": seqs, "periods": per, "induction": seqs[:, 1:], "offset": offset[:, 1:], "phase": phase[:, 1:],
-                "disagree": disagree[:, 1:]}
+        return {"x": seqs, "periods": per, "induction": seqs[:, 1:], "offset": offset[:, 1:],
+                "phase": phase[:, 1:], "disagree": disagree[:, 1:]}
 
     def _xy(self, s: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         t = torch.from_numpy(s["x"].astype(np.int64))

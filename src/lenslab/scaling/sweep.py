@@ -295,7 +295,7 @@ class GridPoint:
 
     name: str
     config: RunConfig
-    axes: dict[str, Any]  # n_layer, d_model, n_head, seed, steps (and tokens, lr when given)
+    axes: dict[str, Any]  # n_layer, d_model, n_head, seed, steps (tokens, lr, "section.key" when given)
     N: int
     tokens_per_step: int
     unique_tokens: Optional[float]  # None: fresh data every step (no epochs)
