@@ -255,3 +255,18 @@ def test_probe_every_checkpoint_of_a_run(tmp_path):
     assert (run / "analysis" / "probe-checkpoints.png").is_file()
     code, out, err = cli("probe", str(run), "--checkpoints", "--step", "100")
     assert code == 2 and "--step names one checkpoint" in err
+
+
+def test_head_taxonomy_agrees_with_the_rule_probe(runs):
+    """A head that reads positions is not called an induction head because the battery's
+    repetition length is a multiple of the trained period (48 tokens: two copies of 24 = 3 x 8);
+    the model that learned induction has induction heads."""
+    from lenslab.attention.capture import load_lens
+    from lenslab.attention.heads import classify
+
+    def classes(run):
+        return {h["class"] for h in classify(load_lens(str(run)), n_natural=4, null_seeds=1,
+                                             n_perm=20).heads}
+
+    assert "induction" not in classes(runs["shortcut"])
+    assert "induction" in classes(runs["induction"])

@@ -94,8 +94,14 @@ def _prompt_from_tokens(t: Tokens, battery: str) -> Prompt:
 
 
 def random_battery(lens: LensModel, n: int = 16, length: Optional[int] = None,
-                   seed: int = 0) -> list[Prompt]:
-    """Repeated random tokens: ``[specials] x x [specials]`` with ``x`` random and ``length`` long."""
+                   seed: int = 0, vary: bool = False) -> list[Prompt]:
+    """Repeated random tokens: ``[specials] x x [specials]`` with ``x`` random and ``length`` long.
+
+    ``vary``: each prompt draws its own length in ``[length // 2, length]``. With one length L,
+    the induction target of every query is also the key L - 1 back, and, for a model trained on
+    sequences of period P dividing L, also a key of the same phase modulo P: a positional head
+    would score as an induction head. Varied lengths keep only the content-based target common.
+    """
     rng = np.random.default_rng(seed)
     tok = getattr(lens, "tokenizer", None)
     if tok is not None:
@@ -115,7 +121,8 @@ def random_battery(lens: LensModel, n: int = 16, length: Optional[int] = None,
         raise DataError(f"{lens.name}'s context ({lens.n_ctx}) is too short for the random battery")
     out = []
     for _ in range(n):
-        x = list(rng.choice(vocab, size=L, replace=len(vocab) < L))
+        size = int(rng.integers(max(2, L // 2), L + 1)) if vary else L
+        x = list(rng.choice(vocab, size=size, replace=len(vocab) < size))
         ids = [int(i) for i in (wrap(x + x) if wrap is not None else x + x)]
         special = [i in special_ids for i in ids]
         out.append(Prompt(ids, special, [False] * len(ids), "random"))
@@ -381,7 +388,8 @@ def classify(
     progress: bool = False,
 ) -> HeadReport:
     """Score every head of ``lens`` over the battery and classify it against the nulls."""
-    bat = random_battery(lens, n_random, seed=seed) + natural_battery(lens, prompts, n_natural, seed)
+    bat = (random_battery(lens, n_random, seed=seed, vary=True)
+           + natural_battery(lens, prompts, n_natural, seed))
     steps = [("trained model", lambda: score_battery(lens, bat, True, n_perm, seed))]
     for s in range(null_seeds):
         steps.append((f"re-initialised model {s}",
