@@ -63,6 +63,10 @@ def test_repeat_task_rules_are_what_they_say():
     assert (s["phase"] == full[np.arange(32)[:, None], j % 8]).all(), "phase reads period one"
     for a, b in (("induction", "offset"), ("induction", "phase"), ("offset", "phase")):
         assert (s[a][m] != s[b][m]).all(), f"{a} and {b} must differ where they are disputed"
+    for i, p in enumerate(s["periods"]):  # the disputed positions are a matter of indices
+        first = max(p, 8) + 1
+        assert not m[i, :first - 1].any()
+        assert (m[i, first - 1:] == task._disputed(int(p))).all()
 
 
 def test_repeat_config_errors_are_one_line():
@@ -71,6 +75,8 @@ def test_repeat_config_errors_are_one_line():
                                                   "period_max": 8}})
     with pytest.raises(ConfigError, match="distinct tokens"):
         lenslab.config.config_from_dict({"data": {"task": "repeat", "vocab_size": 10}})
+    with pytest.raises(ConfigError, match="never all disagree"):  # twice 8: never all distinct
+        RepeatTask(RepeatData(period=8, period_min=16, period_max=16), seed=0)
 
 
 def test_sequence_task_scores_only_the_answer():

@@ -15,6 +15,7 @@ import torch
 
 from lenslab.config import RepeatData, SequenceData
 from lenslab.data.base import IGNORE, rng_for
+from lenslab.errors import ConfigError
 
 _TRAIN, _EVAL, _PROBE = 0, 1, 2  # stream ids: training, evaluation and probe inputs never meet
 
@@ -49,6 +50,20 @@ class RepeatTask:
         self.seq_len = cfg.seq_len
         self.other_periods = np.array(
             [p for p in range(cfg.period_min, cfg.period_max + 1) if p != cfg.period])
+        if not any(self._disputed(p).any() for p in self.other_periods):
+            raise ConfigError(
+                f"data: on periods {cfg.period_min}..{cfg.period_max} induction, offset and phase "
+                f"never all disagree within {cfg.seq_len} tokens (with period {cfg.period}); "
+                "widen period_min/period_max or lengthen seq_len")
+
+    def _disputed(self, other: int) -> np.ndarray:
+        """Target positions ``j`` of a period-``other`` sequence where the three rules give
+        three different tokens (the prefix's tokens are distinct, so it is a matter of
+        indices: induction reads ``j``, offset ``j - P``, phase ``j mod P``, all mod ``other``)."""
+        P = self.cfg.period
+        j = np.arange(max(other, P) + 1, self.seq_len + 1)
+        ind, off, ph = j % other, (j - P) % other, (j % P) % other
+        return (ind != off) & (ind != ph) & (off != ph)
 
     def sample(self, rng: np.random.Generator, n: int, periods: str) -> dict[str, np.ndarray]:
         """``n`` sequences of ``seq_len + 1`` tokens. ``periods``: "trained" (the rules agree),
@@ -115,8 +130,9 @@ class RepeatTask:
         d = self.probe_inputs(n, seed=10_000)
         pred = model(torch.from_numpy(d["x"]).to(device)).argmax(-1).cpu().numpy()
         m = d["disagree"]
-        for rule in self.rules:
-            out[f"follows_{rule}"] = float((pred == d[rule])[m].mean())
+        if m.any():  # a few sequences may all have periods where the rules never all differ
+            for rule in self.rules:
+                out[f"follows_{rule}"] = float((pred == d[rule])[m].mean())
         return out
 
 

@@ -183,7 +183,10 @@ def rule_test(run_dir: str | Path, step: Optional[int] = None, n: int = 256,
     m = s["disagree"]
     hits = np.stack([((pred == s[r]) & m).sum(1) for r in task.rules], axis=1)  # [n, rules]
     counts = m.sum(1)
-    shares = hits.sum(0) / max(counts.sum(), 1)
+    if counts.sum() == 0:
+        raise DataError(f"{run_dir}: on the probe periods {task.cfg.period_min}..{task.cfg.period_max} "
+                        "the rules never all disagree; widen data.period_min/period_max")
+    shares = hits.sum(0) / counts.sum()
     ci = _intervals(hits, counts, bootstrap, seed)
     by_period = {}
     for p in np.unique(s["periods"]):
