@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from lenslab.errors import DataError
-from lenslab.report.html import Page, badge, escape, figure_block, figure_to_svg, table_html
+from lenslab.report.html import (Page, badge, escape, figure_block, figure_to_svg, table_html,
+                                 write_png)
 
 #: Tasks each probe reads, for the error a run of another task gets.
 PROBES = {"repeat": "rules", "sequence": "length", "modular_addition": "counterfactual",
@@ -711,8 +712,6 @@ def write_probe_series(result: ProbeSeries, out: str | Path, command: str = "") 
     import csv
     import io
 
-    import matplotlib.pyplot as plt
-
     from lenslab._io import atomic_write_json, atomic_write_text
 
     out = Path(out)
@@ -727,11 +726,7 @@ def write_probe_series(result: ProbeSeries, out: str | Path, command: str = "") 
     for r in result.rows:
         w.writerow([r.get(c) for c in cols])
     atomic_write_text(out / f"{stem}.csv", buf.getvalue())
-    fig = result.figure()
-    tmp = out / f"{stem}.png.tmp"
-    fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    tmp.replace(out / f"{stem}.png")
+    write_png(result.figure(), out / f"{stem}.png")
     page = Page(f"{_TITLES[result.kind]}: {Path(result.source).name}", "Command: " + result.command)
     page.add(_TITLES[result.kind], result.to_html())
     page.write(out / f"{stem}.html")
@@ -753,19 +748,13 @@ _TITLES = {"rules": "Which rule did the model learn?", "length": "Length general
 
 def write_probe(result, out: str | Path, command: str = "") -> Path:
     """``probe.json``, ``probe.html`` and ``probe.png`` in ``out``; returns the HTML's path."""
-    import matplotlib.pyplot as plt
-
     from lenslab._io import atomic_write_json
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result.command = command or " ".join(shlex.quote(a) for a in sys.argv)
     atomic_write_json(out / "probe.json", result.to_dict())
-    fig = result.figure()
-    tmp = out / "probe.png.tmp"
-    fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    tmp.replace(out / "probe.png")
+    write_png(result.figure(), out / "probe.png")
     page = Page(f"{_TITLES[result.kind]}: {Path(result.run_dir).name} at step {result.step}",
                 "Command: " + result.command)
     page.add(_TITLES[result.kind], result.to_html())

@@ -72,8 +72,8 @@ def probes_chapter(out: Path, quick: bool) -> str:
         + figure_block(figure_to_svg(first.figure()),
                        "The model with learned positions: shares of the disputed answers, "
                        "overall and at each probe period.")
-        + f"<p class='caption'>Commands: <code>lenslab init repeat &gt; repeat.toml; lenslab "
-        f"train repeat.toml --out RUN --set model.position=rope; lenslab probe RUN</code>.</p>")
+        + "<p class='caption'>Commands: <code>lenslab init repeat &gt; repeat.toml; lenslab "
+        "train repeat.toml --out RUN --set model.position=rope; lenslab probe RUN</code>.</p>")
 
     # Length: trained on 1-8, asked 1-16.
     steps = 300 if quick else 800

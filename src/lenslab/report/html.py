@@ -67,6 +67,22 @@ def figure_to_svg(fig: Any, close: bool = True) -> str:
     return svg[start:] if start >= 0 else svg
 
 
+def write_png(fig: Any, path: Any, close: bool = True) -> None:
+    """Write a matplotlib figure as a PNG, atomically (the figure is closed unless ``close`` is
+    False)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from lenslab._io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    if close:
+        plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def fmt_num(x: Any, digits: int = 4) -> str:
     if isinstance(x, bool) or x is None:
         return escape(x)

@@ -11,7 +11,6 @@ message and exits with code 2. Warnings about skipped rows are printed on stderr
 
 from __future__ import annotations
 
-import io
 import shlex
 import warnings
 from pathlib import Path
@@ -22,6 +21,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from lenslab.errors import ConfigError
+from lenslab.report.html import write_png
 
 _out = Console()
 _err = Console(stderr=True, soft_wrap=True)
@@ -53,17 +53,6 @@ def _run_with_warnings(fn: Callable[[], Any]) -> Any:
     for w in caught:
         _err.print(f"[yellow]warning:[/] {w.message}", highlight=False)
     return result
-
-
-def _write_png(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    from lenslab._io import atomic_write_bytes
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def _command(name: str, *parts: Any, **opts: Any) -> str:
@@ -106,7 +95,7 @@ def fit_command(results: Path, form: str = "power", x: Optional[str] = None, y: 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "fit.json", d)
     res.page(f"Scaling-law fit ({form}): {Path(results).name}").write(out / "fit.html")
-    _write_png(res.figure(), out / "fit.png")
+    write_png(res.figure(), out / "fit.png")
 
     t = RichTable(title=f"{form} fit of {res.y_name} ({res.n_points} points)")
     for col in ("parameter", "value", f"{int(level * 100)}% interval"):
@@ -156,7 +145,7 @@ def diagnose_command(source: Path, out: Optional[Path] = None, x: Optional[str] 
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "diagnosis.json", d)
         dg.page().write(out / "diagnosis.html")
-        _write_png(dg.figure(), out / "diagnosis.png")
+        write_png(dg.figure(), out / "diagnosis.png")
         _err.print(f"[green]wrote[/] {out / 'diagnosis.json'}, diagnosis.html, diagnosis.png", highlight=False)
     return d
 
@@ -181,7 +170,7 @@ def emergence_command(predictions: Path, out: Path, bootstrap: int = 1000, token
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "emergence.json", d)
     res.page(f"Emergent or metric artifact? {Path(predictions).name}").write(out / "emergence.html")
-    _write_png(res.figure(), out / "emergence.png")
+    write_png(res.figure(), out / "emergence.png")
     colour = {"metric artifact": "yellow", "emergent": "green"}.get(res.verdict, "white")
     _out.print(f"[bold {colour}]{res.verdict}[/]: {res.reason}", highlight=False)
     t = RichTable(title=f"{res.scales.size} scales")
