@@ -306,7 +306,7 @@ def probe(
                             + ("every run of the sweep" if sweep else "every checkpoint"))
         if sweep and checkpoints:
             raise LensError(f"{run_dir} is a sweep folder: --checkpoints takes one run folder")
-        sw = probe_sweep(run_dir, **kw) if sweep else probe_checkpoints(run_dir, **kw)
+        sw = (probe_sweep if sweep else probe_checkpoints)(run_dir, progress=True, **kw)
         where = out_dir or (run_dir if sweep else run_dir / "analysis")
         path = write_probe_series(sw, where, "lenslab " + " ".join(sys.argv[1:]))
         from rich.table import Table

@@ -661,7 +661,17 @@ def _measure_names(kind: str, row: dict) -> list[str]:
     return list(_SWEEP_MEASURES[kind])
 
 
-def probe_sweep(sweep_dir: str | Path, **kw) -> ProbeSeries:
+def _each(items: list, what: str, progress: bool):
+    """``items``, with a transient progress bar on stderr when ``progress``."""
+    if not progress:
+        return items
+    from rich.console import Console
+    from rich.progress import track
+
+    return track(items, description=what, transient=True, console=Console(stderr=True))
+
+
+def probe_sweep(sweep_dir: str | Path, progress: bool = False, **kw) -> ProbeSeries:
     """:func:`probe` on every completed run of a sweep folder (each run's result goes to its
     ``analysis/``), in one table against the axes that vary."""
     from lenslab.scaling.sweep import read_results
@@ -670,7 +680,7 @@ def probe_sweep(sweep_dir: str | Path, **kw) -> ProbeSeries:
     if not rows:
         raise DataError(f"{sweep_dir}: no completed runs to probe yet")
     out, kind = [], None
-    for r in rows:
+    for r in _each(rows, "probing runs", progress):
         res = probe(r["run"], **kw)
         write_probe(res, Path(r["run"]) / "analysis", f"lenslab probe {r['run']}")
         kind = res.kind
@@ -683,7 +693,8 @@ def probe_sweep(sweep_dir: str | Path, **kw) -> ProbeSeries:
     return ProbeSeries(str(sweep_dir), "runs", kind, axes, _measure_names(kind, out[0]), out)
 
 
-def probe_checkpoints(run_dir: str | Path, max_checkpoints: int = 40, **kw) -> ProbeSeries:
+def probe_checkpoints(run_dir: str | Path, max_checkpoints: int = 40, progress: bool = False,
+                      **kw) -> ProbeSeries:
     """:func:`probe` at every verified checkpoint of one run (at most ``max_checkpoints``,
     evenly spaced, the newest always included): when did the model take its rule?"""
     from lenslab.training.checkpoint import list_checkpoints, verify
@@ -698,7 +709,7 @@ def probe_checkpoints(run_dir: str | Path, max_checkpoints: int = 40, **kw) -> P
         idx = np.unique(np.linspace(0, len(steps) - 1, max_checkpoints).round().astype(int))
         steps = [steps[i] for i in idx]
     out, kind = [], None
-    for st in steps:
+    for st in _each(steps, "probing checkpoints", progress):
         res = probe(run_dir, st, **kw)
         kind = res.kind
         out.append({"step": st, "verdict": res.verdict, **_measured(res)})
