@@ -309,21 +309,16 @@ def probe(
         sw = (probe_sweep if sweep else probe_checkpoints)(run_dir, progress=True, **kw)
         where = out_dir or (run_dir if sweep else run_dir / "analysis")
         path = write_probe_series(sw, where, "lenslab " + " ".join(sys.argv[1:]))
+        from rich import box
         from rich.table import Table
 
-        from rich import box
-
         t = Table(title=f"{sw.kind} probe on {len(sw.rows)} {sw.over}", box=box.SIMPLE_HEAD)
-        short = {"acc_original": "acc", "acc_variant": "acc variant", "consistency": "same",
-                 "acc_swap_trained": "swap trained", "acc_swap_held_out": "swap held out",
-                 "in_range": "in range", "exact_past": "past range", "holds_to": "holds to"}
-        for c in [*sw.axes, "verdict", *sw.measures]:
-            t.add_column(short.get(c, c.split(".")[-1].removeprefix("share_")),
-                         overflow="fold" if c in sw.axes else "ellipsis",
+        cols = sw.columns()
+        for c, label in cols:
+            t.add_column(label, overflow="fold" if c in sw.axes else "ellipsis",
                          justify="left" if c in sw.axes or c == "verdict" else "right")
         for r in sw.rows:
-            t.add_row(*(f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c])
-                        for c in [*sw.axes, "verdict", *sw.measures]))
+            t.add_row(*(f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c, _ in cols))
         out.print(t)
         err.print(f"[green]wrote[/] {path.with_suffix('.csv')}, .json, .html and .png")
         return

@@ -559,6 +559,10 @@ _SWEEP_MEASURES = {
     "counterfactual": ("acc_original", "acc_variant", "consistency"),
 }
 _AXES = ("n_layer", "d_model", "n_head", "steps", "lr", "seed")
+_SHORT = {"acc_original": "acc", "acc_variant": "acc variant", "consistency": "same",
+          "acc_swap_trained": "swap trained", "acc_swap_held_out": "swap held out",
+          "in_range": "in range", "exact_past": "past range", "holds_to": "holds to",
+          "in_distribution_acc": "acc where rules agree"}
 
 
 @dataclass
@@ -576,6 +580,11 @@ class ProbeSeries:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def columns(self) -> list[tuple[str, str]]:
+        """``(key, short label)`` of the table's columns: axes, verdict, measures."""
+        return [(c, _SHORT.get(c, c.split(".")[-1].removeprefix("share_")))
+                for c in [*self.axes, "verdict", *self.measures]]
 
     def figure(self):
         """One panel per measure against the first axis; a line per value of the others
