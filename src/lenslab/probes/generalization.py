@@ -326,7 +326,11 @@ def length_generalization(run_dir: str | Path, step: Optional[int] = None,
                           threshold: float = 0.9, bootstrap: int = 1000,
                           seed: int = 0) -> LengthTest:
     """Exact match and per-token accuracy of a ``sequence`` run at every length in
-    ``lengths`` (default: 1 to the task's ``eval_max_len``)."""
+    ``lengths`` (default: 1 to the task's ``eval_max_len``).
+
+    Answers are read in one forward pass with the true answer as the prefix: a string counts
+    as exactly right when every answer token is the argmax, which is when greedy decoding
+    would write the whole answer right. Per-token accuracy is teacher-forced."""
     model, task, cfg, at = _load(run_dir, step)
     if PROBES[cfg.data.task] != "length":
         raise DataError(f"{run_dir}: the length probe reads data.task = \"sequence\" runs, not "
