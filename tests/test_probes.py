@@ -259,6 +259,9 @@ def test_probe_every_checkpoint_of_a_run(tmp_path):
     last = d["rows"][-1]
     assert last["acc_swap_trained"] > last["acc_swap_held_out"]  # memorized, commutative
     assert (run / "analysis" / "probe-checkpoints.png").is_file()
+    from lenslab.report.run import write_run_report
+
+    assert "Generalization probe across checkpoints" in write_run_report(run).read_text()
     code, out, err = cli("probe", str(run), "--checkpoints", "--step", "100")
     assert code == 2 and "--step names one checkpoint" in err
 

@@ -2,7 +2,8 @@
 
 The training chapter (loss curve with guard events), then whatever analyses the folder holds:
 ``analysis/heads.json`` (head taxonomy), ``analysis/icl.json`` (ICL score, per-position loss,
-phase change) and ``analysis/probe.json`` (a generalization probe). The page reads JSON, never the analyses' internals, and works offline.
+phase change), ``analysis/probe.json`` (a generalization probe) and
+``analysis/probe-checkpoints.json`` (the probe at every checkpoint). The page reads JSON, never the analyses' internals, and works offline.
 """
 
 from __future__ import annotations
@@ -50,6 +51,15 @@ def _probe_section(d: dict) -> str:
             + (f"<p class='caption'>Command: <code>{escape(cmd)}</code></p>" if cmd else ""))
 
 
+def _probe_checkpoints_section(d: dict) -> str:
+    from lenslab.probes.generalization import ProbeSeries
+
+    res = ProbeSeries(**{k: d[k] for k in ProbeSeries.__dataclass_fields__ if k in d})
+    cmd = d.get("command", "")
+    return (res.to_html()
+            + (f"<p class='caption'>Command: <code>{escape(cmd)}</code></p>" if cmd else ""))
+
+
 def write_run_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not (run_dir / "config.toml").is_file():
@@ -59,7 +69,9 @@ def write_run_report(run_dir: str | Path) -> Path:
     analysis = run_dir / "analysis"
     for name, title, build in (("heads.json", "Heads", _heads_section),
                                ("icl.json", "In-context learning", _icl_section),
-                               ("probe.json", "Generalization probe", _probe_section)):
+                               ("probe.json", "Generalization probe", _probe_section),
+                               ("probe-checkpoints.json", "Generalization probe across checkpoints",
+                                _probe_checkpoints_section)):
         f = analysis / name
         if f.is_file():
             try:
