@@ -20,16 +20,6 @@ from lenslab.errors import ConfigError
 _TRAIN, _EVAL, _PROBE = 0, 1, 2  # stream ids: training, evaluation and probe inputs never meet
 
 
-def _answer_acc(model, x: torch.Tensor, y: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sequence exact match and per-token accuracy over the scored targets."""
-    pred = model(x.to(device)).argmax(-1).cpu()
-    scored = y != IGNORE
-    hit = (pred == y) & scored
-    exact = (hit.sum(1) == scored.sum(1)).float()
-    token = hit.sum(1).float() / scored.sum(1).clamp(min=1)
-    return exact, token
-
-
 class RepeatTask:
     """A random prefix of distinct tokens repeated to fill the context; the next token is the
     target everywhere (the first period is unpredictable and counts for nothing but loss).
@@ -182,6 +172,15 @@ class SequenceTask:
     def token_str(self, ids):
         return ["=" if i == self.eq else "_" if i == self.pad else str(i) for i in map(int, ids)]
 
+    @staticmethod
+    def score(pred: np.ndarray, y: torch.Tensor) -> tuple[np.ndarray, float]:
+        """Per-string exact match ``[n]`` (every answer token right) and per-token accuracy of
+        argmax predictions ``pred [n, T]`` against targets ``y``."""
+        y = y.numpy()
+        scored = y != IGNORE
+        hit = pred == y
+        return (hit | ~scored).all(1).astype(float), float(hit[scored].mean())
+
     @torch.no_grad()
     def metrics(self, model, device, n: int = 256) -> dict[str, float]:
         """Exact match in the training range and just past it (``max_len + 1``, when the
@@ -195,5 +194,5 @@ class SequenceTask:
                 x, y = self.encode(self.strings(rng_for(self.seed, _EVAL, 10_000), n))
             else:
                 x, y = self.probe_inputs(n, length, seed=10_000)
-            out[key] = _answer_acc(model, x, y, device)[0].mean().item()
+            out[key] = float(self.score(model(x.to(device)).argmax(-1).cpu().numpy(), y)[0].mean())
         return out

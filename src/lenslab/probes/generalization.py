@@ -30,6 +30,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from lenslab._io import read_jsonl
 from lenslab.errors import DataError
 from lenslab.report.html import (Page, badge, escape, figure_block, figure_to_svg, table_html,
                                  write_png)
@@ -201,8 +202,6 @@ def rule_test(run_dir: str | Path, step: Optional[int] = None, n: int = 256,
     top = int(np.argmax(shares))
     verdict = task.rules[top] if ci[top, 0] > 0.5 else "mixed"
     history: dict[str, list] = {}
-    from lenslab._io import read_jsonl
-
     # evaluations logged while training; a step logged twice (after a rollback) keeps its last
     logged = {r["step"] + 1: r for r in read_jsonl(Path(run_dir) / "metrics.jsonl")  # steps done
               if all(f"follows_{r_}" in r for r_ in task.rules) and r["step"] < at}
@@ -342,14 +341,11 @@ def length_generalization(run_dir: str | Path, step: Optional[int] = None,
     if too_long:
         raise DataError(f"length {too_long[0]} needs {2 * too_long[0]} tokens but the model's "
                         f"context is {cfg.model.n_ctx}; probe lengths up to {cfg.model.n_ctx // 2}")
-    from lenslab.data import IGNORE
 
     def measure(L: int) -> tuple[np.ndarray, float]:
         """Per-string exact match and the per-token accuracy at length ``L``."""
         x, y = task.probe_inputs(n, L, seed)
-        hit = (_argmax(model, x) == y.numpy())
-        scored = y.numpy() != IGNORE
-        return (hit | ~scored).all(1).astype(float), float(hit[scored].mean())
+        return task.score(_argmax(model, x), y)
 
     exact, token, ci = [], [], []
     for L in lengths:
@@ -477,7 +473,7 @@ class CounterfactualTest:
         return self.to_html()
 
 
-def _measures(a: np.ndarray, b: np.ndarray, same: np.ndarray) -> dict:
+def _group_measures(a: np.ndarray, b: np.ndarray, same: np.ndarray) -> dict:
     return {"n": int(len(a)), "acc_original": float(a.mean()) if len(a) else float("nan"),
             "acc_variant": float(b.mean()) if len(b) else float("nan"),
             "consistency": float(same.mean()) if len(same) else float("nan")}
@@ -509,7 +505,7 @@ def counterfactual(run_dir: str | Path, variant: str = "swap", step: Optional[in
         trained = set((task.train_pairs[:, 0] * p + task.train_pairs[:, 1]).tolist())
         swap_trained = np.array([int(b) * p + int(a) in trained for a, b in pairs], dtype=bool)
         for label, rows in (("swap trained", swap_trained), ("swap held out", ~swap_trained)):
-            groups.append({"name": label, **_measures(ok_a[rows], ok_b[rows], same[rows])})
+            groups.append({"name": label, **_group_measures(ok_a[rows], ok_b[rows], same[rows])})
     else:  # addition: fresh operands and their swaps; greedy answers compared whole
         rng = np.random.default_rng(seed)
         hi = task.base ** task.cfg.digits
@@ -522,7 +518,7 @@ def counterfactual(run_dir: str | Path, variant: str = "swap", step: Optional[in
     diff = ok_a.astype(float) - ok_b.astype(float)
     ci_same, ci_diff = _intervals(np.stack([same.astype(float), diff], axis=1),
                                   np.ones(len(diff)), bootstrap, seed)
-    m = _measures(ok_a, ok_b, same)
+    m = _group_measures(ok_a, ok_b, same)
     return CounterfactualTest(str(run_dir), at, name, variant, VARIANTS[variant], m["n"],
                               m["acc_original"], m["acc_variant"], m["consistency"],
                               [float(v) for v in ci_same], float(diff.mean()),
