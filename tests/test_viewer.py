@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from lenslab.errors import DataError
-from lenslab.report.viewer import (ViewerInput, Viewer, assets, build_payload, dequantize,
+from lenslab.attention.viewer import (ViewerInput, Viewer, assets, build_payload, dequantize,
                                    load_head_info, quantize, render_viewer, safe_json, token_title,
                                    view, viewer_fragment, visible_token)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lenslab.report.viewer import render_viewer, visible_token
+from lenslab.attention.viewer import render_viewer, visible_token
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed "
@@ -145,7 +145,7 @@ def test_hostile_tokens_render_as_text_and_run_no_code(tmp_path):
 
 def test_control_page_shows_that_an_injection_would_be_detected(tmp_path):
     """Positive control: the same string inserted with innerHTML under the same CSP runs."""
-    from lenslab.report.html import Page
+    from lenslab.html import Page
 
     pg = Page("control", scripts=[
         "var d = document.createElement('div'); document.body.appendChild(d);"

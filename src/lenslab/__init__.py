@@ -37,8 +37,8 @@ _LAZY = {
     "rollout": "lenslab.attention.attribution",
     "head_importance": "lenslab.attention.attribution",
     "paraphrase_stability": "lenslab.attention.paraphrase",
-    "view": "lenslab.report.viewer",
-    "render_viewer": "lenslab.report.viewer",
+    "view": "lenslab.attention.viewer",
+    "render_viewer": "lenslab.attention.viewer",
     # in-context learning lab
     "measure_icl": "lenslab.icl.score",
     "phase_change": "lenslab.icl.score",

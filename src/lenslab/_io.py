@@ -12,7 +12,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 
 def _umask() -> int:
@@ -59,8 +59,42 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+# -- numbers: the one place where values from files and arrays become Python numbers --------
+
+
+def num(v: Any) -> float:
+    """``v`` as a float, NaN when it is not a number (None, a string, a missing cell)."""
+    if isinstance(v, bool):
+        return float(v)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def finite_or_none(v: Any) -> float | None:
+    """A JSON-safe number: ``v`` as a float, or None when it is NaN, infinite or not a number."""
+    f = num(v)
+    return f if math.isfinite(f) else None
+
+
+def plain(obj: Any) -> Any:
+    """numpy and torch values as plain Python (arrays as lists, scalars via ``item()``),
+    recursively through dicts, lists and tuples; NaN stays NaN."""
+    if isinstance(obj, dict):
+        return {(k if isinstance(k, str) else str(k)): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy arrays, torch tensors, scalars
+        return plain(obj.tolist())
+    if hasattr(obj, "item") and callable(obj.item) and not isinstance(obj, (str, bytes)):
+        return obj.item()
+    return obj
+
+
 def _clean(obj: Any) -> Any:
     """JSON has no NaN/Inf: write them as strings so every line stays valid JSON."""
+    obj = plain(obj)
     if isinstance(obj, float):
         if math.isnan(obj):
             return "nan"
@@ -68,11 +102,9 @@ def _clean(obj: Any) -> Any:
             return "inf" if obj > 0 else "-inf"
         return obj
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
         return [_clean(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
-        return _clean(obj.item())
     return obj
 
 
@@ -143,7 +175,3 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
             h.update(block)
     return h.hexdigest()
 
-
-def iter_dirs(path: Path) -> Iterator[Path]:
-    if path.is_dir():
-        yield from sorted(p for p in path.iterdir() if p.is_dir())

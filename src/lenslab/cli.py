@@ -218,7 +218,7 @@ def compare(
     out.print(t)
     if out_dir is not None:
         from lenslab._io import atomic_write_json
-        from lenslab.report.html import Page
+        from lenslab.html import Page
 
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out_dir / "compare.json", cmp_.to_dict())

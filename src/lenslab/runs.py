@@ -32,7 +32,7 @@ class RunInfo:
         return read_jsonl(self.path / "events.jsonl")
 
     def _repr_html_(self) -> str:
-        from lenslab.report.html import table_html
+        from lenslab.html import table_html
 
         return table_html([self.row()])
 

@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from lenslab.report.html import Page, escape
+from lenslab.html import Page, escape
 
 Chapter = tuple[str, str, Callable[[Path, Page, bool], str]]  # (anchor, title, builder)
 

@@ -4,7 +4,7 @@
 in ``_register_optional``). Each is a thin shell over the Python API:
 
 * ``lenslab view MODEL "TEXT" --out FILE.html [--truncate] [--heads heads.json]``:
-  :func:`lenslab.report.viewer.view`, written as one self-contained page;
+  :func:`lenslab.attention.viewer.view`, written as one self-contained page;
 * ``lenslab paraphrase MODEL FILE --out DIR [--truncate] [--heads heads.json]``:
   :func:`lenslab.attention.paraphrase.paraphrase_stability`, written as ``DIR/paraphrase.json``
   and ``DIR/paraphrase.html``.
@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
     ):
         """Write an offline attention viewer (all-heads grid, head view) for TEXT."""
         from lenslab.attention.capture import load_lens
-        from lenslab.report.viewer import load_head_info, view
+        from lenslab.attention.viewer import load_head_info, view
 
         if out.suffix.lower() not in (".html", ".htm"):
             raise ConfigError(f"--out {out} should be an .html file")
@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
         """Per-head paraphrase stability against unrelated sentences, with side-by-side views."""
         from lenslab.attention.capture import load_lens
         from lenslab.attention.paraphrase import paraphrase_stability, read_groups
-        from lenslab.report.viewer import load_head_info
+        from lenslab.attention.viewer import load_head_info
 
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out {out} is a file; give a folder")

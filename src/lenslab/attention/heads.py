@@ -47,6 +47,7 @@ import torch
 
 from lenslab.attention.capture import GPTLens, LensModel, Tokens
 from lenslab.errors import DataError
+from lenslab.html import pyplot
 
 MASS_SCORES = ("prev_token", "induction", "duplicate", "sink", "delimiter", "offset")
 CLASS_OF = {"prev_token": "previous-token", "induction": "induction", "duplicate": "duplicate",
@@ -314,7 +315,7 @@ class HeadReport:
 
     def grid_figure(self):
         """Layer x head grid coloured by class, with the winning score written in each cell."""
-        import matplotlib.pyplot as plt
+        plt = pyplot()
         from matplotlib.colors import ListedColormap
 
         names = ["previous-token", "induction", "duplicate", "sink", "positional", "delimiter",
@@ -359,7 +360,7 @@ class HeadReport:
         return rows
 
     def to_html(self) -> str:
-        from lenslab.report.html import escape, figure_block, figure_to_svg, table_html
+        from lenslab.html import escape, figure_block, figure_to_svg, table_html
 
         counts: dict[str, int] = {}
         for h in self.heads:

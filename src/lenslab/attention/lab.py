@@ -14,13 +14,13 @@ from lenslab.attention.attribution import Importance, head_importance, rollout
 from lenslab.errors import ModelError
 from lenslab.attention.capture import HFLens, LensModel, load_lens
 from lenslab.attention.heads import HeadReport, classify, random_battery, read_prompt_file
-from lenslab.report.html import Page, escape, figure_block, figure_to_svg
+from lenslab.html import pyplot, Page, escape, figure_block, figure_to_svg
 
 
 def structure_vs_importance_figure(report: HeadReport, imp: Importance):
     """Each head: how structured it looks (largest excess over its null) against how much the
     loss rises when it is zero-ablated."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     classes = sorted({h["class"].split("(")[0] for h in report.heads})
@@ -44,7 +44,7 @@ def structure_vs_importance_figure(report: HeadReport, imp: Importance):
 
 
 def rollout_figure(lens: LensModel, ids: torch.Tensor, strings: list[str]):
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     R = rollout(lens, ids).numpy()
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
@@ -117,7 +117,7 @@ def _token_strings(lens: LensModel, ids: list[int]) -> list[str]:
 
 def add_viewer_assets(page: Page) -> None:
     """Inline the viewer's CSS and JS into ``page`` once (fragments need them)."""
-    from lenslab.report import viewer
+    from lenslab.attention import viewer
 
     css, js = viewer.assets()
     if js not in page.scripts:
@@ -128,7 +128,7 @@ def add_viewer_assets(page: Page) -> None:
 def viewer_block(lens: LensModel, report: Optional[HeadReport], texts: list[tuple[str, list[int]]],
                  title: str = "") -> str:
     """An interactive viewer fragment for token-id inputs, with the head classes beside heads."""
-    from lenslab.report import viewer
+    from lenslab.attention import viewer
 
     inputs = []
     for name, ids in texts:
@@ -166,7 +166,7 @@ def tour_chapter(out: Path, page: Page, quick: bool) -> str:
     import time
 
     from lenslab.attention.capture import GPTLens
-    from lenslab.report.html import table_html
+    from lenslab.html import table_html
 
     add_viewer_assets(page)
     parts = []

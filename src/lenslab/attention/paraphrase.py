@@ -38,7 +38,6 @@ shown side by side on the group where it changed most.
 
 from __future__ import annotations
 
-import math
 import re
 import unicodedata
 import warnings
@@ -51,6 +50,8 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Union
 import numpy as np
 
 from lenslab.errors import DataError
+from lenslab.html import fmt, fmt_interval, pyplot
+from lenslab._io import finite_or_none
 
 WORD_RE = re.compile(r"\w+")
 PROFILE_FEATURES = ("entropy", "offset", "first_token", "special_tokens", "non_word")
@@ -356,11 +357,6 @@ def _nanmean0(x: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------- result
 
 
-def _f(x: Any) -> Optional[float]:
-    """JSON-safe float (NaN and infinities become None)."""
-    x = float(x)
-    return x if math.isfinite(x) else None
-
 
 @dataclass
 class ParaphraseResult:
@@ -417,21 +413,21 @@ class ParaphraseResult:
         for layer in range(self.n_layer):
             for h in range(self.n_head):
                 def ci(arr: np.ndarray) -> list[Optional[float]]:
-                    return [_f(arr[0, layer, h]), _f(arr[1, layer, h])]
+                    return [finite_or_none(arr[0, layer, h]), finite_or_none(arr[1, layer, h])]
 
                 out.append({
                     "layer": layer, "head": h,
-                    "stability": _f(self.stability[layer, h]),
+                    "stability": finite_or_none(self.stability[layer, h]),
                     "stability_ci": ci(self.stability_ci),
-                    "profile_similarity": _f(self.profile[layer, h]),
+                    "profile_similarity": finite_or_none(self.profile[layer, h]),
                     "profile_ci": ci(self.profile_ci),
-                    "null": _f(self.null[layer, h]),
+                    "null": finite_or_none(self.null[layer, h]),
                     "null_ci": ci(self.null_ci),
-                    "null_profile": _f(self.null_profile[layer, h]),
-                    "gap": _f(self.gap[layer, h]),
+                    "null_profile": finite_or_none(self.null_profile[layer, h]),
+                    "gap": finite_or_none(self.gap[layer, h]),
                     "gap_ci": ci(self.gap_ci),
-                    "word_mass": _f(self.word_mass[layer, h]),
-                    "per_group": [_f(x) for x in self.per_group[:, layer, h]],
+                    "word_mass": finite_or_none(self.word_mass[layer, h]),
+                    "per_group": [finite_or_none(x) for x in self.per_group[:, layer, h]],
                     "verdict": self.verdict(layer, h),
                 })
         return out
@@ -482,17 +478,17 @@ class ParaphraseResult:
             for h in range(self.n_head):
                 info[(layer, h)] = {
                     "class": SHORT_VERDICT[self.verdict(layer, h)],
-                    "scores": {"stability": _f(self.stability[layer, h]),
-                               "profile": _f(self.profile[layer, h]),
-                               "word mass": _f(self.word_mass[layer, h])},
-                    "null": {"stability": _f(self.null[layer, h]),
-                             "profile": _f(self.null_profile[layer, h])},
+                    "scores": {"stability": finite_or_none(self.stability[layer, h]),
+                               "profile": finite_or_none(self.profile[layer, h]),
+                               "word mass": finite_or_none(self.word_mass[layer, h])},
+                    "null": {"stability": finite_or_none(self.null[layer, h]),
+                             "profile": finite_or_none(self.null_profile[layer, h])},
                 }
         return info
 
     def figure(self):
         """Matplotlib figure: stability, null and gap per head (layers x heads)."""
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         fig, axes = plt.subplots(1, 3, figsize=(13, 0.45 * self.n_layer + 1.6), squeeze=False)
         panels = [(self.stability, "stability (paraphrases)", "viridis", (-1, 1)),
@@ -513,7 +509,7 @@ class ParaphraseResult:
     def sections(self, sub: int = 3) -> list[tuple[str, str]]:
         """``(heading, HTML)`` parts: summary, per-head map and table, the most sensitive heads
         each side by side, and an all-heads viewer. ``sub`` is the level of inner headings."""
-        from lenslab.report.html import escape, figure_block, table_html
+        from lenslab.html import escape, figure_block, figure_to_svg, table_html
 
         d = self.to_dict()
         st = self.settings
@@ -542,8 +538,8 @@ class ParaphraseResult:
         sens_rows = []
         for e in d["most_sensitive"]:
             sens_rows.append({"head": f"L{e['layer']}H{e['head']}", "stability": e["stability"],
-                              "95% interval": _ci_text(e["stability_ci"]), "null": e["null"],
-                              "gap": e["gap"], "gap interval": _ci_text(e["gap_ci"]),
+                              "95% interval": fmt_interval(*e["stability_ci"]), "null": e["null"],
+                              "gap": e["gap"], "gap interval": fmt_interval(*e["gap_ci"]),
                               "profile": e["profile_similarity"], "word mass": e["word_mass"],
                               "verdict": e["verdict"], "worst group": e["group"] + 1})
         sens = table_html(sens_rows)
@@ -552,17 +548,17 @@ class ParaphraseResult:
             if key in self.views:
                 sens += (f"<h{sub}>Layer {e['layer']}, head {e['head']}: "
                          f"group {e['group'] + 1}</h{sub}>"
-                         f"<p class='caption'>stability {_num_text(e['stability'])} "
-                         f"{_ci_text(e['stability_ci'])}, null {_num_text(e['null'])}, "
-                         f"profile similarity {_num_text(e['profile_similarity'])}; "
+                         f"<p class='caption'>stability {fmt(e['stability'])} "
+                         f"{fmt_interval(*e['stability_ci'])}, null {fmt(e['null'])}, "
+                         f"profile similarity {fmt(e['profile_similarity'])}; "
                          f"{escape(e['verdict'])}.</p>" + self.views[key])
         all_rows = [{"head": f"L{e['layer']}H{e['head']}", "stability": e["stability"],
-                     "interval": _ci_text(e["stability_ci"]), "null": e["null"], "gap": e["gap"],
+                     "interval": fmt_interval(*e["stability_ci"]), "null": e["null"], "gap": e["gap"],
                      "profile": e["profile_similarity"], "null profile": e["null_profile"],
                      "word mass": e["word_mass"], "verdict": e["verdict"]} for e in d["heads"]]
         sections = [
             ("Summary", summary),
-            ("Stability per head", figure_block(_svg(self.figure()),
+            ("Stability per head", figure_block(figure_to_svg(self.figure()),
                                                 "Left: paraphrase stability; middle: the same "
                                                 "measure on unrelated sentence pairs; right: the "
                                                 "gap.") +
@@ -577,7 +573,7 @@ class ParaphraseResult:
     def fragment(self, level: int = 3) -> str:
         """The result as HTML to embed in another lenslab page, headings at ``level``.
 
-        The page must carry the viewer's CSS and JS once (:func:`lenslab.report.viewer.assets`,
+        The page must carry the viewer's CSS and JS once (:func:`lenslab.attention.viewer.assets`,
         e.g. ``Page(scripts=[js], extra_css=css)``); :meth:`to_html` is the standalone page.
         """
         return "".join(f"<h{level}>{heading}</h{level}>{body}"
@@ -585,13 +581,13 @@ class ParaphraseResult:
 
     def to_html(self) -> str:
         """A self-contained page: summary, per-head map, sensitive heads side by side."""
-        from lenslab.report.viewer import page
+        from lenslab.attention.viewer import page
 
         return page(f"Paraphrase stability: {self.model}", self.sections(),
                     subtitle=f"{self.n_layer} layers x {self.n_head} heads")
 
     def _repr_html_(self) -> str:
-        from lenslab.report.viewer import notebook_frame
+        from lenslab.attention.viewer import notebook_frame
 
         return notebook_frame(self.to_html(), height=1000)
 
@@ -608,27 +604,6 @@ class ParaphraseResult:
         return out / "paraphrase.json", out / "paraphrase.html"
 
 
-def _svg(fig: Any) -> str:
-    """Inline SVG of a figure, fonts as paths, without a timestamp (same input, same page)."""
-    import io
-
-    import matplotlib
-    import matplotlib.pyplot as plt
-
-    buf = io.StringIO()
-    with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": "lenslab"}):
-        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
-    plt.close(fig)
-    svg = buf.getvalue()
-    return svg[svg.find("<svg"):]
-
-
-def _num_text(x: Optional[float]) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
-
-
-def _ci_text(ci: Sequence[Optional[float]]) -> str:
-    return f"[{_num_text(ci[0])}, {_num_text(ci[1])}]"
 
 
 # ---------------------------------------------------------------------------- main
@@ -797,7 +772,7 @@ def _build_views(res: ParaphraseResult, lens: Any, groups: list[list[str]], trun
                  head_info: Any) -> None:
     """Side-by-side viewers: one per sensitive head (its worst group, that head only) and one
     all-heads viewer of the first sensitive head's group with the stability numbers per head."""
-    from lenslab.report.viewer import (ViewerInput, capture_quantized, load_head_info,
+    from lenslab.attention.viewer import (ViewerInput, capture_quantized, load_head_info,
                                        viewer_fragment)
 
     captured: dict[int, list[ViewerInput]] = {}

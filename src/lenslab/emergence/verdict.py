@@ -68,6 +68,7 @@ from lenslab.emergence.metrics import (
     score_examples,
 )
 from lenslab.errors import ConfigError, DataError
+from lenslab.html import pyplot
 
 #: A step whose forecast surprise is at least this share of the curve's range is a jump.
 JUMP_THRESHOLD = 0.25
@@ -300,7 +301,7 @@ class EmergenceResult:
     def figure(self):
         """Every metric against scale (log axis) with its bootstrap band; a second row against
         pre-training loss when losses are known. The largest-surprise step is shaded."""
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         names = list(self.curves)
         rows = 2 if self.loss_curves else 1
@@ -315,7 +316,7 @@ class EmergenceResult:
         return fig
 
     def html(self, figure: bool = True) -> str:
-        from lenslab.report.html import badge, escape, figure_block, figure_to_svg, table_html
+        from lenslab.html import badge, escape, figure_block, figure_to_svg, table_html
 
         kind = {"metric artifact": "warn", "emergent": "ok"}.get(self.verdict, "")
         parts = [f"<p>{badge(self.verdict, kind)} {escape(self.reason)}</p>",
@@ -342,7 +343,7 @@ class EmergenceResult:
         return self.html()
 
     def page(self, title: str = "Emergent or metric artifact?"):
-        from lenslab.report.html import Page
+        from lenslab.html import Page
 
         page = Page(title, subtitle=f"{self.scales.size} scales, metrics: {', '.join(self.curves)}")
         page.add("Verdict", self.html())

@@ -54,7 +54,7 @@ from lenslab.data import rng_for
 from lenslab.data.regression import ICLRegressionTask, RegressionProblems
 from lenslab.errors import DataError
 from lenslab.icl.replicate import Replication, register
-from lenslab.report.html import Page, badge, escape, figure_block, figure_to_svg, table_html
+from lenslab.html import pyplot, Page, badge, escape, figure_block, figure_to_svg, table_html
 
 # predict(xc [B, k, d], yc [B, k], xq [B, m, d]) -> predictions [B, m]
 Predictor = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -307,7 +307,7 @@ class AlgorithmComparison:
     # ------------------------------------------------------------------ figures
     def error_figure(self):
         """Normalized squared error against k: the model and every baseline."""
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         fig, ax = plt.subplots(figsize=(7.6, 3.8))
         for name, a in self.algorithms.items():
@@ -329,7 +329,7 @@ class AlgorithmComparison:
 
     def distance_figure(self):
         """Prediction distance (left) and sensitivity cosine (right) to each algorithm."""
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
         for name, a in self.algorithms.items():
@@ -671,7 +671,7 @@ def lsa_gd_curve(run: Path, n: int = 4096) -> list[dict]:
 
 
 def _lsa_gd_figure(curve: list[dict], metrics: list[dict], gd_mse: float):
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
     steps = [m["step"] for m in metrics if not m.get("skipped")]
@@ -770,7 +770,7 @@ def icl_regression_config(steps: int = 10_000, seed: int = 0) -> RunConfig:
 
 
 def _training_figure(metrics: list[dict], key: str, ylabel: str, marks: Sequence[float] = ()):
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     ok = [m for m in metrics if not m.get("skipped")]
@@ -928,7 +928,7 @@ def grokking_checks(metrics: list[dict]) -> tuple[dict, list[str]]:
 
 
 def _grokking_figure(metrics: list[dict], split: Sequence[dict] = ()):
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
     ev = [m for m in metrics if "test_acc" in m]

@@ -29,7 +29,7 @@ from lenslab.config import load_config
 from lenslab.data import IGNORE
 from lenslab.errors import DataError, ModelError, RunDirError
 from lenslab.icl.replicate import Replication, register
-from lenslab.report.html import Page, escape, figure_block, figure_to_svg, table_html
+from lenslab.html import pyplot, Page, escape, figure_block, figure_to_svg, table_html
 
 
 # ---------------------------------------------------------------------- loading
@@ -170,7 +170,7 @@ class PhaseChange:
         return dict(self.__dict__, detected=self.detected)
 
     def figure(self):
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         fig, ax = plt.subplots(figsize=(8.4, 3.6))
         ax.plot(self.steps, self.induction, "o-", ms=3, color="#c2185b",
@@ -308,7 +308,7 @@ class ICLReport:
 
 
 def curves_figure(curves: dict[str, list[float]], marks: Optional[tuple[int, int]] = None):
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7.6, 3.6))
     for (name, c), color in zip(curves.items(), ["#3056d3", "#e07b00", "#1b7f3b", "#8e24aa"]):

@@ -32,7 +32,7 @@ import torch
 
 from lenslab._io import read_jsonl
 from lenslab.errors import DataError
-from lenslab.report.html import (Page, badge, escape, figure_block, figure_to_svg, table_html,
+from lenslab.html import (pyplot, Page, badge, escape, figure_block, figure_to_svg, table_html,
                                  write_png)
 
 #: Tasks each probe reads, for the error a run of another task gets.
@@ -108,7 +108,7 @@ class RuleTest:
         return asdict(self)
 
     def figure(self):
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         steps = self.history.get("step", [])
         panels = 3 if len(steps) >= 2 else 2
@@ -265,7 +265,7 @@ class LengthTest:
         return {**asdict(self), "verdict": self.verdict}
 
     def figure(self, others: Sequence["LengthTest"] = ()):
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         fig, ax = plt.subplots(figsize=(7.6, 3.4))
         tests = [self, *others]
@@ -434,7 +434,7 @@ class CounterfactualTest:
         return {**asdict(self), "verdict": self.verdict, "finding": self.finding}
 
     def figure(self):
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         rows = [{"name": "all", "acc_original": self.acc_original,
                  "acc_variant": self.acc_variant, "consistency": self.consistency},
@@ -589,7 +589,7 @@ class ProbeSeries:
     def figure(self):
         """One panel per measure against the first axis; a line per value of the others
         (seeds averaged, each seed a dot)."""
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         xs = [a for a in self.axes if a != "seed"]
         x = xs[0] if xs else "seed"

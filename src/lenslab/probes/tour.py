@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from lenslab.report.html import escape, figure_block, figure_to_svg, table_html
+from lenslab.html import escape, figure_block, figure_to_svg, table_html
 
 _POSITIONS = {"learned": "learned absolute positions (GPT-2)",
               "rope": "rotary positions (RoPE)", "none": "no positions at all"}

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from lenslab.errors import RunDirError
-from lenslab.report.html import Page, escape, figure_block, figure_to_svg
+from lenslab.html import Page, escape, figure_block, figure_to_svg
 from lenslab.report.training import training_chapter
 
 

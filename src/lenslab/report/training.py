@@ -6,7 +6,8 @@ import math
 from pathlib import Path
 
 from lenslab._io import read_jsonl
-from lenslab.report.html import badge, escape, figure_block, figure_to_svg, table_html
+from lenslab.html import pyplot, badge, escape, figure_block, figure_to_svg, table_html
+from lenslab._io import num
 
 _MARK = {  # event type -> (marker, colour, label)
     "nonfinite": ("X", "#b3261e", "non-finite (skipped)"),
@@ -16,13 +17,10 @@ _MARK = {  # event type -> (marker, colour, label)
 }
 
 
-def _num(v) -> float:
-    return v if isinstance(v, (int, float)) else float("nan")
-
 
 def loss_figure(run_dir: Path, title: str = ""):
     """Training loss against step; skipped steps, spikes and rollbacks marked; LR on a twin axis."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     metrics = read_jsonl(run_dir / "metrics.jsonl")
     events = read_jsonl(run_dir / "events.jsonl")
@@ -34,7 +32,7 @@ def loss_figure(run_dir: Path, title: str = ""):
         low = min(low, metrics[i]["step"])
     for flag, color, label in ((False, "#3056d3", "train loss"), (True, "#9aa7c7", "abandoned by rollback")):
         pts = [m for m, a in zip(metrics, abandoned)
-               if a == flag and not m.get("skipped") and math.isfinite(_num(m["loss"]))]
+               if a == flag and not m.get("skipped") and math.isfinite(num(m["loss"]))]
         if pts:
             ax.plot([m["step"] for m in pts], [m["loss"] for m in pts], lw=1.1, color=color,
                     label=label, zorder=2 if not flag else 1.5)
@@ -43,7 +41,7 @@ def loss_figure(run_dir: Path, title: str = ""):
         ax.plot([m["step"] for m in ev], [m["val_loss"] for m in ev], "o-", ms=3, lw=1,
                 color="#1b7f3b", label="validation loss", zorder=3)
     segs = [[m for m, a in zip(metrics, abandoned) if not a]]
-    finite = [m["loss"] for m in metrics if math.isfinite(_num(m["loss"]))]
+    finite = [m["loss"] for m in metrics if math.isfinite(num(m["loss"]))]
     top = max(finite) if finite else 1.0
     seen = set()
     for e in events:
@@ -60,7 +58,7 @@ def loss_figure(run_dir: Path, title: str = ""):
             ax.annotate(f"back to {e.get('to_step')}", (e["step"], top), fontsize=8, color=color,
                         rotation=90, va="top", ha="right")
         else:
-            y = _num(e.get("loss"))
+            y = num(e.get("loss"))
             y = y if math.isfinite(y) else top
             ax.scatter([e["step"]], [y], marker=marker, s=60, color=color, label=lab, zorder=4)
     ax.set_yscale("log")  # spikes and the floor of the curve both stay readable
@@ -91,8 +89,8 @@ def describe_events(events: list[dict]) -> list[str]:
             out.append(f"Step {e['step']}: the loss was not finite (batch {e.get('data_index')}); "
                        "the update was skipped, so weights and optimizer state stayed bitwise unchanged.")
         elif t == "spike":
-            out.append(f"Step {e['step']}: loss {_num(e.get('loss')):.4g} was a spike "
-                       f"(z = {_num(e.get('zscore')):.3g}) "
+            out.append(f"Step {e['step']}: loss {num(e.get('loss')):.4g} was a spike "
+                       f"(z = {num(e.get('zscore')):.3g}) "
                        f"on batch {e.get('data_index')}; "
                        + ("it was logged and the update applied (guard.on_spike = \"log\")."
                           if e.get("action") == "logged" else "the update was skipped."))

@@ -21,28 +21,12 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from lenslab.errors import ConfigError
-from lenslab.report.html import write_png
+from lenslab.html import compact, fmt, write_png
 
 _out = Console()
 _err = Console(stderr=True, soft_wrap=True)
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        if v != v:
-            return "-"
-        return f"{v:.4g}"
-    return str(v)
-
-
-def _compact(v: Any) -> str:
-    """Counts as 1760, 512k, 3.97M, 1.2G."""
-    if not isinstance(v, (int, float)) or v != v:
-        return "-"
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(v) >= 10 * div:
-            return f"{v / div:.3g}{suffix}"
-    return f"{v:.4g}"
 
 
 def _run_with_warnings(fn: Callable[[], Any]) -> Any:
@@ -101,8 +85,8 @@ def fit_command(results: Path, form: str = "power", x: Optional[str] = None, y: 
     for col in ("parameter", "value", f"{int(level * 100)}% interval"):
         t.add_column(col, justify="left" if col == "parameter" else "right")
     for row in res.summary_rows():
-        iv = "-" if row["low"] != row["low"] else f"[{_fmt(row['low'])}, {_fmt(row['high'])}]"
-        t.add_row(row["parameter"], _fmt(row["value"]), iv)
+        iv = "-" if row["low"] != row["low"] else f"[{fmt(row['low'])}, {fmt(row['high'])}]"
+        t.add_row(row["parameter"], fmt(row["value"]), iv)
     _out.print(t)
     if "holdout" in d:
         h = d["holdout"]
@@ -177,10 +161,10 @@ def emergence_command(predictions: Path, out: Path, bootstrap: int = 1000, token
     for col in ("metric", "kind", "shape", "forecast surprise", "breakthroughness", "linearity"):
         t.add_column(col, justify="left" if col in ("metric", "kind", "shape") else "right")
     for r in res.summary_rows():
-        sur = _fmt(r["surprise"])
+        sur = fmt(r["surprise"])
         if r["surprise_low"] == r["surprise_low"]:
-            sur += f" [{_fmt(r['surprise_low'])}, {_fmt(r['surprise_high'])}]"
-        t.add_row(r["metric"], r["kind"], r["shape"], sur, _fmt(r["breakthroughness"]), _fmt(r["linearity"]))
+            sur += f" [{fmt(r['surprise_low'])}, {fmt(r['surprise_high'])}]"
+        t.add_row(r["metric"], r["kind"], r["shape"], sur, fmt(r["breakthroughness"]), fmt(r["linearity"]))
     _out.print(t)
     _err.print(f"[green]wrote[/] {out / 'emergence.json'}, emergence.html, emergence.png", highlight=False)
     return d
@@ -201,7 +185,7 @@ def sweep_command(sweep: Path, out: Path, workers: Optional[int] = None, threads
         t.add_column(heads.get(c, c), justify="left" if c in ("name", "status") else "right",
                      no_wrap=c != "name", overflow="fold")  # long names (grid.set) fold
     for r in res.rows:
-        t.add_row(*(_compact(r.get(c, float("nan"))) if c in ("N", "D") else _fmt(r.get(c, float("nan")))
+        t.add_row(*(compact(r.get(c, float("nan"))) if c in ("N", "D") else fmt(r.get(c, float("nan")))
                     for c in cols))
     _out.print(t)
     for name, msg in res.messages.items():

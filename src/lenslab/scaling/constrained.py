@@ -37,6 +37,7 @@ import numpy as np
 from lenslab.errors import ConfigError, DataError
 from lenslab.scaling.fit import Law, ScalingFit, _check_inputs, _check_level, _finish, fit_chinchilla
 from lenslab.scaling.optim import HuberObjective, logsumexp_terms, multistart_fit
+from lenslab.html import pyplot
 
 FORM = "data-constrained"
 BASE_KEYS = ("A", "B", "E", "alpha", "beta")
@@ -232,7 +233,7 @@ def fit_data_constrained(N: Any, D: Any, U: Any, loss: Any, *, base: Any = None,
 def effective_data_figure(fit, ax=None):
     """Effective data ``D' / U`` against epochs ``D / U``, with the bootstrap band, against the
     line of fresh data; the runs' epochs marked along the bottom."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))

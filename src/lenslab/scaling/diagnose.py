@@ -56,6 +56,8 @@ from lenslab.errors import ConfigError, DataError
 from lenslab.scaling.fit import BIC_MARGIN, PowerLaw, ScalingFit, select_breaks
 from lenslab.scaling.optim import HuberObjective, lbfgs_batched
 from lenslab.scaling.table import DataWarning, Table, drop_missing, positive_column, read_csv
+from lenslab.html import pyplot
+from lenslab._io import plain
 
 #: Repeated data: a large run that saw its unique data more than this many times.
 EPOCHS_LIMIT = 1.0
@@ -89,17 +91,8 @@ class Check:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "title": self.title, "status": self.status, "threshold": self.threshold,
-                "evidence": self.evidence, "strength": float(self.strength), "values": _jsonable(self.values)}
+                "evidence": self.evidence, "strength": float(self.strength), "values": plain(self.values)}
 
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple, np.ndarray)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (np.floating, np.integer, np.bool_)):
-        return v.item()
-    return v
 
 
 @dataclass
@@ -140,7 +133,7 @@ class Bend:
         for key, fit in (("single_law", self.single), ("broken_law", self.broken)):
             if fit is not None:
                 d[key] = {"params": fit.params, "intervals": {k: list(v) for k, v in fit.intervals.items()}}
-        return _jsonable(d)
+        return plain(d)
 
 
 @dataclass
@@ -157,7 +150,7 @@ class Diagnosis:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable({
+        return plain({
             "source": self.source,
             "x": self.x_name,
             "y": self.y_name,
@@ -179,7 +172,7 @@ class Diagnosis:
 
     def figure(self):
         """Best loss at each size with the single law and (when fitted) the one-break law."""
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         fig, ax = plt.subplots(figsize=(7.5, 4.6))
         b = self.bend
@@ -212,7 +205,7 @@ class Diagnosis:
         return fig
 
     def html(self, figure: bool = True) -> str:
-        from lenslab.report.html import badge, escape, figure_block, figure_to_svg, table_html
+        from lenslab.html import badge, escape, figure_block, figure_to_svg, table_html
 
         b = self.bend
         kind = {"single law rejected": "bad", "single law holds": "ok"}.get(b.status, "warn")
@@ -237,7 +230,7 @@ class Diagnosis:
         return self.html()
 
     def page(self):
-        from lenslab.report.html import Page
+        from lenslab.html import Page
 
         page = Page("Where the law bends, and why", subtitle=f"{self.source}: {self.n_rows} runs, "
                     f"{self.y_name} against {self.x_name}")

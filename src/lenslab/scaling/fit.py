@@ -52,6 +52,8 @@ from lenslab.scaling.optim import (
     logsumexp_terms,
     multistart_fit,
 )
+from lenslab.html import pyplot
+from lenslab._io import plain
 
 #: Epoch's grid of starting points for the Chinchilla form (Besiroglu et al. 2024, as in the
 #: shared data README): alpha, beta in 0..2 step 0.5; e in -1..1 step 0.5; a, b in 0..25 step 5.
@@ -385,17 +387,6 @@ def broken_starts(law: BrokenLaw, prev: Sequence[np.ndarray], lx: np.ndarray) ->
 # ----------------------------------------------------------------------------------------------
 
 
-def _to_float(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {k: _to_float(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_to_float(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return _to_float(v.tolist())
-    if isinstance(v, (np.floating, np.integer)):
-        return v.item()
-    return v
-
 
 def laplace_ic(abs_resid: np.ndarray, n_params: int, weights: np.ndarray | None = None) -> dict[str, float]:
     """Information criteria for residuals of a Huber (~L1, delta << residuals) fit.
@@ -606,7 +597,7 @@ class ScalingFit:
             d["selection"] = self.selection
         if self.notes:
             d["notes"] = list(self.notes)
-        return _to_float(d)
+        return plain(d)
 
     # --- display ----------------------------------------------------------------------------
 
@@ -621,7 +612,7 @@ class ScalingFit:
 
     def html(self, figure: bool = True) -> str:
         """An HTML fragment: parameter table, holdout, allocation, selection, figure."""
-        from lenslab.report.html import figure_block, figure_to_svg, table_html
+        from lenslab.html import figure_block, figure_to_svg, table_html
 
         parts = [table_html(self.summary_rows(), ["parameter", "value", "low", "high"])]
         if self.intervals:
@@ -643,7 +634,7 @@ class ScalingFit:
             parts.append("<h3>Number of breaks</h3>")
             parts.append(table_html(self.selection))
         for note in self.notes:
-            from lenslab.report.html import escape
+            from lenslab.html import escape
 
             parts.append(f"<div class='note'>{escape(note)}</div>")
         if figure:
@@ -656,8 +647,8 @@ class ScalingFit:
         return self.html()
 
     def page(self, title: str | None = None):
-        """A self-contained :class:`lenslab.report.html.Page` for this fit."""
-        from lenslab.report.html import Page
+        """A self-contained :class:`lenslab.html.Page` for this fit."""
+        from lenslab.html import Page
 
         page = Page(title or f"Scaling-law fit ({self.form})",
                     subtitle=f"{self.n_points} points, columns {', '.join(self.x_names)} -> {self.y_name}")
@@ -668,7 +659,7 @@ class ScalingFit:
 
     def figure(self, extrapolate: float = 1.0):
         """A matplotlib figure: loss against each size variable on log axes (see :meth:`plot`)."""
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         if self.form == "chinchilla":
             fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
@@ -702,7 +693,7 @@ class ScalingFit:
         compute, drawn against that compute's optimal C, N or D); points are coloured by
         tokens per parameter. Returns the axes.
         """
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         if ax is None:
             _, ax = plt.subplots(figsize=(7, 4.5))

@@ -26,6 +26,8 @@ import numpy as np
 
 from lenslab.errors import DataError
 from lenslab.scaling.table import DataWarning
+from lenslab.html import pyplot
+from lenslab._io import plain
 
 FORM = "isoflop"
 #: Relative tolerance within which two compute values are the same budget.
@@ -109,11 +111,10 @@ class IsoFlopFit:
                  "high": iv.get(k, (math.nan,) * 2)[1]} for k, v in self.params.items()]
 
     def to_dict(self) -> dict[str, Any]:
-        from lenslab.scaling.fit import _to_float
 
         Cmax = float(self.C.max())
         n_star = float(self.n_opt(Cmax))
-        return _to_float({
+        return plain({
             "form": self.form,
             "law": {"form": self.form, "n_opt": "N* = k C^a_N", "d_opt": "D* = C / (6 N*) ~ C^b_D"},
             "columns": {"x": list(self.x_names), "y": self.y_name},
@@ -132,7 +133,7 @@ class IsoFlopFit:
         })
 
     def html(self, figure: bool = True) -> str:
-        from lenslab.report.html import escape, figure_block, figure_to_svg, table_html
+        from lenslab.html import escape, figure_block, figure_to_svg, table_html
 
         parts = [table_html(self.summary_rows(), ["parameter", "value", "low", "high"])]
         if self.intervals:
@@ -152,7 +153,7 @@ class IsoFlopFit:
         return self.html()
 
     def page(self, title: str | None = None):
-        from lenslab.report.html import Page
+        from lenslab.html import Page
 
         page = Page(title or "Compute-optimal size from isoFLOP profiles",
                     subtitle=f"{self.n_points} runs in {len(self.budgets)} budgets")
@@ -160,7 +161,7 @@ class IsoFlopFit:
         return page
 
     def figure(self):
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.4))
         cmap = plt.get_cmap("viridis")

@@ -115,7 +115,7 @@ from typing import Annotated, Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from lenslab._io import atomic_write_json, atomic_write_text
+from lenslab._io import atomic_write_json, atomic_write_text, num
 from lenslab.config import RunConfig, config_from_dict, load_config, read_toml
 from lenslab.errors import ConfigError, LensError, RunDirError
 
@@ -534,13 +534,6 @@ def run_state(point: GridPoint, run_dir: Path) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
-def _num(v: Any) -> float:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return math.nan
-    return f
-
 
 def final_train_loss(run_dir: Path) -> float:
     """The final model's loss on training data (see the module docstring), cached per checkpoint.
@@ -565,7 +558,7 @@ def final_train_loss(run_dir: Path) -> float:
     try:
         old = json.loads(cache.read_text())
         if old.get("checkpoint") == ck.path.name:
-            return _num(old.get("train_loss"))
+            return num(old.get("train_loss"))
     except (OSError, ValueError):
         pass
     cfg = load_config(run_dir / "config.toml")
@@ -624,13 +617,13 @@ def run_row(point: GridPoint, run_dir: Path, loss_window: float = 0.1) -> dict[s
     task_metrics: dict[str, float] = {}
     if status == "completed" and metrics:
         first = point.steps - max(1, int(math.ceil(loss_window * point.steps)))
-        window = [_num(m.get("loss")) for m in metrics if m.get("step", -1) >= first and not m.get("skipped")]
+        window = [num(m.get("loss")) for m in metrics if m.get("step", -1) >= first and not m.get("skipped")]
         window = [v for v in window if math.isfinite(v)]
         logged = sum(window) / len(window) if window else math.nan
         last_eval = next((m for m in reversed(metrics) if "val_loss" in m), None)
         if last_eval is not None:
-            val = _num(last_eval["val_loss"])
-            task_metrics = {k: _num(v) for k, v in last_eval.items()
+            val = num(last_eval["val_loss"])
+            task_metrics = {k: num(v) for k, v in last_eval.items()
                             if k not in _STEP_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)}
         loss = final_train_loss(run_dir)
     row["status"] = status
@@ -754,7 +747,7 @@ class SweepResult:
         return EXIT_UNFINISHED if self.unfinished else 0
 
     def _repr_html_(self) -> str:
-        from lenslab.report.html import table_html
+        from lenslab.html import table_html
 
         cols = [c for c in ("name", "status", "N", "D", "loss", "val_loss", "exact_match", "digit_acc",
                             "epochs", "guard_events") if any(c in r for r in self.rows)]
@@ -942,10 +935,10 @@ class _Display:
     def update(self, job: _Job, rec: Optional[dict]) -> None:
         if self.bar is None or rec is None or job.task_id is None:
             return
-        loss = _num(rec.get("loss"))
+        loss = num(rec.get("loss"))
         info = f"loss {loss:.4f}" if math.isfinite(loss) else f"loss {rec.get('loss')}"
         if "tok_per_s" in rec:
-            info += f"  {_num(rec['tok_per_s']):,.0f} tok/s"
+            info += f"  {num(rec['tok_per_s']):,.0f} tok/s"
         self.bar.update(job.task_id, completed=int(rec.get("step", 0)) + 1, info=info)
 
     def finish(self, job: _Job, outcome: str, detail: str) -> None:

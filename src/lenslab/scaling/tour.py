@@ -18,7 +18,6 @@ import math
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
 
 #: (n_layer, d_model) of the sweep's models, and optimizer steps, per mode.
 FULL_SHAPES = [(1, 16), (1, 24), (2, 32), (2, 48), (2, 64), (2, 96)]
@@ -33,17 +32,10 @@ DIAGNOSE_MIN_SIZES = 5
 SMALL_CHANGE = 0.05
 
 
-def _f(v: Any, digits: int = 3) -> str:
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return "-"
-        return f"{v:.{digits}g}"
-    return str(v)
-
 
 def scaling_chapter(out_dir: Path, quick: bool) -> str:
     """Run the chapter's sweep into ``out_dir/scaling`` and return its HTML (trusted, escaped)."""
-    from lenslab.report.html import badge, escape, table_html
+    from lenslab.html import badge, escape, fmt, table_html
     from lenslab.scaling.addition import addition_emergence, addition_sweep_config
     from lenslab.scaling.diagnose import diagnose
     from lenslab.scaling.fit import fit_table
@@ -93,8 +85,8 @@ def scaling_chapter(out_dir: Path, quick: bool) -> str:
     parts.append(
         f"<p><code>L(N) = E + A N<sup>-alpha</sup></code> fitted to the final losses (Huber loss on log "
         f"loss, L-BFGS from a grid of starts, {BOOTSTRAP} bootstrap resamples of the {fit.n_points} points): "
-        f"alpha = {_f(p['alpha'])} [{_f(iv['alpha'][0])}, {_f(iv['alpha'][1])}], "
-        f"E = {_f(p['E'])} [{_f(iv['E'][0])}, {_f(iv['E'][1])}] (95% intervals); the fit misses the points "
+        f"alpha = {fmt(p['alpha'])} [{fmt(iv['alpha'][0])}, {fmt(iv['alpha'][1])}], "
+        f"E = {fmt(p['E'])} [{fmt(iv['E'][0])}, {fmt(iv['E'][1])}] (95% intervals); the fit misses the points "
         f"by {rmsle:.2f} in log loss (root mean square).</p>")
     parts.append(fit.html())
     if n_sizes >= 5:
@@ -108,8 +100,8 @@ def scaling_chapter(out_dir: Path, quick: bool) -> str:
         verdict = ("inside" if inside else "outside") if inside is not None else "without"
         parts.append(
             f"<p><b>Does the law extrapolate?</b> Fitted without the largest model, it predicts "
-            f"{_f(pt['predicted'])} (95% interval [{_f(lo)}, {_f(hi)}]) for N = {int(pt['N']):,}; the model "
-            f"measured {_f(pt['loss'])}, {verdict} the interval, off by a factor "
+            f"{fmt(pt['predicted'])} (95% interval [{fmt(lo)}, {fmt(hi)}]) for N = {int(pt['N']):,}; the model "
+            f"measured {fmt(pt['loss'])}, {verdict} the interval, off by a factor "
             f"{math.exp(abs(ho['rmsle'])):.2f}"
             + (f"; an interval spanning a factor {hi / lo:,.0f} says the smaller models do not pin the "
                f"largest one down" if lo > 0 and hi / lo > 10 else "") + ".</p>")

@@ -65,7 +65,7 @@ class TrainResult:
         ]
 
     def _repr_html_(self) -> str:
-        from lenslab.report.html import escape
+        from lenslab.html import escape
 
         return (
             f"<b>lenslab run</b> <code>{escape(self.run_dir)}</code>: {escape(self.status)} at "

@@ -5,7 +5,7 @@
  * are only ever inserted with textContent / createTextNode or set as properties (title), never
  * through innerHTML, insertAdjacentHTML, document.write or attribute strings that are parsed.
  *
- * Data (built by lenslab.report.viewer.build_payload):
+ * Data (built by lenslab.attention.viewer.build_payload):
  *   heads:  [[layer, head], ...]          heads present, grid order
  *   inputs: [{title, shown[], tip[], special[], n, n_total, data}]
  *           data = base64 uint8 [heads.length, n, n] (head, query, key), weight = byte / 255

@@ -7,7 +7,7 @@ it) and safe with any token strings:
 * the data travels as JSON inside ``<script type="application/json">`` with ``<``, ``>``, ``&``,
   U+2028 and U+2029 written as ``\\u003c``-style escapes (see :func:`safe_json`), so no token can
   close the script element or start markup;
-* the page's script (``report/static/viewer.js``, inlined) inserts every token string with
+* the page's script (``attention/static/viewer.js``, inlined) inserts every token string with
   ``textContent`` / ``createTextNode``, never ``innerHTML``;
 * invisible or misleading characters are shown visibly (NUL as ``␀``, right-to-left marks
   as ``⟨RLM⟩``, whitespace-only tokens as ``␣``), see :func:`visible_token`; the raw string
@@ -40,7 +40,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from lenslab.errors import DataError
-from lenslab.report.html import Page, escape
+from lenslab.html import Page, escape
 
 MAX_TOKENS = 256  # per input; attention to later tokens is cut (with a notice)
 MAX_BYTES = 24 * 2**20  # quantized pattern bytes in one viewer (base64 adds a third)
@@ -287,8 +287,8 @@ def load_head_info(src: Any) -> dict[HeadKey, dict]:
 
 @lru_cache(maxsize=1)
 def assets() -> tuple[str, str]:
-    """The viewer's CSS and JavaScript (shipped in ``lenslab/report/static``)."""
-    base = resources.files("lenslab.report") / "static"
+    """The viewer's CSS and JavaScript (shipped in ``lenslab/attention/static``)."""
+    base = resources.files("lenslab.attention") / "static"
     css = (base / "viewer.css").read_text(encoding="utf-8")
     js = (base / "viewer.js").read_text(encoding="utf-8")
     # "</script" would end the inline element; "<!--" and "<script" could switch the HTML parser

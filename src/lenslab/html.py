@@ -1,20 +1,24 @@
-"""Building blocks for self-contained HTML pages.
+"""Building blocks for self-contained HTML pages, at the bottom of lenslab.
 
 Figures are inlined as SVG (matplotlib), styles are inlined, and nothing is loaded from the
 network. Every string that came from data (token strings, file names, config values) goes
-through :func:`escape`; the only raw HTML is what this package generates.
+through :func:`escape`; the only raw HTML is what this module generates. Every page of lenslab
+(run reports, analysis pages, the tour, the attention viewer) is made of these parts.
+
+Numbers reach a page through :func:`fmt` (one formatter: missing values, integers with
+separators, floats to a number of significant digits) and :func:`compact` (counts as 512k, 3.97M).
+
+This module imports nothing of lenslab above ``_io``; matplotlib is imported only when a figure
+is rendered.
 """
 
 from __future__ import annotations
 
 import html
 import io
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
-
-import matplotlib
-
-matplotlib.use("Agg")  # never open a window; works headless
 
 CSS = """
 :root { --fg:#1d2330; --muted:#5b6577; --bg:#ffffff; --card:#f6f7fa; --accent:#3056d3;
@@ -52,16 +56,37 @@ def escape(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def figure_to_svg(fig: Any, close: bool = True) -> str:
-    """Render a matplotlib figure to inline SVG markup (fonts as paths: no external files)."""
+def pyplot():
+    """matplotlib's pyplot on the headless Agg backend (never opens a window).
+
+    Imported here, on first use, because matplotlib costs a third of a second to import and
+    most commands draw nothing.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+# Deterministic SVG: no timestamp, and a fixed salt for the ids matplotlib would otherwise
+# derive from a random uuid (clip paths, glyphs). The same figure gives the same bytes.
+_SVG_RC = {"svg.fonttype": "path", "svg.hashsalt": "lenslab"}
+
+
+def figure_to_svg(fig: Any, close: bool = True) -> str:
+    """Render a matplotlib figure to inline SVG markup (fonts as paths: no external files).
+
+    Deterministic: the same figure gives the same bytes, so reports diff cleanly.
+    """
+    import matplotlib
+
     buf = io.StringIO()
-    with matplotlib.rc_context({"svg.fonttype": "path"}):
-        # no timestamp: the same figure gives the same bytes (diffable reports)
+    with matplotlib.rc_context(_SVG_RC):
         fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     if close:
-        plt.close(fig)
+        pyplot().close(fig)
     svg = buf.getvalue()
     start = svg.find("<svg")
     return svg[start:] if start >= 0 else svg
@@ -70,31 +95,57 @@ def figure_to_svg(fig: Any, close: bool = True) -> str:
 def write_png(fig: Any, path: Any, close: bool = True) -> None:
     """Write a matplotlib figure as a PNG, atomically (the figure is closed unless ``close`` is
     False)."""
-    import io
-
-    import matplotlib.pyplot as plt
-
     from lenslab._io import atomic_write_bytes
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight", metadata={"Software": None})
     if close:
-        plt.close(fig)
+        pyplot().close(fig)
     atomic_write_bytes(path, buf.getvalue())
 
 
-def fmt_num(x: Any, digits: int = 4) -> str:
-    if isinstance(x, bool) or x is None:
-        return escape(x)
+MISSING = "–"  # a value that is undefined (NaN, None): an en dash, never "nan"
+
+
+def fmt(x: Any, digits: int = 4, missing: str = MISSING) -> str:
+    """The one number formatter: ints with separators, floats to ``digits`` significant digits
+    (scientific outside 1e-3..1e5), NaN/None as ``missing``; anything else as ``str``.
+
+    Plain text: escape it before it goes into HTML (:func:`table_html` does).
+    """
+    if x is None:
+        return missing
+    if isinstance(x, bool):
+        return str(x)
+    if hasattr(x, "item") and callable(x.item) and not isinstance(x, (str, bytes)):
+        try:  # numpy and torch scalars
+            x = x.item()
+        except (TypeError, ValueError):
+            return str(x)
     if isinstance(x, int):
         return f"{x:,}"
     if isinstance(x, float):
-        if x != x:
-            return "–"  # undefined for this model (e.g. no special tokens)
+        if not math.isfinite(x):
+            return missing if x != x else ("∞" if x > 0 else "-∞")
         if x == 0 or 1e-3 <= abs(x) < 1e5:
             return f"{x:.{digits}g}"
         return f"{x:.{max(digits - 1, 1)}e}"
-    return escape(x)
+    return str(x)
+
+
+def fmt_interval(lo: Any, hi: Any, digits: int = 3) -> str:
+    """``[lo, hi]`` with :func:`fmt` (``[–, –]`` when an end is undefined)."""
+    return f"[{fmt(lo, digits)}, {fmt(hi, digits)}]"
+
+
+def compact(x: Any) -> str:
+    """Counts for narrow columns: 1760, 512k, 3.97M, 1.2G (``–`` when not a number)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or x != x:
+        return MISSING
+    for div, suffix, least in ((1e9, "G", 1), (1e6, "M", 1), (1e3, "k", 10)):
+        if abs(x) >= least * div:  # 1760 stays whole; 3.97M is not 3970k
+            return f"{x / div:.3g}{suffix}"
+    return f"{x:.4g}"
 
 
 def table_html(rows: Sequence[dict], columns: Sequence[str] | None = None, digits: int = 4) -> str:
@@ -109,7 +160,7 @@ def table_html(rows: Sequence[dict], columns: Sequence[str] | None = None, digit
         for c in cols:
             v = r.get(c, "")
             cls = " class='num'" if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
-            cells.append(f"<td{cls}>{fmt_num(v, digits)}</td>")
+            cells.append(f"<td{cls}>{escape(fmt(v, digits))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
