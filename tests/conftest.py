@@ -91,7 +91,7 @@ def events(run_dir: Path) -> list[dict]:
 
 
 def final_weights(run_dir: Path) -> bytes:
-    from lenslab.training.checkpoint import latest_verified
+    from lenslab.run.checkpoint import latest_verified
 
     ck = latest_verified(Path(run_dir) / "checkpoints")
     assert ck is not None

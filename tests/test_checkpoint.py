@@ -9,7 +9,7 @@ import torch
 
 from lenslab.config import GPTConfig
 from lenslab.models import GPT
-from lenslab.training import checkpoint as C
+from lenslab.run import checkpoint as C
 
 
 def _model(seed=0):

@@ -10,7 +10,7 @@ import torch
 import lenslab
 from lenslab.config import GuardConfig
 from lenslab.training.guard import Guard
-from lenslab.training.inject import Injections
+from lenslab.run.inject import Injections
 from lenslab.training.trainer import Trainer
 
 from conftest import events, metrics, run_cli, tiny_config, write_config
@@ -102,7 +102,7 @@ def test_repeated_failure_gives_up_with_exit_code_3(tmp_path):
     assert "gave up" in r.stderr and "step-0000" in r.stderr and "Traceback" not in r.stderr
     types = [e["type"] for e in events(tmp_path / "run")]
     assert types.count("rollback") == 1 and types[-1] == "give_up"
-    from lenslab.runs import load_run
+    from lenslab import load_run
 
     assert load_run(tmp_path / "run").status == "gave_up"
 

@@ -71,10 +71,10 @@ def test_external_sigterm_during_training(tmp_path):
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 75, err
-    from lenslab.runs import load_run
+    from lenslab import load_run
 
     info = load_run(run)
-    assert info.status == "preempted" and info.checkpoints[0] == info.step > 20
+    assert info.status == "preempted" and info.checkpoints()[0].step == info.step > 20
 
 
 def test_corrupted_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, reference):

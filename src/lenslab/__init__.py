@@ -26,7 +26,7 @@ from lenslab.config import RunConfig, load_config  # noqa: E402
 from lenslab.errors import LensError  # noqa: E402
 from lenslab.examples import example_config  # noqa: E402
 from lenslab.models import GPT, LSTM, build_model  # noqa: E402
-from lenslab.runs import RunInfo, list_runs, load_run  # noqa: E402
+from lenslab.run import Run, list_runs  # noqa: E402
 from lenslab.training import Trainer, TrainResult, resume, train  # noqa: E402
 
 _LAZY = {
@@ -67,9 +67,18 @@ _LAZY = {
 
 __all__ = [
     "__version__", "RunConfig", "load_config", "LensError", "example_config", "GPT", "LSTM",
-    "build_model", "Trainer", "TrainResult", "train", "resume", "RunInfo", "list_runs", "load_run",
+    "build_model", "Trainer", "TrainResult", "train", "resume", "Run", "RunInfo", "list_runs",
+    "load_run",
     *_LAZY,
 ]
+
+
+RunInfo = Run  # the name of lenslab 0.1's run summary, which a Run now is
+
+
+def load_run(path) -> Run:
+    """The run folder at ``path`` (status, step, metrics(), event_log(), load_model(), ...)."""
+    return Run.open(path)
 
 
 def __getattr__(name: str) -> Any:  # PEP 562: import a lab only when it is used

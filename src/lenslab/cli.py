@@ -88,7 +88,7 @@ def runs(root: Path = typer.Argument(Path("runs"), help="folder of run folders")
     """List run folders with status, step, last loss and guard-event counts."""
     from rich.table import Table
 
-    from lenslab.runs import list_runs
+    from lenslab.run import list_runs
 
     infos = list_runs(root)
     if not infos:

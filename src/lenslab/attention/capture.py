@@ -29,6 +29,7 @@ from typing import Callable, Optional
 import torch
 
 from lenslab.errors import DataError, ModelError
+from lenslab.run import Run
 
 LayerFn = Callable[[int, torch.Tensor], None]  # (layer, pattern [batch, head, q, k])
 
@@ -215,11 +216,11 @@ class GPTLens(LensModel):
         return GPTLens(fresh, self.task, f"{self.name} (re-initialised, seed {seed})")
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, step: Optional[int] = None) -> "GPTLens":
-        from lenslab.runs import load_run_weights
-
-        model, task, _, at = load_run_weights(run_dir, step)
-        return cls(model, task, name=f"{Path(run_dir).name}@{at}")
+    def from_run(cls, run: str | Path | Run, step: Optional[int] = None) -> "GPTLens":
+        """The model of a run folder at a verified checkpoint (default: the newest)."""
+        run = Run.open(run)
+        ck = run.checkpoint(step)
+        return cls(run.load_model(ck), run.task, name=f"{run.path.name}@{ck.step}")
 
 
 # ---------------------------------------------------------------------- Hugging Face

@@ -8,7 +8,7 @@ from typing import Optional
 from lenslab.config import (AdditionData, GPTConfig, ICLRegressionData, InductionData,
                              LSAConfig, ModularAdditionData, RepeatData, RunConfig, SequenceData,
                              TextData)
-from lenslab.data.base import IGNORE, DataCursor, Task, mean_loss, rng_for
+from lenslab.data.base import IGNORE, DataCursor, Task, mean_loss, rng_for, task_loss, task_scored
 from lenslab.data.generalization import RepeatTask, SequenceTask
 from lenslab.data.regression import ICLRegressionTask
 from lenslab.data.synthetic import AdditionTask, InductionTask, ModularAdditionTask
@@ -16,7 +16,8 @@ from lenslab.data.text import TextTask
 from lenslab.errors import ConfigError
 
 __all__ = [
-    "IGNORE", "DataCursor", "Task", "mean_loss", "rng_for", "build_task", "resolve_config",
+    "IGNORE", "DataCursor", "Task", "mean_loss", "rng_for", "task_loss", "task_scored",
+    "build_task", "resolve_config",
     "InductionTask", "ModularAdditionTask", "AdditionTask", "TextTask", "ICLRegressionTask",
     "RepeatTask", "SequenceTask",
 ]

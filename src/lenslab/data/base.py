@@ -15,6 +15,7 @@ from typing import Iterator, Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 IGNORE = -100  # target id that is not scored (cross_entropy's ignore_index)
 
@@ -88,3 +89,19 @@ def mean_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch
         logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE,
         reduction="none",
     ).view_as(y)
+
+
+def task_loss(task: Task, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Summed loss over the scored targets: the task's own (e.g. squared error for in-context
+    regression) when it defines ``loss_sum``, else next-token cross-entropy."""
+    own = getattr(task, "loss_sum", None)
+    if own is not None:
+        return own(out, y)
+    return F.cross_entropy(out.float().reshape(-1, out.shape[-1]), y.reshape(-1),
+                           ignore_index=IGNORE, reduction="sum")
+
+
+def task_scored(task: Task, y: torch.Tensor) -> int:
+    """How many targets of ``y`` the task scores (the denominator of its mean loss)."""
+    own = getattr(task, "scored_count", None)
+    return int(own(y)) if own is not None else int((y != IGNORE).sum())

@@ -55,6 +55,7 @@ from lenslab.data.regression import ICLRegressionTask, RegressionProblems
 from lenslab.errors import DataError
 from lenslab.icl.replicate import Replication, register
 from lenslab.html import pyplot, Page, badge, escape, figure_block, figure_to_svg, table_html
+from lenslab.run import Run
 
 # predict(xc [B, k, d], yc [B, k], xq [B, m, d]) -> predictions [B, m]
 Predictor = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -242,16 +243,13 @@ def load_regression_model(run_dir: str | Path, step: Optional[int] = None):
     Raises a one-line :class:`~lenslab.errors.LensError` for folders that are not runs, have no
     verified checkpoint, or hold a token-level run.
     """
-    from lenslab.runs import load_run_weights
-
-    def check(cfg, run_dir) -> None:
-        if getattr(cfg.data, "task", None) != "icl_regression":
-            raise DataError(
-                f"{run_dir} is a token-level run (data.task = {cfg.data.task!r}); `lenslab "
-                "algorithms` needs an in-context regression run (data.task = \"icl_regression\")")
-
-    model, task, cfg, at = load_run_weights(run_dir, step, check=check)
-    return model, task, at, cfg
+    run = Run.open(run_dir)
+    if getattr(run.config.data, "task", None) != "icl_regression":
+        raise DataError(
+            f"{run.path} is a token-level run (data.task = {run.config.data.task!r}); `lenslab "
+            "algorithms` needs an in-context regression run (data.task = \"icl_regression\")")
+    ck = run.checkpoint(step)
+    return run.load_model(ck), run.task, ck.step, run.resolved
 
 
 # ============================================================================ comparison
@@ -582,15 +580,11 @@ def _train_fresh(cfg: RunConfig, run: Path, progress: bool):
 
 
 def _metrics(run: Path) -> list[dict]:
-    from lenslab._io import read_jsonl
-
-    return read_jsonl(run / "metrics.jsonl")
+    return Run(run).metrics()
 
 
 def _checkpoints(run: Path) -> list[int]:
-    from lenslab.training.checkpoint import list_checkpoints, verify
-
-    return sorted(c.step for c in list_checkpoints(run / "checkpoints") if verify(c.path) is None)
+    return Run(run).verified_steps()
 
 
 def _json_block(d: dict) -> str:

@@ -30,6 +30,7 @@ from lenslab.data import IGNORE
 from lenslab.errors import DataError, ModelError, RunDirError
 from lenslab.icl.replicate import Replication, register
 from lenslab.html import pyplot, Page, escape, figure_block, figure_to_svg, table_html
+from lenslab.run import Run
 
 
 # ---------------------------------------------------------------------- loading
@@ -50,26 +51,22 @@ class RunModel:
         return self.cfg.model.n_ctx
 
 
-def _token_task(cfg, run_dir) -> None:
+def load_run_model(run_dir: str | Path | Run, step: Optional[int] = None) -> RunModel:
+    """A token-level run's model at a verified checkpoint (default: the newest)."""
+    run = Run.open(run_dir)
+    cfg = run.config
     if getattr(cfg.data, "task", "") in ("icl_regression",) or getattr(cfg.model, "d_in", None):
-        raise DataError(f"{run_dir} is an in-context regression run; token-level measures need a "
-                        "token task (use `lenslab algorithms` for regression runs)")
+        raise DataError(f"{run.path} is an in-context regression run; token-level measures need "
+                        "a token task (use `lenslab algorithms` for regression runs)")
+    ck = run.checkpoint(step)
+    return RunModel(run.path, ck.step, run.load_model(ck), run.task, run.resolved)
 
 
-def load_run_model(run_dir: str | Path, step: Optional[int] = None) -> RunModel:
-    from lenslab.runs import load_run_weights
-
-    model, task, cfg, at = load_run_weights(run_dir, step, check=lambda c, d: _token_task(c, d))
-    return RunModel(Path(run_dir), at, model, task, cfg)
-
-
-def checkpoint_steps(run_dir: Path) -> list[int]:
-    from lenslab.training.checkpoint import list_checkpoints, verify
-
-    steps = sorted(c.step for c in list_checkpoints(Path(run_dir) / "checkpoints")
-                   if verify(c.path) is None)
+def checkpoint_steps(run_dir: str | Path | Run) -> list[int]:
+    run = Run.open(run_dir)
+    steps = run.verified_steps()
     if not steps:
-        raise RunDirError(f"{run_dir} has no verified checkpoints; train it first")
+        raise RunDirError(f"{run.path} has no verified checkpoints; train it first")
     return steps
 
 

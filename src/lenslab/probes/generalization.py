@@ -34,6 +34,7 @@ from lenslab._io import read_jsonl
 from lenslab.errors import DataError
 from lenslab.html import (pyplot, Page, badge, escape, figure_block, figure_to_svg, table_html,
                                  write_png)
+from lenslab.run import Run
 
 #: Tasks each probe reads, for the error a run of another task gets.
 PROBES = {"repeat": "rules", "sequence": "length", "modular_addition": "counterfactual",
@@ -53,16 +54,14 @@ def _intervals(hits: np.ndarray, counts: np.ndarray, n_boot: int, seed: int) -> 
 
 
 def _load(run_dir, step):
-    from lenslab.runs import load_run_weights
-
-    def check(cfg, d):
-        kind = PROBES.get(cfg.data.task)
-        if kind is None:
-            raise DataError(
-                f"{d} trains data.task = {cfg.data.task!r}; the generalization probes read "
-                + ", ".join(f"{t} ({k})" for t, k in PROBES.items()))
-
-    return load_run_weights(run_dir, step, check=check)
+    """``(model, task, resolved config, step)`` of a run the probes read."""
+    run = Run.open(run_dir)
+    task = run.config.data.task
+    if task not in PROBES:
+        raise DataError(f"{run.path} trains data.task = {task!r}; the generalization probes read "
+                        + ", ".join(f"{t} ({k})" for t, k in PROBES.items()))
+    ck = run.checkpoint(step)
+    return run.load_model(ck), run.task, run.resolved, ck.step
 
 
 @torch.no_grad()
@@ -706,10 +705,8 @@ def probe_checkpoints(run_dir: str | Path, max_checkpoints: int = 40, progress: 
                       **kw) -> ProbeSeries:
     """:func:`probe` at every verified checkpoint of one run (at most ``max_checkpoints``,
     evenly spaced, the newest always included): when did the model take its rule?"""
-    from lenslab.training.checkpoint import list_checkpoints, verify
 
-    steps = sorted(c.step for c in list_checkpoints(Path(run_dir) / "checkpoints")
-                   if verify(c.path) is None)
+    steps = Run.open(run_dir).verified_steps()
     if not steps:
         from lenslab.errors import RunDirError
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from lenslab._io import read_jsonl
 from lenslab.html import pyplot, badge, escape, figure_block, figure_to_svg, table_html
 from lenslab._io import num
+from lenslab.run import Run
 
 _MARK = {  # event type -> (marker, colour, label)
     "nonfinite": ("X", "#b3261e", "non-finite (skipped)"),
@@ -114,9 +115,7 @@ def describe_events(events: list[dict]) -> list[str]:
 def training_chapter(run_dir: Path) -> str:
     """HTML for one run: curve, what the guard did, the raw event log."""
     run_dir = Path(run_dir)
-    from lenslab.runs import load_run
-
-    info = load_run(run_dir)
+    info = Run.open(run_dir)
     events = read_jsonl(run_dir / "events.jsonl")
     svg = figure_to_svg(loss_figure(run_dir))
     kinds = {e.get("type") for e in events}

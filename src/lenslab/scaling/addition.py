@@ -35,6 +35,7 @@ import numpy as np
 
 from lenslab._io import atomic_write_json, atomic_write_text
 from lenslab.errors import DataError
+from lenslab.run import Run
 
 #: Seed of the evaluation problems (shared by every model of a sweep; not a training seed).
 PROBLEM_SEED = 20230428
@@ -81,27 +82,6 @@ def _distinct(rng: np.random.Generator, space: int, n: int) -> np.ndarray:
 def _digits_str(task: Any, digits: np.ndarray) -> list[str]:
     """Rows of digit ids ``[n, k]`` in plain order -> strings (base-36 characters)."""
     return ["".join(np.base_repr(int(d), 36) for d in row) for row in digits]
-
-
-def load_model(run_dir: Path):
-    """The model and task of a run, from its newest verified checkpoint (CPU, eval mode)."""
-    from safetensors.torch import load_model as load_weights
-
-    from lenslab.config import load_config
-    from lenslab.data import build_task, resolve_config
-    from lenslab.errors import CheckpointError
-    from lenslab.models import build_model
-    from lenslab.training.checkpoint import latest_verified
-
-    cfg = load_config(run_dir / "config.toml")
-    task = build_task(cfg, run_dir)
-    cfg = resolve_config(cfg, task)
-    ck = latest_verified(run_dir / "checkpoints")
-    if ck is None:
-        raise CheckpointError(f"{run_dir}: no verified checkpoint to evaluate")
-    model = build_model(cfg.model)
-    load_weights(model, str(ck.model_file))
-    return model.eval(), task
 
 
 def answer(model: Any, task: Any, a: np.ndarray, b: np.ndarray, batch_size: int = 512):
@@ -155,10 +135,11 @@ def write_predictions(sweep_dir: str | Path, n_examples: int = 512, out: Optiona
     try:
         torch.set_num_threads(1)  # tiny batches: threads cost more than they give
         for r in rows:
-            run_dir = Path(r["run"])
-            model, task = load_model(run_dir)
+            run = Run.open(r["run"])
+            run_dir, task = run.path, run.task
             if getattr(task, "name", "") != "addition":
                 raise DataError(f"{run_dir} trained on {getattr(task, 'name', '?')}, not addition")
+            model = run.load_model()
             a, b = problems(task, n_examples, seed)
             targets, preds, lps = answer(model, task, a, b)
             n = task.cfg.digits

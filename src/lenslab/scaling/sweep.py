@@ -118,6 +118,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from lenslab._io import atomic_write_json, atomic_write_text, num
 from lenslab.config import RunConfig, config_from_dict, load_config, read_toml
 from lenslab.errors import ConfigError, LensError, RunDirError
+from lenslab.run import Run, pid_alive
 
 #: Columns of the results table, before and after the task's own metrics.
 HEAD_COLUMNS = ("name", "status", "n_layer", "d_model", "n_head", "seed", "steps", "N", "D", "C",
@@ -481,21 +482,12 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def _pid_alive(pid: Any) -> bool:
-    from lenslab.runs import pid_alive
-
-    return pid_alive(pid)
-
-
 def run_state(point: GridPoint, run_dir: Path) -> str:
     """What a grid point needs: ``new``, ``resume``, ``restart``, ``completed`` or ``gave_up``.
 
     Raises :class:`RunDirError` when the folder is not this grid point's run (a changed grid
     point, a foreign folder) or when another process is still training it.
     """
-    from lenslab.training.checkpoint import latest_verified
-    from lenslab.training.trainer import read_meta
-
     if not run_dir.exists():
         return "new"
     if not run_dir.is_dir():
@@ -514,17 +506,18 @@ def run_state(point: GridPoint, run_dir: Path) -> str:
         shown = "; ".join(diffs[:4]) + ("; ..." if len(diffs) > 4 else "")
         raise RunDirError(f"grid point {point.name} changed since {run_dir} was trained ({shown}); "
                           "restore the sweep and base config, or use another --out")
-    meta = read_meta(run_dir)
+    run = Run(run_dir)
+    meta = run.meta()
     status = meta.get("status", "created")
     if status == "completed":
         return "completed"
     if status == "gave_up":
         return "gave_up"
     if status in ("running", "created") and meta.get("host") == socket.gethostname() \
-            and meta.get("pid") != os.getpid() and _pid_alive(meta.get("pid")):
+            and meta.get("pid") != os.getpid() and pid_alive(meta.get("pid")):
         raise RunDirError(f"grid point {point.name} is still being trained by process {meta['pid']} "
                           f"(an earlier sweep's worker?); wait for it to finish or stop it, then rerun")
-    if latest_verified(run_dir / "checkpoints") is None:
+    if run.latest_checkpoint(warn=lambda m: None) is None:
         return "restart"  # killed before its first checkpoint: nothing to lose
     return "resume"
 
@@ -544,14 +537,11 @@ def final_train_loss(run_dir: Path) -> float:
     import json
 
     import torch
-    from safetensors.torch import load_model as load_weights
 
-    from lenslab.data import build_task, resolve_config
-    from lenslab.models import build_model
-    from lenslab.training.checkpoint import latest_verified
-    from lenslab.training.trainer import task_loss, task_scored
+    from lenslab.data import task_loss, task_scored
 
-    ck = latest_verified(run_dir / "checkpoints")
+    run = Run(run_dir)
+    ck = run.latest_checkpoint(warn=lambda m: None)
     if ck is None:
         return math.nan
     cache = run_dir / "analysis" / "train_loss.json"
@@ -561,14 +551,9 @@ def final_train_loss(run_dir: Path) -> float:
             return num(old.get("train_loss"))
     except (OSError, ValueError):
         pass
-    cfg = load_config(run_dir / "config.toml")
-    task = build_task(cfg, run_dir)
-    full = resolve_config(cfg, task)
+    task, full = run.task, run.resolved
     dev = torch.device("cuda" if full.train.device.startswith("cuda") and torch.cuda.is_available() else "cpu")
-    torch.manual_seed(full.seed)
-    model = build_model(full.model)
-    load_weights(model, str(ck.model_file))
-    model.to(dev).eval()
+    model = run.load_model(ck, device=dev)
     k, steps = full.train.eval_batches, full.train.max_steps
     indices = sorted({int((j + 0.5) * steps / k) for j in range(k)})
     tot = cnt = 0.0
@@ -593,8 +578,6 @@ def final_train_loss(run_dir: Path) -> float:
 
 def run_row(point: GridPoint, run_dir: Path, loss_window: float = 0.1) -> dict[str, Any]:
     """The results-table row of one grid point (see the module docstring for every column)."""
-    from lenslab.runs import load_run
-
     row: dict[str, Any] = {"name": point.name}
     for k in ("n_layer", "d_model", "n_head"):
         row[k] = point.axes.get(k)
@@ -608,11 +591,11 @@ def run_row(point: GridPoint, run_dir: Path, loss_window: float = 0.1) -> dict[s
     metrics: list[dict] = []
     events: Counter = Counter()
     status = "pending"
-    if (run_dir / "config.toml").is_file():
-        info = load_run(run_dir)
-        status = info.status
-        metrics = info.metrics()
-        events = Counter(info.events)
+    if Run.is_run(run_dir):
+        run = Run(run_dir)
+        status = run.status
+        metrics = run.metrics()
+        events = Counter(run.events)
     loss = logged = val = math.nan
     task_metrics: dict[str, float] = {}
     if status == "completed" and metrics:
@@ -772,7 +755,7 @@ class _Lock:
                     pid = int(pid_s)
                 except (OSError, ValueError):
                     pid, host = -1, ""
-                if host == socket.gethostname() and _pid_alive(pid):
+                if host == socket.gethostname() and pid_alive(pid):
                     raise RunDirError(f"another lenslab sweep (process {pid}) is working on "
                                       f"{self.path.parent}; wait for it or stop it") from None
                 if host and host != socket.gethostname():
@@ -883,7 +866,7 @@ def _parse_inject(inject: Union[None, str, dict[str, str]], names: list[str]) ->
                 pairs[name.strip()] = spec.strip()
             else:
                 pairs["*"] = part
-    from lenslab.training.inject import Injections
+    from lenslab.run.inject import Injections
 
     for name, spec in pairs.items():
         if name != "*" and name not in names:
@@ -1136,7 +1119,7 @@ def run_sweep(sweep: Union[str, Path, SweepSpec, dict[str, Any]], out: str | Pat
     sc = spec.config
     with _Lock(out):
         states = {p.name: run_state(p, runs_root / p.name) for p in points}  # again, under the lock
-        _clean_staging(runs_root)
+        Run.clean_staging(runs_root)
         resolved = sc.model_dump(mode="json", exclude_none=True)
         resolved["base"] = spec.base.model_dump(mode="json", exclude_none=True)
         import tomli_w
@@ -1181,15 +1164,3 @@ def run_sweep(sweep: Union[str, Path, SweepSpec, dict[str, Any]], out: str | Pat
     result.elapsed_s = time.perf_counter() - t0
     return result
 
-
-def _clean_staging(runs_root: Path) -> None:
-    """Remove ``.NAME.creating-PID`` folders that a killed ``lenslab train`` left behind."""
-    import shutil
-
-    if not runs_root.is_dir():
-        return
-    for p in runs_root.iterdir():
-        if p.is_dir() and p.name.startswith(".") and ".creating-" in p.name:
-            pid = p.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not _pid_alive(int(pid)):
-                shutil.rmtree(p, ignore_errors=True)

@@ -1,4 +1,6 @@
-"""Guarded training: trainer, guard, checkpoints, distributed helpers, fault injection."""
+"""Guarded training: the trainer, its guard and schedule, DDP through torchrun.
+
+Checkpoints and fault injection belong to the run folder (:mod:`lenslab.run`)."""
 
 from __future__ import annotations
 
@@ -6,11 +8,10 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from lenslab.config import RunConfig, apply_overrides, load_config
-from lenslab.training.inject import Injections
-from lenslab.training.trainer import (EXIT_GAVE_UP, EXIT_OK, EXIT_PREEMPTED, Trainer, TrainResult,
-                                   read_meta)
+from lenslab.run.inject import Injections
+from lenslab.training.trainer import EXIT_GAVE_UP, EXIT_OK, EXIT_PREEMPTED, Trainer, TrainResult
 
-__all__ = ["Trainer", "TrainResult", "Injections", "train", "resume", "read_meta",
+__all__ = ["Trainer", "TrainResult", "Injections", "train", "resume",
            "EXIT_OK", "EXIT_GAVE_UP", "EXIT_PREEMPTED"]
 
 

@@ -24,25 +24,22 @@ import contextlib
 import math
 import os
 import signal
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
-import torch.nn.functional as F
 
-from lenslab import __version__
-from lenslab._io import append_jsonl, atomic_write_json, read_jsonl, rewrite_jsonl
-from lenslab.config import RunConfig, load_config, save_config
-from lenslab.data import IGNORE, DataCursor, build_task, resolve_config
+from lenslab.config import RunConfig
+from lenslab.data import DataCursor, task_loss, task_scored
 from lenslab.errors import CheckpointError, RunDirError
 from lenslab.models import build_model
-from lenslab.training import checkpoint as ckpt_mod
+from lenslab.run import Checkpoint, Run
+from lenslab.run.checkpoint import load_checkpoint, step_dir_name
+from lenslab.run.inject import SPIKE_FACTOR, Injections, die
 from lenslab.training import distributed as D
 from lenslab.training.guard import Guard, Verdict
-from lenslab.training.inject import SPIKE_FACTOR, Injections, die
 from lenslab.training.schedule import lr_at
 
 EXIT_OK, EXIT_GAVE_UP, EXIT_PREEMPTED = 0, 3, 75
@@ -116,15 +113,14 @@ class Trainer:
 
     def __init__(
         self,
-        cfg: RunConfig,
-        run_dir: Path,
+        run: Run,
         injections: Optional[Injections] = None,
         progress: bool = True,
         callbacks: Optional[list[Callable[["Trainer", dict], None]]] = None,
         console: Any = None,
     ):
-        self.run_dir = Path(run_dir)
-        self.ckpt_root = self.run_dir / "checkpoints"
+        self.run = run
+        self.run_dir = run.path
         self.inj = injections or Injections()
         self.callbacks = callbacks or []
         self.show_progress = progress
@@ -132,8 +128,8 @@ class Trainer:
         self._stop_signal: Optional[str] = None
         self._stop_agreed = False
 
-        self.task = build_task(cfg, self.run_dir)
-        self.cfg = resolve_config(cfg, self.task)
+        self.task = run.task
+        self.cfg = run.resolved
         self.dev = _device(self.cfg, int(os.environ.get("LOCAL_RANK", "0")))
         self.dist = D.setup(self.dev.type)
         if self.dist.enabled and self.dev.type == "cuda":
@@ -185,63 +181,35 @@ class Trainer:
         injections: Optional[Injections] = None,
         **kw: Any,
     ) -> "Trainer":
-        """Validate everything, then create the run folder atomically and return a trainer.
-
-        Refuses to touch a folder that already holds a run: a different config is an error that
-        says so; the same config is an error that says to resume.
+        """Validate everything, create the run folder atomically (:meth:`Run.create`) and return
+        a trainer for it. Under torchrun, rank 0 creates the folder and the others wait for it.
         """
         run_dir = Path(run_dir)
-        is_main = int(os.environ.get("RANK", "0")) == 0
-        if is_main:
-            _check_new_run_dir(run_dir, cfg)
-        staging = run_dir.parent / f".{run_dir.name}.creating-{os.getpid()}"
-        if is_main:
-            run_dir.parent.mkdir(parents=True, exist_ok=True)
-            task = build_task(cfg, None)  # fails here (missing/non-UTF-8 data) before any write
-            full = resolve_config(cfg, task)
-            build_model(full.model)  # impossible sizes fail before any write
+        if int(os.environ.get("RANK", "0")) == 0:
             if cfg.train.tensorboard:
                 _tensorboard(None)  # a missing package is a config error, before any write
-            staging.mkdir()
-            try:
-                save_config(cfg, staging / "config.toml")
-                if hasattr(task, "save_artifacts"):
-                    task.save_artifacts(staging)
-                _write_meta(staging, status="created", step=0, inject=(injections or Injections()).persistent())
-                (staging / "metrics.jsonl").touch()
-                (staging / "events.jsonl").touch()
-                if run_dir.exists():
-                    run_dir.rmdir()  # an empty folder the user made; anything else was refused
-                os.replace(staging, run_dir)
-            except BaseException:
-                import shutil
-
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
+            run = Run.create(run_dir, cfg, inject=(injections or Injections()).persistent())
         else:  # other ranks wait for rank 0's folder
             for _ in range(600):
-                if (run_dir / "config.toml").exists():
+                if Run.is_run(run_dir):
                     break
                 time.sleep(0.1)
-        return cls(cfg, run_dir, injections, **kw)
+            run = Run.open(run_dir)
+        return cls(run, injections, **kw)
 
     @classmethod
     def open(
         cls, run_dir: str | Path, injections: Optional[Injections] = None, **kw: Any
     ) -> "Trainer":
         """A trainer for an existing run, positioned at its newest verified checkpoint."""
-        run_dir = Path(run_dir)
-        if not (run_dir / "config.toml").is_file():
-            raise RunDirError(f"{run_dir} is not a lenslab run folder (no config.toml)")
-        cfg = load_config(run_dir / "config.toml")
-        meta = read_meta(run_dir)
-        inj = Injections.parse(meta.get("inject", ""))
+        run = Run.open(run_dir)
+        inj = Injections.parse(run.meta().get("inject", ""))
         if injections is not None:  # kill/term given now apply; nan/spike add to the saved ones
             inj.nan |= injections.nan
             inj.spike |= injections.spike
             inj.kill = dict(injections.kill)
             inj.term = set(injections.term)
-        t = cls(cfg, run_dir, inj, **kw)
+        t = cls(run, inj, **kw)
         t._restore_latest()
         return t
 
@@ -263,7 +231,7 @@ class Trainer:
         if not self.dist.is_main:
             return
         rec = {"step": self.step, "seq": self.seq, "type": type_, **fields, "time": time.time()}
-        append_jsonl(self.run_dir / "events.jsonl", rec)
+        self.run.append_event(rec)
         detail = ", ".join(f"{k}={v}" for k, v in fields.items())
         self._log(f"[bold yellow]guard[/] step {self.step}: {type_} {detail}")
 
@@ -301,24 +269,20 @@ class Trainer:
             hook = None
             if self.inj.kill.get(self.step) == "ckpt":
                 hook = die
-            ckpt_mod.write_checkpoint(self.ckpt_root, self.step, self.model, state, hook)
-            newest = ckpt_mod.latest_verified(self.ckpt_root, warn=self._warn)
-            ckpt_mod.apply_retention(
-                self.ckpt_root, self.cfg.train.keep_checkpoints, newest.path if newest else None
-            )
-            _write_meta(self.run_dir, status="running", step=self.step)
+            self.run.write_checkpoint(self.step, self.model, state, hook)
+            self.run.prune_checkpoints(self.cfg.train.keep_checkpoints, warn=self._warn)
+            self.run.write_meta(status="running", step=self.step)
         self._last_ckpt_step = self.step
         D.barrier(self.dist)
 
     def _warn(self, msg: str) -> None:
         if self.dist.is_main:
             self.console.print(f"[bold red]warning[/] {msg}", highlight=False)
-            append_jsonl(self.run_dir / "events.jsonl",
-                         {"step": self.step, "seq": self.seq, "type": "checkpoint_invalid",
+            self.run.append_event({"step": self.step, "seq": self.seq, "type": "checkpoint_invalid",
                           "detail": msg, "time": time.time()})
 
-    def _load(self, ck: ckpt_mod.Checkpoint, *, keep_bookkeeping: bool) -> dict:
-        state = ckpt_mod.load_checkpoint(ck, self.model, map_location=self.dev)
+    def _load(self, ck: Checkpoint, *, keep_bookkeeping: bool) -> dict:
+        state = load_checkpoint(ck, self.model, map_location=self.dev)
         self.opt.load_state_dict(state["optimizer"])
         if self.scaler is not None and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
@@ -343,28 +307,23 @@ class Trainer:
 
     def _restore_latest(self) -> None:
         if self.dist.is_main:
-            ckpt_mod.clean_partial(self.ckpt_root)
-        ck = ckpt_mod.latest_verified(self.ckpt_root, warn=self._warn)
+            self.run.clean_partial()
+        ck = self.run.latest_checkpoint(warn=self._warn)
         if ck is None:
             raise CheckpointError(
-                f"no verified checkpoint in {self.ckpt_root}; start the run again with "
+                f"no verified checkpoint in {self.run.checkpoints_dir}; start the run again with "
                 "`lenslab train`"
             )
         self._load(ck, keep_bookkeeping=False)
         if self.dist.is_main:  # drop log lines of steps that will now be replayed
-            dropped = 0
-            for name in ("metrics.jsonl", "events.jsonl"):
-                recs = read_jsonl(self.run_dir / name)
-                kept = [r for r in recs if r.get("seq", -1) < self.seq or r.get("type") == "checkpoint_invalid"]
-                dropped += len(recs) - len(kept)
-                if len(kept) != len(recs) or (self.run_dir / name).exists():
-                    rewrite_jsonl(self.run_dir / name, kept)
+            self.run.truncate_logs(lambda r: r.get("seq", -1) < self.seq
+                                   or r.get("type") == "checkpoint_invalid")
         D.barrier(self.dist)
         self.event("resume", checkpoint=ck.path.name, replaying_from=self.step)
 
     def _rollback(self) -> bool:
         first_step, a, b = self.guard.episode_range()
-        ck = ckpt_mod.latest_verified(self.ckpt_root, before_step=first_step + 1, warn=self._warn)
+        ck = self.run.latest_checkpoint(before_step=first_step + 1, warn=self._warn)
         if ck is None:
             return False
         self.event("rollback", to_step=ck.step, checkpoint=ck.path.name, skip_batches=[a, b])
@@ -461,7 +420,7 @@ class Trainer:
     def _fit(self) -> TrainResult:
         tc = self.cfg.train
         if self.dist.is_main:
-            _write_meta(self.run_dir, status="running", step=self.step)
+            self.run.write_meta(status="running", step=self.step)
             if tc.tensorboard:
                 self._tb = _tensorboard(self.run_dir)
         if self._last_ckpt_step < 0:
@@ -477,7 +436,7 @@ class Trainer:
         if self._last_ckpt_step != self.step:
             self.save_checkpoint()
         if self.dist.is_main:
-            _write_meta(self.run_dir, status="completed", step=self.step)
+            self.run.write_meta(status="completed", step=self.step)
         return TrainResult("completed", self.step, self.run_dir, "",
                            self.last_loss, dict(self.guard.counts))
 
@@ -522,7 +481,7 @@ class Trainer:
         # an evaluation is always logged, whatever log_every says: it is not computed twice
         if self.dist.is_main and (self.step % tc.log_every == 0 or last_of_run or evaluated
                                   or not verdict.ok):
-            append_jsonl(self.run_dir / "metrics.jsonl", rec)
+            self.run.append_metric(rec)
             if self._tb is not None:
                 for k in ("loss", "lr", "grad_norm"):
                     self._tb.add_scalar(f"train/{k}", rec[k], self.step)
@@ -558,9 +517,9 @@ class Trainer:
 
     def _preempt(self) -> TrainResult:
         self.save_checkpoint()
-        self.event("preempt", signal=self._stop_signal or "peer", checkpoint=ckpt_mod.step_dir_name(self.step))
+        self.event("preempt", signal=self._stop_signal or "peer", checkpoint=step_dir_name(self.step))
         if self.dist.is_main:
-            _write_meta(self.run_dir, status="preempted", step=self.step)
+            self.run.write_meta(status="preempted", step=self.step)
         msg = (f"stopped by {self._stop_signal or 'a peer rank'} at step {self.step}; checkpoint "
                f"written. Continue with: lenslab resume {self.run_dir}")
         return TrainResult("preempted", self.step, self.run_dir, msg, self.last_loss,
@@ -569,14 +528,14 @@ class Trainer:
     def _give_up(self, reason: str) -> TrainResult:
         first = min((a.step for a in self.guard.anomalies), default=self.step)
         idx = [a.data_index for a in self.guard.anomalies] or [-1]
-        ck = ckpt_mod.latest_verified(self.ckpt_root, warn=self._warn)
+        ck = self.run.latest_checkpoint(warn=self._warn)
         where = ck.path if ck is not None else "none"
         msg = (f"guard gave up at step {self.step}: {reason}; anomalies from step {first} "
                f"(data batches {min(idx)}..{max(idx)}); last verified checkpoint: {where}. "
                "Inspect those batches or lower optim.lr, then `lenslab resume`.")
         self.event("give_up", reason=reason, checkpoint=str(where))
         if self.dist.is_main:
-            _write_meta(self.run_dir, status="gave_up", step=self.step, message=msg)
+            self.run.write_meta(status="gave_up", step=self.step, message=msg)
         return TrainResult("gave_up", self.step, self.run_dir, msg, self.last_loss,
                            dict(self.guard.counts))
 
@@ -606,19 +565,6 @@ class Trainer:
                 signal.signal(s, h)
 
 
-def task_loss(task, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Summed loss over the scored targets: the task's own (e.g. squared error for in-context
-    regression) when it defines ``loss_sum``, else next-token cross-entropy."""
-    own = getattr(task, "loss_sum", None)
-    if own is not None:
-        return own(out, y)
-    return F.cross_entropy(out.float().reshape(-1, out.shape[-1]), y.reshape(-1),
-                           ignore_index=IGNORE, reduction="sum")
-
-
-def task_scored(task, y: torch.Tensor) -> int:
-    own = getattr(task, "scored_count", None)
-    return int(own(y)) if own is not None else int((y != IGNORE).sum())
 
 
 def clip_global_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
@@ -638,62 +584,8 @@ def clip_global_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tenso
 # ---------------------------------------------------------------------- run folders
 
 
-def read_meta(run_dir: Path) -> dict:
-    import json
-
-    p = Path(run_dir) / "run.json"
-    try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
-def _write_meta(run_dir: Path, **fields: Any) -> None:
-    meta = read_meta(run_dir)
-    if not meta:
-        meta = {"created": time.time(), "lenslab": __version__, "torch": torch.__version__}
-    meta.update(fields)
-    meta.update({"updated": time.time(), "pid": os.getpid(), "host": socket.gethostname(),
-                 "world_size": int(os.environ.get("WORLD_SIZE", "1"))})
-    if "message" not in fields and fields.get("status") in ("running", "completed"):
-        meta.pop("message", None)
-    atomic_write_json(Path(run_dir) / "run.json", meta)
-
-
-def _check_new_run_dir(run_dir: Path, cfg: RunConfig) -> None:
-    if not run_dir.exists():
-        return
-    if not run_dir.is_dir():
-        raise RunDirError(f"{run_dir} exists and is not a folder")
-    existing = run_dir / "config.toml"
-    if existing.is_file():
-        try:
-            old = load_config(existing)
-        except Exception:
-            raise RunDirError(f"{run_dir} holds a run whose config.toml is unreadable; "
-                              "choose another --out") from None
-        if old.fingerprint() != cfg.fingerprint():
-            diff = _config_diff(old.model_dump(mode="json"), cfg.model_dump(mode="json"))
-            raise RunDirError(f"{run_dir} already holds a run with a different config "
-                              f"({diff}); choose another --out")
-        raise RunDirError(f"{run_dir} already holds this run; continue it with "
-                          f"`lenslab resume {run_dir}`")
-    if any(run_dir.iterdir()):
-        raise RunDirError(f"{run_dir} exists, is not empty and is not a lenslab run; "
-                          "choose another --out")
-
-
-def _config_diff(a: dict, b: dict, prefix: str = "") -> str:
-    diffs = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            d = _config_diff(va, vb, f"{prefix}{k}.")
-            if d:
-                diffs.append(d)
-        elif va != vb:
-            diffs.append(f"{prefix}{k}: {va!r} -> {vb!r}")
-    return "; ".join(diffs[:4]) + ("; ..." if len(diffs) > 4 else "")
 
 
 def _tensorboard(run_dir: Path):

@@ -1,0 +1,10 @@
+"""The run folder's one owner: :class:`Run`, with its atomic, verified checkpoints.
+
+Nothing else in lenslab knows the folder's layout: the trainer writes through a :class:`Run`,
+the labs read through one, the report renders what it holds.
+"""
+
+from lenslab.run.checkpoint import Checkpoint
+from lenslab.run.folder import Run, check_task, config_diff, list_runs, pid_alive
+
+__all__ = ["Run", "Checkpoint", "list_runs", "pid_alive", "check_task", "config_diff"]

@@ -1,0 +1,421 @@
+"""The run folder and its one owner, :class:`Run`.
+
+A run is a folder; this module is the only code that knows its layout::
+
+    RUN/
+      config.toml          the validated config, as given (the task fills the rest: see resolved)
+      run.json             meta: status, step, pid and host of the writer, injected faults
+      metrics.jsonl        one JSON object per logged step
+      events.jsonl         guard events
+      checkpoints/step-NNNNNN/   model.safetensors, trainer.pt, MANIFEST.json (see checkpoint.py)
+      analysis/<kind>.json       results of analyses (see lenslab.result), .html and .png beside
+      report.html          the run's page (lenslab.report)
+
+The trainer writes through a :class:`Run`; every analysis reads through one (its config, task,
+checkpoints and model at a step) and writes its results into :attr:`Run.analysis_dir`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from collections import Counter
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Union
+
+from lenslab import __version__
+from lenslab._io import append_jsonl, atomic_write_json, read_jsonl, rewrite_jsonl
+from lenslab.config import RunConfig, load_config, save_config
+from lenslab.errors import ConfigError, RunDirError
+from lenslab.run import checkpoint as ckpt
+from lenslab.run.checkpoint import Checkpoint
+
+CONFIG, META, METRICS, EVENTS = "config.toml", "run.json", "metrics.jsonl", "events.jsonl"
+CHECKPOINTS, ANALYSIS, REPORT = "checkpoints", "analysis", "report.html"
+STAGING = ".creating-"  # hidden staging folders: .NAME.creating-PID
+
+
+def pid_alive(pid: object) -> bool:
+    """Whether a process with this id exists on this machine."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - someone else's process
+        return True
+    return True
+
+
+class Run:
+    """One run folder. ``Run(path)`` does no I/O; :meth:`open` checks that it holds a run and
+    :meth:`create` makes a new one.
+
+    Reading: :attr:`config` (as written), :attr:`task` (built once), :attr:`resolved` (the config
+    with what the task determines filled in), :meth:`meta`, :meth:`metrics`, :meth:`event_log`,
+    :meth:`checkpoints`, :meth:`checkpoint` (verified), :meth:`load_model`. A summary for
+    listings: :attr:`status`, :attr:`step`, :attr:`last_loss`, :attr:`events` (counts).
+    """
+
+    def __init__(self, path: Union[str, os.PathLike]):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Run) and self.path == other.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    # ------------------------------------------------------------------ layout
+    @property
+    def name(self) -> str:
+        """The run's name from its config (the folder name when the config cannot be read)."""
+        try:
+            return self.config.name
+        except Exception:  # noqa: BLE001 - a listing must not fail on one bad folder
+            return self.path.name
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / CONFIG
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    @property
+    def analysis_dir(self) -> Path:
+        """Where analyses write their results (created by the writer, not here)."""
+        return self.path / ANALYSIS
+
+    @property
+    def report_file(self) -> Path:
+        return self.path / REPORT
+
+    @staticmethod
+    def is_run(path: Union[str, os.PathLike]) -> bool:
+        return (Path(path) / CONFIG).is_file()
+
+    @classmethod
+    def open(cls, path: Union[str, os.PathLike, "Run"]) -> "Run":
+        """The run at ``path``; a :class:`RunDirError` when the folder holds none."""
+        if isinstance(path, Run):
+            return path
+        p = Path(path)
+        if not p.exists():
+            raise RunDirError(f"{p} is not a lenslab run folder (it does not exist)")
+        if not cls.is_run(p):
+            raise RunDirError(f"{p} is not a lenslab run folder (no {CONFIG})")
+        return cls(p)
+
+    # ------------------------------------------------------------------ creating
+    @classmethod
+    def create(cls, path: Union[str, os.PathLike], cfg: RunConfig, *, inject: str = "") -> "Run":
+        """Validate ``cfg``, then create the run folder atomically and return its :class:`Run`.
+
+        Everything that can fail on a config (the task and its data, the model's sizes) fails
+        before anything is written. The folder is staged under a hidden name and renamed into
+        place, so it appears whole or not at all. An existing run is refused: one with another
+        config by a message that says so, the same config by one that says to resume.
+        """
+        from lenslab.data import build_task, resolve_config
+        from lenslab.models import build_model
+
+        run = cls(path)
+        run._check_new(cfg)
+        run.path.parent.mkdir(parents=True, exist_ok=True)
+        task = build_task(cfg, None)  # missing or non-UTF-8 data fails here, before any write
+        full = resolve_config(cfg, task)
+        build_model(full.model)  # impossible sizes fail here too
+        cls.clean_staging(run.path.parent)
+        staging = run.path.parent / f".{run.path.name}{STAGING}{os.getpid()}"
+        staging.mkdir()
+        try:
+            save_config(cfg, staging / CONFIG)
+            if hasattr(task, "save_artifacts"):
+                task.save_artifacts(staging)
+            cls(staging).write_meta(status="created", step=0, inject=inject)
+            (staging / METRICS).touch()
+            (staging / EVENTS).touch()
+            if run.path.exists():
+                run.path.rmdir()  # an empty folder the user made; anything else was refused
+            os.replace(staging, run.path)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        # the objects built for the checks are the run's: nothing is built twice
+        run.__dict__.update(config=cfg, task=task, resolved=full)
+        return run
+
+    def _check_new(self, cfg: RunConfig) -> None:
+        p = self.path
+        if not p.exists():
+            return
+        if not p.is_dir():
+            raise RunDirError(f"{p} exists and is not a folder")
+        if self.is_run(p):
+            try:
+                old = load_config(p / CONFIG)
+            except Exception:  # noqa: BLE001 - any unreadable config: the same answer
+                raise RunDirError(f"{p} holds a run whose {CONFIG} is unreadable; "
+                                  "choose another --out") from None
+            if old.fingerprint() != cfg.fingerprint():
+                diff = config_diff(old.model_dump(mode="json"), cfg.model_dump(mode="json"))
+                raise RunDirError(f"{p} already holds a run with a different config "
+                                  f"({'; '.join(diff[:4])}{'; ...' if len(diff) > 4 else ''}); "
+                                  "choose another --out")
+            raise RunDirError(f"{p} already holds this run; continue it with `lenslab resume {p}`")
+        if any(p.iterdir()):
+            raise RunDirError(f"{p} exists, is not empty and is not a lenslab run; "
+                              "choose another --out")
+
+    @staticmethod
+    def clean_staging(parent: Path) -> list[Path]:
+        """Remove staging folders (``.NAME.creating-PID``) of processes that are gone."""
+        removed = []
+        if not parent.is_dir():
+            return removed
+        for p in parent.iterdir():
+            if p.is_dir() and p.name.startswith(".") and STAGING in p.name:
+                pid = p.name.rsplit("-", 1)[-1]
+                if pid.isdigit() and not pid_alive(int(pid)):
+                    shutil.rmtree(p, ignore_errors=True)
+                    removed.append(p)
+        return removed
+
+    # ------------------------------------------------------------------ config and task
+    @cached_property
+    def config(self) -> RunConfig:
+        """The config as written in ``config.toml``."""
+        return load_config(self.config_file)
+
+    @cached_property
+    def task(self) -> Any:
+        """The run's task, built once (its data is read or generated here)."""
+        from lenslab.data import build_task
+
+        return build_task(self.config, self.path)
+
+    @cached_property
+    def resolved(self) -> RunConfig:
+        """The config with what the task determines filled in (vocabulary, read-in widths)."""
+        from lenslab.data import resolve_config
+
+        return resolve_config(self.config, self.task)
+
+    # ------------------------------------------------------------------ meta and logs
+    def meta(self) -> dict:
+        """``run.json`` as a dict (empty when missing or unreadable)."""
+        import json
+
+        try:
+            d = json.loads((self.path / META).read_text())
+        except (OSError, ValueError):
+            return {}
+        return d if isinstance(d, dict) else {}
+
+    def write_meta(self, **fields: Any) -> None:
+        """Update ``run.json`` atomically; the writer's pid, host and world size are recorded."""
+        import torch
+
+        meta = self.meta()
+        if not meta:
+            meta = {"created": time.time(), "lenslab": __version__, "torch": torch.__version__}
+        meta.update(fields)
+        meta.update({"updated": time.time(), "pid": os.getpid(), "host": socket.gethostname(),
+                     "world_size": int(os.environ.get("WORLD_SIZE", "1"))})
+        if "message" not in fields and fields.get("status") in ("running", "completed"):
+            meta.pop("message", None)
+        atomic_write_json(self.path / META, meta)
+
+    def metrics(self) -> list[dict]:
+        return read_jsonl(self.path / METRICS)
+
+    def event_log(self) -> list[dict]:
+        return read_jsonl(self.path / EVENTS)
+
+    def append_metric(self, record: dict) -> None:
+        append_jsonl(self.path / METRICS, record)
+
+    def append_event(self, record: dict) -> None:
+        append_jsonl(self.path / EVENTS, record)
+
+    def truncate_logs(self, keep: Callable[[dict], bool]) -> int:
+        """Keep only the log records for which ``keep`` is true (resume drops the steps it will
+        replay); returns how many were dropped."""
+        dropped = 0
+        for name in (METRICS, EVENTS):
+            f = self.path / name
+            recs = read_jsonl(f)
+            kept = [r for r in recs if keep(r)]
+            dropped += len(recs) - len(kept)
+            if len(kept) != len(recs) or f.exists():
+                rewrite_jsonl(f, kept)
+        return dropped
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoints(self) -> list[Checkpoint]:
+        """Every ``step-*`` checkpoint, newest first, not verified."""
+        return ckpt.list_checkpoints(self.checkpoints_dir)
+
+    def verified_steps(self) -> list[int]:
+        """Steps of the checkpoints that pass verification, in increasing order."""
+        return sorted(c.step for c in self.checkpoints() if ckpt.verify(c.path) is None)
+
+    def latest_checkpoint(self, before_step: Optional[int] = None,
+                          warn: Optional[Callable[[str], None]] = None) -> Optional[Checkpoint]:
+        """The newest verified checkpoint (with step < ``before_step``), or None; each one skipped
+        for failing verification is reported through ``warn``."""
+        return ckpt.latest_verified(self.checkpoints_dir, before_step, warn)
+
+    def checkpoint(self, step: Optional[int] = None) -> Checkpoint:
+        """The verified checkpoint at ``step`` (default: the newest), or a :class:`RunDirError`
+        that says what to do."""
+        if step is None:
+            ck = self.latest_checkpoint(warn=lambda m: None)
+            if ck is None:
+                raise RunDirError(f"{self.path} has no verified checkpoint; train it first "
+                                  "(`lenslab train` or `lenslab resume`)")
+            return ck
+        ck = next((c for c in self.checkpoints() if c.step == step), None)
+        if ck is None or ckpt.verify(ck.path) is not None:
+            have = self.verified_steps()
+            raise RunDirError(f"{self.path} has no verified checkpoint at step {step}"
+                              + (f" (it has {_steps_text(have)})" if have else
+                                 "; train it first (`lenslab train` or `lenslab resume`)"))
+        return ck
+
+    def write_checkpoint(self, step: int, model: Any, trainer_state: dict,
+                         after_model_written: Optional[Callable[[], None]] = None) -> Checkpoint:
+        return ckpt.write_checkpoint(self.checkpoints_dir, step, model, trainer_state,
+                                     after_model_written)
+
+    def prune_checkpoints(self, keep: int, warn: Optional[Callable[[str], None]] = None) -> None:
+        """Keep the newest ``keep`` checkpoints, never the newest verified one."""
+        newest = self.latest_checkpoint(warn=warn)
+        ckpt.apply_retention(self.checkpoints_dir, keep, newest.path if newest else None)
+
+    def clean_partial(self) -> list[Path]:
+        """Remove checkpoint folders a killed writer left half-written."""
+        return ckpt.clean_partial(self.checkpoints_dir)
+
+    # ------------------------------------------------------------------ models
+    def build_model(self) -> Any:
+        """A freshly initialised model of the run's (resolved) config, with the weights the
+        trainer starts from (seeded like it; the caller's random state is left as it was)."""
+        import torch
+
+        from lenslab.models import build_model
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.resolved.seed)
+            return build_model(self.resolved.model)
+
+    def load_model(self, at: Union[None, int, Checkpoint] = None, device: Any = "cpu") -> Any:
+        """The model at a verified checkpoint (a step, a :class:`Checkpoint`, or None for the
+        newest), in eval mode. Its step is ``self.checkpoint(step).step``."""
+        from safetensors.torch import load_model
+
+        ck = at if isinstance(at, Checkpoint) else self.checkpoint(at)
+        model = self.build_model()
+        load_model(model, str(ck.model_file), device=str(device))
+        return model.to(device).eval()
+
+    # ------------------------------------------------------------------ summary
+    @property
+    def status(self) -> str:
+        """``created``, ``running``, ``completed``, ``preempted``, ``gave_up``, or ``killed
+        (resumable)`` for a run whose writer on this host is gone."""
+        meta = self.meta()
+        status = meta.get("status", "unknown")
+        if status in ("running", "created") and meta.get("host") == socket.gethostname():
+            pid = meta.get("pid")
+            if isinstance(pid, int) and not pid_alive(pid):
+                status = "killed (resumable)"
+        return status
+
+    @property
+    def message(self) -> str:
+        return str(self.meta().get("message", ""))
+
+    @property
+    def step(self) -> int:
+        """Steps done: one past the last logged step (the meta's step before any was logged)."""
+        m = self.metrics()
+        return m[-1]["step"] + 1 if m else int(self.meta().get("step", 0))
+
+    @property
+    def max_steps(self) -> Optional[int]:
+        try:
+            return self.config.train.max_steps
+        except Exception:  # noqa: BLE001 - a listing must not fail on one bad folder
+            return None
+
+    @property
+    def last_loss(self) -> Optional[float]:
+        """The last applied (not skipped) step's training loss."""
+        return next((m["loss"] for m in reversed(self.metrics()) if not m.get("skipped")), None)
+
+    @property
+    def events(self) -> dict[str, int]:
+        """Guard events by type: ``{"nonfinite": 1, "rollback": 1, ...}``."""
+        return dict(Counter(e.get("type", "?") for e in self.event_log()))
+
+    def row(self) -> dict:
+        """One line of ``lenslab runs``."""
+        ev = ", ".join(f"{k} {v}" for k, v in sorted(self.events.items())) or "-"
+        step, top = self.step, self.max_steps
+        last = self.last_loss
+        return {"run": str(self.path), "status": self.status,
+                "step": f"{step}/{top}" if top else str(step),
+                "last loss": last if last is not None else "-", "guard events": ev}
+
+    def _repr_html_(self) -> str:
+        from lenslab.html import table_html
+
+        return table_html([self.row()])
+
+
+def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """The keys whose values differ between two config dicts: ``["model.n_layer: 2 -> 4"]``."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += config_diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
+    return out
+
+
+def _steps_text(steps: list[int]) -> str:
+    if len(steps) <= 6:
+        return "steps " + ", ".join(map(str, steps))
+    return f"{len(steps)} checkpoints, steps {steps[0]} to {steps[-1]}"
+
+
+def list_runs(root: Union[str, os.PathLike] = "runs") -> list[Run]:
+    """Every run folder at ``root`` or below it, sorted by path."""
+    r = Path(root)
+    if not r.exists():
+        raise RunDirError(f"{r} does not exist")
+    if Run.is_run(r):
+        return [Run(r)]
+    return [Run(c.parent) for c in sorted(r.rglob(CONFIG)) if STAGING not in str(c)]
+
+
+def check_task(run: Run, accepted: Iterable[str], what: str, hint: str = "") -> None:
+    """A one-line :class:`ConfigError` when ``run`` does not train one of the ``accepted`` tasks
+    (before anything is loaded): ``what`` names the analysis, ``hint`` what to use instead."""
+    accepted = tuple(accepted)
+    task = getattr(run.config.data, "task", "?")
+    if task not in accepted:
+        raise ConfigError(f"{run.path} trains data.task = {task!r}; {what} reads "
+                          + ", ".join(accepted) + (f" ({hint})" if hint else ""))
