@@ -8,11 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from lenslab.errors import DataError, LensError
-from lenslab.scaling.commands import register
 from lenslab.scaling.diagnose import diagnose, find_bend
 
 
@@ -153,8 +151,7 @@ def test_bad_input(tmp_path):
 
 
 def test_cli_diagnose_writes_outputs(tmp_path):
-    app = typer.Typer()
-    register(app)
+    from lenslab.cli import app
     src = _write(tmp_path / "r.csv", _bent_sweep())
     r = CliRunner().invoke(app, ["diagnose", str(src), "--bootstrap", "30", "--out", str(tmp_path / "o")])
     assert r.exit_code == 0, r.output

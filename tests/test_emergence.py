@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from lenslab.emergence import (
@@ -24,7 +23,6 @@ from lenslab.emergence import (
     score_examples,
 )
 from lenslab.errors import DataError, LensError
-from lenslab.scaling.commands import register
 
 SCALES = np.geomspace(1e6, 1e6 * 4 ** 5, 6)
 
@@ -181,7 +179,7 @@ def test_a_published_style_table_with_declared_columns(tmp_path):
         analyze_csv(path, scale="model", metrics=["acc"])
     with pytest.raises(DataError, match="share in .0, 1. .* has 25.1; a percentage"):
         analyze_table([1, 2, 3], {"acc": [25.1, 24.9, 27.0]}, kinds={"acc": parse_metric("acc:discrete")[1]})
-    from lenslab.scaling.table import Table, size_values
+    from lenslab.table import Table, size_values
 
     names = ["Yi-6B-200K", "Llama-2-7b-32k", "gpt2-774M", "bert-110k", "pythia-1b-0.5MtokBS"]
     assert size_values(Table("t", {"m": names}, list(range(2, 7))), "m").tolist() == [
@@ -236,8 +234,7 @@ def test_bad_input(tmp_path):
 
 
 def test_cli_emergence(tmp_path):
-    app = typer.Typer()
-    register(app)
+    from lenslab.cli import app
     src = _write(tmp_path / "predictions.csv", synthetic(SMOOTH_DIGITS, examples=200))
     out = tmp_path / "o"
     r = CliRunner().invoke(app, ["emergence", str(src), "--bootstrap", "100", "--out", str(out)])

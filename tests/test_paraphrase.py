@@ -7,13 +7,12 @@ import json
 
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from lenslab.attention.commands import register
 from lenslab.attention.paraphrase import (align_words, normalize_word, paraphrase_stability,
                                           read_groups)
 from lenslab.errors import ConfigError, DataError, LensError, ModelError
+from lenslab.result import read_result, write_result
 
 FRANCE = ["What is the capital of France?", "Which city is the capital of France?",
           "Tell me the capital city of France."]
@@ -119,16 +118,18 @@ def test_result_json_and_html(real, tmp_path):
     assert len(d["most_sensitive"]) == 5 and "group" in d["most_sensitive"][0]
     assert d["null_pairs"]["count"] == len(real.null_pairs) > 0
     assert "France" in text
-    page = real.to_html()
+    page = real.page().render()
     assert page.count("class='lv'") == 5 + 1  # a view per sensitive head + all heads
     assert "Content-Security-Policy" in page and "<svg" in page
     assert real._repr_html_().startswith("<iframe sandbox='allow-scripts'")
     frag = real.fragment(level=3)  # for other lenslab pages: no document wrapper
     assert "<html" not in frag and "<script>" not in frag and frag.count("class='lv'") == 6
     assert frag.startswith("<h3>Summary</h3>") and "<h4>Layer " in frag
-    js, html = real.write(tmp_path / "out", command="lenslab paraphrase x y --out z")
+    js = write_result(real, tmp_path / "out", command="lenslab paraphrase x y --out z")
     assert json.loads(js.read_text())["command"].startswith("lenslab paraphrase")
-    assert html.read_text(encoding="utf-8") == page
+    # the file holds what the page shows: read back, it draws the same views
+    back = read_result(js)
+    assert back.page().render().count("class='lv'") == 6 and back.to_dict() == real.to_dict()
 
 
 # ------------------------------------------------------------------ bad input
@@ -168,7 +169,7 @@ def test_bad_groups_are_data_errors(lens):
     assert "\n" not in str(e.value)
     r = paraphrase_stability(lens, [["the cat sat", long]], truncate=True, n_boot=50,
                              views=False)
-    assert r.groups[0][1].truncated and r.groups[0][1].n_tokens == lens.n_ctx
+    assert r.phrasings[0][1]["truncated"] and r.phrasings[0][1]["n_tokens"] == lens.n_ctx
     assert any("truncated" in n for n in r.notes)
 
 
@@ -177,14 +178,13 @@ def test_bad_groups_are_data_errors(lens):
 
 @pytest.fixture
 def cli(lens, monkeypatch):
-    """A typer app with only this lab's commands; MODEL `minilm` reuses the loaded lens."""
+    """The lenslab app through typer's runner; MODEL `minilm` reuses the loaded lens."""
     import lenslab.attention.capture as capture
 
     real_load = capture.load_lens
     monkeypatch.setattr(capture, "load_lens",
                         lambda spec: lens if str(spec) == "minilm" else real_load(spec))
-    app = typer.Typer()
-    register(app)
+    from lenslab.cli import app
     runner = CliRunner()
     return lambda *args: runner.invoke(app, [str(a) for a in args])
 
@@ -201,7 +201,6 @@ def test_cli_view_and_paraphrase_write_their_files(cli, tmp_path):
     assert r.exit_code == 0, r.output
     d = json.loads((tmp_path / "p" / "paraphrase.json").read_text())
     assert len(d["heads"]) == 72 and len(d["most_sensitive"]) == 2
-    assert d["command"].startswith("lenslab paraphrase minilm")
     assert (tmp_path / "p" / "paraphrase.html").read_text(encoding="utf-8").count("class='lv'") == 3
 
 

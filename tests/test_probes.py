@@ -135,13 +135,14 @@ def test_a_shortcut_is_found_where_the_data_cannot_tell(runs):
 
 
 def test_run_report_shows_the_probe(runs, tmp_path):
-    from lenslab.probes import write_probe
     from lenslab.report.run import write_run_report
+    from lenslab.result import write_result
+    from lenslab.run import Run
 
-    write_probe(rule_test(runs["shortcut"], n=32, bootstrap=100), runs["shortcut"] / "analysis",
-                "lenslab probe shortcut")
+    write_result(rule_test(runs["shortcut"], n=32, bootstrap=100), Run(runs["shortcut"]),
+                 "lenslab probe shortcut")
     html = write_run_report(runs["shortcut"]).read_text()
-    assert "Generalization probe" in html and "the model follows" in html
+    assert "Which rule did the model learn?" in html and "the model follows" in html
     assert "lenslab probe shortcut" in html
 
 
@@ -176,7 +177,8 @@ def test_probe_cli_writes_json_html_png(runs, tmp_path):
                          "--n", "32")
     assert code == 0, err
     d = json.loads((tmp_path / "probe.json").read_text())
-    assert d["kind"] == "length" and d["lengths"] == [6, 7, 8, 9, 10]
+    assert d["kind"] == "probe" and d["probe"] == "length" and d["lengths"] == [6, 7, 8, 9, 10]
+    assert d["command"].startswith("lenslab probe")
     assert (tmp_path / "probe.png").stat().st_size > 1000
     assert "<svg" in (tmp_path / "probe.html").read_text()
 
@@ -233,7 +235,8 @@ def test_probe_a_sweep_against_its_axes(tmp_path):
     code, out, err = cli("probe", str(tmp_path / "sw"), "--n", "16")
     assert code == 0, err
     d = json.loads((tmp_path / "sw" / "probes.json").read_text())
-    assert d["kind"] == "rules" and d["axes"] == ["data.disambiguating", "model.position"]
+    assert d["kind"] == "probes" and d["probe"] == "rules"
+    assert d["axes"] == ["data.disambiguating", "model.position"]
     assert len(d["rows"]) == 4 and d["measures"] == ["share_induction", "share_offset", "share_phase"]
     assert {(r["data.disambiguating"], r["model.position"]) for r in d["rows"]} == {
         (0.0, "learned"), (0.0, "none"), (1.0, "learned"), (1.0, "none")}
@@ -261,7 +264,7 @@ def test_probe_every_checkpoint_of_a_run(tmp_path):
     assert (run / "analysis" / "probe-checkpoints.png").is_file()
     from lenslab.report.run import write_run_report
 
-    assert "Generalization probe across checkpoints" in write_run_report(run).read_text()
+    assert "Counterfactual variants across checkpoints" in write_run_report(run).read_text()
     code, out, err = cli("probe", str(run), "--checkpoints", "--step", "100")
     assert code == 2 and "--step names one checkpoint" in err
 

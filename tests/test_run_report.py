@@ -6,7 +6,9 @@ import re
 import shutil
 
 from lenslab.attention.lab import run_heads
-from lenslab.icl.score import measure_icl, write_icl
+from lenslab.icl.score import measure_icl
+from lenslab.result import write_result
+from lenslab.run import Run
 
 from conftest import cli
 
@@ -17,12 +19,12 @@ def test_report_reads_the_run_folder(induction_runs, tmp_path):
     code, _, err = cli("report", run)
     assert code == 0, err
     html = (run / "report.html").read_text()
-    assert "<h2>Training</h2>" in html and "<h2>Heads</h2>" not in html  # no analyses yet
-    run_heads(str(run), run / "analysis", progress=False, command="lenslab heads run")
-    write_icl(measure_icl(run, with_phase=False), run / "analysis", "lenslab icl run")
+    assert "<h2>Training</h2>" in html and "<h2>Heads" not in html  # no analyses yet
+    run_heads(str(run), progress=False, command="lenslab heads run")
+    write_result(measure_icl(run, with_phase=False), Run(run), "lenslab icl run")
     assert cli("report", run)[0] == 0
     html = (run / "report.html").read_text()
-    assert "<h2>Heads</h2>" in html and "<h2>In-context learning</h2>" in html
+    assert "<h2>Heads of" in html and "<h2>In-context learning" in html
     assert html.count("<svg") >= 3
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
     code, _, err = cli("report", tmp_path / "nothing")

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from lenslab.errors import ConfigError, DataError, LensError
-from lenslab.scaling.commands import register
 from lenslab.scaling.constrained import (
     MUENNIGHOFF_2023,
     DataConstrainedLaw,
@@ -171,8 +169,7 @@ def test_cli_fit_data_constrained(tmp_path, synthetic):
         w = csv.writer(f)
         w.writerow(["N", "D", "U", "loss"])
         w.writerows(zip(N, D, U, L))
-    app = typer.Typer()
-    register(app)
+    from lenslab.cli import app
     base = ",".join(f"{k}={v}" for k, v in BASE.items())
     r = CliRunner().invoke(app, ["fit", str(path), "--form", "data-constrained", "--base", base,
                                  "--bootstrap", "20", "--holdout-last", "3", "--out", str(tmp_path / "o")])

@@ -10,12 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from lenslab._io import dumps
 from lenslab.errors import ConfigError, DataError, LensError
-from lenslab.scaling.commands import register
 from lenslab.scaling.fit import (
     ChinchillaLaw,
     fit_broken,
@@ -24,7 +22,7 @@ from lenslab.scaling.fit import (
     fit_table,
 )
 from lenslab.scaling.optim import HuberObjective, lbfgs_batched, polish
-from lenslab.scaling.table import DataWarning
+from lenslab.table import DataWarning
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_data = pytest.mark.skipif(
@@ -300,9 +298,9 @@ def test_bad_options():
 
 @pytest.fixture()
 def app():
-    a = typer.Typer()
-    register(a)
-    return a
+    from lenslab.cli import app as lenslab_app
+
+    return lenslab_app
 
 
 def test_cli_fit_writes_json_html_png(app, tmp_path):

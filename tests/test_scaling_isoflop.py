@@ -7,14 +7,12 @@ import json
 
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from lenslab.errors import ConfigError, DataError, LensError
-from lenslab.scaling.commands import register
 from lenslab.scaling.fit import fit_table
 from lenslab.scaling.isoflop import fit_isoflop, group_budgets
-from lenslab.scaling.table import DataWarning
+from lenslab.table import DataWarning
 
 A, B, E, ALPHA, BETA = 400.0, 1200.0, 1.8, 0.34, 0.28
 
@@ -72,8 +70,7 @@ def test_cli_isoflop_from_a_table_with_D(tmp_path):
         w = csv.writer(f)
         w.writerow(["N", "D", "loss"])
         w.writerows(zip(N, C / (6 * N), L))
-    app = typer.Typer()
-    register(app)
+    from lenslab.cli import app
     r = CliRunner().invoke(app, ["fit", str(path), "--form", "isoflop", "--bootstrap", "30",
                                  "--out", str(tmp_path / "o")])
     assert r.exit_code == 0, r.output

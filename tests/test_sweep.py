@@ -20,8 +20,9 @@ import tomli_w
 
 from conftest import final_weights, metrics, tiny_dict
 from lenslab.errors import ConfigError, LensError, RunDirError
-from lenslab.scaling.sweep import (HEAD_COLUMNS, TAIL_COLUMNS, load_sweep, make_spec, plan, run_row, run_sweep,
-                                   visible_gpus, worker_gpu_env, write_results)
+from lenslab.scaling.sweep import load_sweep, make_spec, plan, run_row, run_sweep, write_results
+from lenslab.scaling.sweep.executor import visible_gpus, worker_gpu_env
+from lenslab.scaling.sweep.results import HEAD_COLUMNS, TAIL_COLUMNS
 
 KILLED = "L2-d32-h2-s30-seed3"  # the largest run: scheduled first, killed at step 15
 
@@ -126,7 +127,7 @@ def test_third_run_skips_everything_and_threads_do_not_count(second):
 
 def test_results_feed_diagnose_and_fit(second):
     from lenslab.scaling.diagnose import diagnose
-    from lenslab.scaling.table import read_csv
+    from lenslab.table import read_csv
 
     _, out, _ = second
     t = read_csv(out)  # a sweep folder is read through its results.csv
@@ -256,7 +257,7 @@ def test_addition_predictions_feed_emergence(tmp_path):
     input lenslab emergence reads, and its targets are the true sums."""
     import lenslab
     from lenslab.emergence import analyze_csv
-    from lenslab.scaling.addition import write_predictions
+    from lenslab.scaling.sweep import write_predictions
 
     base = {**tiny_dict(), "data": {"task": "addition", "digits": 2}}
     base["model"]["n_ctx"] = 8

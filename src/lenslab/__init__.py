@@ -5,14 +5,17 @@ The public API. Everything the CLI does is reachable from here::
     import lenslab
     cfg = lenslab.example_config("induction")
     result = lenslab.train(cfg, "runs/demo")           # guarded, resumable
+    run = lenslab.load_run("runs/demo")                # the run folder: status, metrics, models
     lens = lenslab.load_lens("runs/demo")              # or "minilm", a HF folder, a hub name
     heads = lenslab.classify_heads(lens)               # taxonomy against nulls (_repr_html_)
     lenslab.view(lens, "t1 t2 t3 t1 t2")               # the offline viewer, in a notebook too
     icl = lenslab.measure_icl("runs/demo")             # ICL score, phase change
+    lenslab.write_result(icl, run)                     # run/analysis/icl.json, .html, .png
     fit = lenslab.fit_table("results.csv", "chinchilla", bootstrap=1000)
     rules = lenslab.probe("runs/shortcut")             # which rule did it learn?
 
-The labs' names load on first use, so ``import lenslab`` stays as light as torch allows.
+Every name loads on first use (PEP 562), so ``import lenslab`` costs nothing until a name is
+asked for: the CLI's help and ``init`` never import torch.
 """
 
 from __future__ import annotations
@@ -22,14 +25,27 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from lenslab.config import RunConfig, load_config  # noqa: E402
-from lenslab.errors import LensError  # noqa: E402
-from lenslab.examples import example_config  # noqa: E402
-from lenslab.models import GPT, LSTM, build_model  # noqa: E402
-from lenslab.run import Run, list_runs  # noqa: E402
-from lenslab.training import Trainer, TrainResult, resume, train  # noqa: E402
-
-_LAZY = {
+# name -> module, or (module, attribute) when the attribute has another name there
+_LAZY: dict[str, Any] = {
+    # configs, models, training, run folders
+    "RunConfig": "lenslab.config",
+    "load_config": "lenslab.config",
+    "LensError": "lenslab.errors",
+    "example_config": "lenslab.examples",
+    "GPT": "lenslab.models",
+    "LSTM": "lenslab.models",
+    "build_model": "lenslab.models",
+    "Trainer": "lenslab.training",
+    "TrainResult": "lenslab.training",
+    "train": "lenslab.training",
+    "resume": "lenslab.training",
+    "Run": "lenslab.run",
+    "RunInfo": ("lenslab.run", "Run"),  # the name of lenslab 0.1's run summary, which a Run is
+    "list_runs": "lenslab.run",
+    "load_run": "lenslab.run",
+    # results
+    "write_result": "lenslab.result",
+    "read_result": "lenslab.result",
     # attention lab
     "load_lens": "lenslab.attention.capture",
     "classify_heads": ("lenslab.attention.heads", "classify"),
@@ -43,9 +59,10 @@ _LAZY = {
     "measure_icl": "lenslab.icl.score",
     "phase_change": "lenslab.icl.score",
     "compare": "lenslab.icl.score",
-    "replicate": ("lenslab.icl.replicate", "run"),
     "compare_algorithms": "lenslab.icl.algorithms",
     "run_algorithms": "lenslab.icl.algorithms",
+    # replications
+    "replicate": ("lenslab.replications", "run"),
     # scaling and emergence lab
     "run_sweep": "lenslab.scaling.sweep",
     "fit_table": "lenslab.scaling.fit",
@@ -55,33 +72,20 @@ _LAZY = {
     "diagnose": "lenslab.scaling.diagnose",
     "emergence": ("lenslab.emergence.verdict", "analyze_csv"),
     # generalization probes
-    "probe": "lenslab.probes.generalization",
-    "rule_test": "lenslab.probes.generalization",
-    "length_generalization": "lenslab.probes.generalization",
-    "counterfactual": "lenslab.probes.generalization",
-    "probe_sweep": "lenslab.probes.generalization",
-    "probe_checkpoints": "lenslab.probes.generalization",
+    "probe": "lenslab.probes",
+    "rule_test": "lenslab.probes",
+    "length_generalization": "lenslab.probes",
+    "counterfactual": "lenslab.probes",
+    "probe_sweep": "lenslab.probes",
+    "probe_checkpoints": "lenslab.probes",
     # the tour
     "run_tour": "lenslab.tour",
 }
 
-__all__ = [
-    "__version__", "RunConfig", "load_config", "LensError", "example_config", "GPT", "LSTM",
-    "build_model", "Trainer", "TrainResult", "train", "resume", "Run", "RunInfo", "list_runs",
-    "load_run",
-    *_LAZY,
-]
+__all__ = ["__version__", *_LAZY]
 
 
-RunInfo = Run  # the name of lenslab 0.1's run summary, which a Run now is
-
-
-def load_run(path) -> Run:
-    """The run folder at ``path`` (status, step, metrics(), event_log(), load_model(), ...)."""
-    return Run.open(path)
-
-
-def __getattr__(name: str) -> Any:  # PEP 562: import a lab only when it is used
+def __getattr__(name: str) -> Any:
     spec = _LAZY.get(name)
     if spec is None:
         raise AttributeError(f"module 'lenslab' has no attribute {name!r}")

@@ -182,6 +182,13 @@ class Page:
     scripts: list[str] = field(default_factory=list)  # inline JS shipped with lenslab
     extra_css: str = ""
 
+    def include(self, css: str = "", js: str = "") -> None:
+        """Carry a fragment's CSS and JavaScript (shipped with lenslab), once however often."""
+        if js and js not in self.scripts:
+            self.scripts.append(js)
+        if css and css not in self.extra_css:
+            self.extra_css += css
+
     def add(self, title: str, body: str, anchor: str | None = None) -> Section:
         anchor = anchor or "s" + str(len(self.sections) + 1)
         sec = Section(title, body, anchor)
@@ -216,6 +223,13 @@ class Page:
         from lenslab._io import atomic_write_text
 
         atomic_write_text(path, self.render())
+
+
+def notebook_frame(html: str, height: int = 900) -> str:
+    """Embed a full page in a notebook: a sandboxed iframe (scripts allowed, no same-origin),
+    so the page's CSP and styles apply and nothing leaks into the notebook."""
+    return (f"<iframe sandbox='allow-scripts' style='width:100%;height:{int(height)}px;"
+            f"border:1px solid #e3e6ee' srcdoc=\"{escape(html)}\"></iframe>")
 
 
 def badge(text: str, kind: str = "") -> str:

@@ -46,12 +46,14 @@ import numpy as np
 import torch
 
 from lenslab.attention.capture import GPTLens, LensModel, Tokens
+from lenslab.attention.classes import HeadClass
+from lenslab.attention.head_report import HeadReport
 from lenslab.errors import DataError
-from lenslab.html import pyplot
 
 MASS_SCORES = ("prev_token", "induction", "duplicate", "sink", "delimiter", "offset")
-CLASS_OF = {"prev_token": "previous-token", "induction": "induction", "duplicate": "duplicate",
-            "sink": "sink", "delimiter": "delimiter", "offset": "positional"}
+CLASS_OF = {"prev_token": HeadClass.PREVIOUS_TOKEN, "induction": HeadClass.INDUCTION,
+            "duplicate": HeadClass.DUPLICATE, "sink": HeadClass.SINK,
+            "delimiter": HeadClass.DELIMITER, "offset": HeadClass.POSITIONAL}
 
 NATURAL_SENTENCES = [
     "The cat sat on the mat and looked out of the window.",
@@ -288,94 +290,6 @@ def score_battery(lens: LensModel, prompts: list[Prompt], with_perm: bool = Fals
 # ---------------------------------------------------------------------- taxonomy
 
 
-@dataclass
-class HeadReport:
-    model: str
-    n_layer: int
-    n_head: int
-    margin: float
-    broad_entropy: float
-    heads: list[dict]
-    battery: dict
-    null: dict
-
-    def to_dict(self) -> dict:
-        return {"model": self.model, "n_layer": self.n_layer, "n_head": self.n_head,
-                "margin": self.margin, "broad_entropy": self.broad_entropy,
-                "battery": self.battery, "null": self.null, "heads": self.heads}
-
-    def head(self, layer: int, head: int) -> dict:
-        return self.heads[layer * self.n_head + head]
-
-    def classes(self) -> dict[tuple[int, int], str]:
-        return {(h["layer"], h["head"]): h["class"] for h in self.heads}
-
-    def by_class(self, cls: str) -> list[tuple[int, int]]:
-        return [(h["layer"], h["head"]) for h in self.heads if h["class"].startswith(cls)]
-
-    def grid_figure(self):
-        """Layer x head grid coloured by class, with the winning score written in each cell."""
-        plt = pyplot()
-        from matplotlib.colors import ListedColormap
-
-        names = ["previous-token", "induction", "duplicate", "sink", "positional", "delimiter",
-                 "broad", "other-structured", "random-like"]
-        colors = ["#3056d3", "#c2185b", "#8e24aa", "#5d4037", "#00897b", "#f9a825", "#90a4ae",
-                  "#7cb342", "#eceff1"]
-        grid = np.zeros((self.n_layer, self.n_head))
-        fig, ax = plt.subplots(figsize=(max(4, 0.62 * self.n_head + 1.5), 0.55 * self.n_layer + 1.3))
-        for h in self.heads:
-            base = h["class"].split("(")[0]
-            grid[h["layer"], h["head"]] = names.index(base) if base in names else len(names) - 1
-            key = h.get("winning_score")
-            val = h["scores"].get(key) if key else h["scores"]["entropy"]
-            ax.text(h["head"], h["layer"], f"{val:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if base in names[:6] else "#333")
-        ax.imshow(grid, cmap=ListedColormap(colors), vmin=-0.5, vmax=len(names) - 0.5, aspect="auto")
-        ax.set_xticks(range(self.n_head))
-        ax.set_yticks(range(self.n_layer))
-        ax.set_xlabel("head")
-        ax.set_ylabel("layer")
-        present = sorted({names.index(h["class"].split("(")[0]) for h in self.heads
-                          if h["class"].split("(")[0] in names})
-        from matplotlib.patches import Patch
-
-        ax.legend(handles=[Patch(color=colors[i], label=names[i]) for i in present],
-                  bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8, frameon=False)
-        ax.set_title(f"{self.model}: head classes (number: the deciding score)", fontsize=10)
-        fig.tight_layout()
-        return fig
-
-    def table_rows(self, only_structured: bool = False) -> list[dict]:
-        rows = []
-        for h in self.heads:
-            if only_structured and h["class"] in ("random-like",):
-                continue
-            s = h["scores"]
-            rows.append({"head": f"L{h['layer']}H{h['head']}", "class": h["class"],
-                         "prev": s["prev_token"], "induction": s["induction"],
-                         "duplicate": s["duplicate"], "sink": s["sink"], "delimiter": s["delimiter"],
-                         "best offset": s["best_offset"], "offset mass": s["offset"],
-                         "entropy": s["entropy"], "evidence": h["evidence"]})
-        return rows
-
-    def to_html(self) -> str:
-        from lenslab.html import escape, figure_block, figure_to_svg, table_html
-
-        counts: dict[str, int] = {}
-        for h in self.heads:
-            counts[h["class"]] = counts.get(h["class"], 0) + 1
-        summary = ", ".join(f"{escape(k)}: {v}" for k, v in sorted(counts.items()))
-        return (f"<p><b>{escape(self.model)}</b>, {self.n_layer} layers x {self.n_head} heads. "
-                f"{summary}. A class is given only when the score clears max(re-init 99th "
-                f"percentile, permutation 99th percentile) + {self.margin}.</p>"
-                + figure_block(figure_to_svg(self.grid_figure()))
-                + table_html(self.table_rows(), digits=3))
-
-    def _repr_html_(self) -> str:
-        return self.to_html()
-
-
 def classify(
     lens: LensModel,
     prompts: Optional[Sequence[str]] = None,
@@ -450,21 +364,23 @@ def classify(
             cleared = {k: v for k, v in excess.items() if v > 0}
             if cleared:
                 win = max(cleared, key=lambda k: cleared[k])
-                cls = CLASS_OF[win] + (f"({best})" if win == "offset" else "")
+                cls = CLASS_OF[win]
                 ev = (f"{win} {scores[win]:.3f} clears threshold {nul[win]['threshold']:.3f} "
                       f"(re-init hi {nul[win]['reinit_hi']:.3f}, permutation hi "
                       f"{nul[win]['perm_hi']:.3f}, margin {margin})")
             elif ent >= broad_entropy:
-                win, cls = None, "broad"
+                win, cls = None, HeadClass.BROAD
                 ev = f"no structure score clears its null; entropy {ent:.3f} >= {broad_entropy}"
             elif 1 - ent >= nul["entropy"]["focus_threshold"]:
-                win, cls = None, "other-structured"
+                win, cls = None, HeadClass.OTHER_STRUCTURED
                 ev = (f"concentrated (1 - entropy = {1 - ent:.3f} >= "
                       f"{nul['entropy']['focus_threshold']:.3f}) but on no named target")
             else:
-                win, cls = None, "random-like"
+                win, cls = None, HeadClass.RANDOM_LIKE
                 ev = f"no score clears its null; entropy {ent:.3f}"
-            heads.append({"layer": layer, "head": h, "class": cls, "winning_score": win,
+            heads.append({"layer": layer, "head": h, "class": cls,
+                          "offset": best if cls is HeadClass.POSITIONAL else None,
+                          "winning_score": win,
                           "scores": scores, "null": nul, "excess": excess, "evidence": ev})
     battery = {"random": n_random, "natural": len(bat) - n_random,
                "user_prompts": prompts is not None}
@@ -486,8 +402,3 @@ def _null_entry(ns: dict, perm: Optional[dict], name: str, layer: int, h: int,
     return {"reinit_mean": ns["reinit_mean"], "reinit_hi": r_hi, "perm_mean": p_mean,
             "perm_hi": p_hi, "threshold": thr}
 
-
-def load_heads_json(path: str | Path) -> dict:
-    import json
-
-    return json.loads(Path(path).read_text())

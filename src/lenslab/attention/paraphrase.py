@@ -43,29 +43,16 @@ import unicodedata
 import warnings
 from bisect import bisect_right
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
+from lenslab.attention.paraphrase_result import (PROFILE_FEATURES, ParaphraseResult, taxonomy_labels)
 from lenslab.errors import DataError
-from lenslab.html import fmt, fmt_interval, pyplot
-from lenslab._io import finite_or_none
 
 WORD_RE = re.compile(r"\w+")
-PROFILE_FEATURES = ("entropy", "offset", "first_token", "special_tokens", "non_word")
-
-# Verdicts of :meth:`ParaphraseResult.verdict` and their short labels (viewer grid, CLI table).
-SHORT_VERDICT = {
-    "more stable than unrelated sentences": "stable",
-    "less stable than unrelated sentences": "phrasing-sensitive",
-    "not distinguishable from unrelated sentences": "like unrelated",
-    "little attention on shared words": "non-word",
-    "no comparable pair": "n/a",
-    "no null": "no null",
-}
-
 # Unrelated natural sentences for the null when only one group is given. Written for lenslab:
 # everyday statements and questions of 6 to 25 words that use common function words, so most
 # user sentences share at least two words with several of them.
@@ -354,258 +341,6 @@ def _nanmean0(x: np.ndarray) -> np.ndarray:
         return np.nanmean(x, axis=0)
 
 
-# ---------------------------------------------------------------------------- result
-
-
-
-@dataclass
-class ParaphraseResult:
-    """Per-head paraphrase stability of one model on some groups of phrasings.
-
-    Arrays are ``[layer, head]``; ``*_ci`` are ``[2, layer, head]`` (low, high).
-    """
-
-    model: str
-    n_layer: int
-    n_head: int
-    groups: list[list[SentenceStats]]
-    pairs: list[dict]  # {"group", "a", "b", "shared": [...], "used": bool}
-    null_pairs: list[dict]  # {"a": text, "b": text, "source": "other groups" | "built-in"}
-    stability: np.ndarray
-    stability_ci: np.ndarray
-    profile: np.ndarray
-    profile_ci: np.ndarray
-    null: np.ndarray
-    null_ci: np.ndarray
-    null_profile: np.ndarray
-    gap: np.ndarray
-    gap_ci: np.ndarray
-    word_mass: np.ndarray
-    per_group: np.ndarray  # [group, layer, head] mean attention similarity (NaN: no pair)
-    sensitive: list[tuple[int, int]]
-    settings: dict
-    notes: list[str] = field(default_factory=list)
-    views: dict = field(default_factory=dict)  # (layer, head) -> viewer fragment HTML
-    overview: str = ""  # all-heads viewer fragment HTML
-
-    def worst_group(self, layer: int, head: int) -> int:
-        """The group whose phrasings this head treats least alike."""
-        col = self.per_group[:, layer, head]
-        return int(np.argmin(np.where(np.isfinite(col), col, np.inf)))
-
-    def verdict(self, layer: int, head: int) -> str:
-        """A short reading of one head's numbers."""
-        if self.word_mass[layer, head] < self.settings["min_word_mass"]:
-            return "little attention on shared words"
-        if not np.isfinite(self.stability[layer, head]):
-            return "no comparable pair"
-        if not np.isfinite(self.gap_ci[0, layer, head]):
-            return "no null"
-        if self.gap_ci[0, layer, head] > 0:
-            return "more stable than unrelated sentences"
-        if self.gap_ci[1, layer, head] < 0:
-            return "less stable than unrelated sentences"
-        return "not distinguishable from unrelated sentences"
-
-    def heads(self) -> list[dict]:
-        """One JSON-safe record per head."""
-        out = []
-        for layer in range(self.n_layer):
-            for h in range(self.n_head):
-                def ci(arr: np.ndarray) -> list[Optional[float]]:
-                    return [finite_or_none(arr[0, layer, h]), finite_or_none(arr[1, layer, h])]
-
-                out.append({
-                    "layer": layer, "head": h,
-                    "stability": finite_or_none(self.stability[layer, h]),
-                    "stability_ci": ci(self.stability_ci),
-                    "profile_similarity": finite_or_none(self.profile[layer, h]),
-                    "profile_ci": ci(self.profile_ci),
-                    "null": finite_or_none(self.null[layer, h]),
-                    "null_ci": ci(self.null_ci),
-                    "null_profile": finite_or_none(self.null_profile[layer, h]),
-                    "gap": finite_or_none(self.gap[layer, h]),
-                    "gap_ci": ci(self.gap_ci),
-                    "word_mass": finite_or_none(self.word_mass[layer, h]),
-                    "per_group": [finite_or_none(x) for x in self.per_group[:, layer, h]],
-                    "verdict": self.verdict(layer, h),
-                })
-        return out
-
-    def to_dict(self) -> dict:
-        """Everything needed to read the result, JSON-safe (NaN written as null)."""
-        groups = []
-        for g, grp in enumerate(self.groups):
-            groups.append({
-                "phrasings": [{"text": s.text, "n_tokens": s.n_tokens, "words": s.forms,
-                               "truncated": s.truncated} for s in grp],
-                "pairs": [{k: p[k] for k in ("a", "b", "shared", "used")}
-                          for p in self.pairs if p["group"] == g],
-            })
-        by_source: dict[str, int] = {}
-        for p in self.null_pairs:
-            by_source[p["source"]] = by_source.get(p["source"], 0) + 1
-        heads = self.heads()
-        return {
-            "model": self.model,
-            "n_layer": self.n_layer,
-            "n_head": self.n_head,
-            "settings": dict(self.settings),
-            "measures": {
-                "stability": "mean over paraphrase pairs of the Pearson correlation of "
-                             "word-to-word attention restricted to shared words, rows renormalized",
-                "profile_similarity": "1 - mean absolute difference of the head profile "
-                                      f"({', '.join(PROFILE_FEATURES)}; each in [0, 1])",
-                "null": "the same on unrelated sentence pairs of similar length",
-                "intervals": f"{self.settings['ci']:.0%} percentile bootstrap over pairs "
-                             f"({self.settings['n_boot']} resamples)",
-            },
-            "groups": groups,
-            "null_pairs": {"count": len(self.null_pairs), "by_source": by_source,
-                           "pairs": [{"a": p["a"], "b": p["b"], "source": p["source"]}
-                                     for p in self.null_pairs]},
-            "heads": heads,
-            "most_sensitive": [dict(heads[layer * self.n_head + h],
-                                    group=self.worst_group(layer, h))
-                               for layer, h in self.sensitive],
-            "notes": list(self.notes),
-        }
-
-    def head_info(self) -> dict:
-        """Per-head numbers in the viewer's head-info form (class = verdict)."""
-        info = {}
-        for layer in range(self.n_layer):
-            for h in range(self.n_head):
-                info[(layer, h)] = {
-                    "class": SHORT_VERDICT[self.verdict(layer, h)],
-                    "scores": {"stability": finite_or_none(self.stability[layer, h]),
-                               "profile": finite_or_none(self.profile[layer, h]),
-                               "word mass": finite_or_none(self.word_mass[layer, h])},
-                    "null": {"stability": finite_or_none(self.null[layer, h]),
-                             "profile": finite_or_none(self.null_profile[layer, h])},
-                }
-        return info
-
-    def figure(self):
-        """Matplotlib figure: stability, null and gap per head (layers x heads)."""
-        plt = pyplot()
-
-        fig, axes = plt.subplots(1, 3, figsize=(13, 0.45 * self.n_layer + 1.6), squeeze=False)
-        panels = [(self.stability, "stability (paraphrases)", "viridis", (-1, 1)),
-                  (self.null, "null (unrelated pairs)", "viridis", (-1, 1)),
-                  (self.gap, "gap = stability - null", "RdBu", (-1, 1))]
-        for ax, (arr, name, cmap, (lo, hi)) in zip(axes[0], panels):
-            im = ax.imshow(arr, cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
-            ax.set_title(name, fontsize=10)
-            ax.set_xlabel("head")
-            ax.set_ylabel("layer")
-            ax.set_xticks(range(self.n_head))
-            ax.set_yticks(range(self.n_layer))
-            ax.tick_params(labelsize=7)
-            fig.colorbar(im, ax=ax, shrink=0.8)
-        fig.tight_layout()
-        return fig
-
-    def sections(self, sub: int = 3) -> list[tuple[str, str]]:
-        """``(heading, HTML)`` parts: summary, per-head map and table, the most sensitive heads
-        each side by side, and an all-heads viewer. ``sub`` is the level of inner headings."""
-        from lenslab.html import escape, figure_block, figure_to_svg, table_html
-
-        d = self.to_dict()
-        st = self.settings
-        notes = "".join(f"<div class='note'>{escape(n)}</div>" for n in self.notes)
-        rows = []
-        for g, grp in enumerate(d["groups"], 1):
-            for i, ph in enumerate(grp["phrasings"]):
-                rows.append({"group": g, "phrasing": i + 1, "text": ph["text"],
-                             "tokens": ph["n_tokens"], "words": " ".join(ph["words"])})
-        pair_rows = [{"group": p["group"] + 1, "a": p["a"] + 1, "b": p["b"] + 1,
-                      "shared words": " ".join(p["shared"]),
-                      "used": "yes" if p["used"] else f"no (< {st['min_shared']} shared)"}
-                     for p in self.pairs]
-        n_used = sum(p["used"] for p in self.pairs)
-        sources = ", ".join(f"{v} from {k}" for k, v in d["null_pairs"]["by_source"].items())
-        summary = (
-            f"<p>{n_used} paraphrase pairs in {len(self.groups)} group(s) against "
-            f"{len(self.null_pairs)} unrelated pairs ({escape(sources or 'none')}). "
-            "Stability is the Pearson correlation of word-to-word attention on the words two "
-            "phrasings share (rows renormalized), averaged over pairs; 1 means the head attends "
-            "between shared words the same way in every phrasing. Intervals: "
-            f"{st['ci']:.0%} bootstrap over pairs ({st['n_boot']} resamples, "
-            f"seed {st['seed']}).</p>"
-            + notes + table_html(rows) + table_html(pair_rows)
-        )
-        sens_rows = []
-        for e in d["most_sensitive"]:
-            sens_rows.append({"head": f"L{e['layer']}H{e['head']}", "stability": e["stability"],
-                              "95% interval": fmt_interval(*e["stability_ci"]), "null": e["null"],
-                              "gap": e["gap"], "gap interval": fmt_interval(*e["gap_ci"]),
-                              "profile": e["profile_similarity"], "word mass": e["word_mass"],
-                              "verdict": e["verdict"], "worst group": e["group"] + 1})
-        sens = table_html(sens_rows)
-        for e in d["most_sensitive"]:
-            key = (e["layer"], e["head"])
-            if key in self.views:
-                sens += (f"<h{sub}>Layer {e['layer']}, head {e['head']}: "
-                         f"group {e['group'] + 1}</h{sub}>"
-                         f"<p class='caption'>stability {fmt(e['stability'])} "
-                         f"{fmt_interval(*e['stability_ci'])}, null {fmt(e['null'])}, "
-                         f"profile similarity {fmt(e['profile_similarity'])}; "
-                         f"{escape(e['verdict'])}.</p>" + self.views[key])
-        all_rows = [{"head": f"L{e['layer']}H{e['head']}", "stability": e["stability"],
-                     "interval": fmt_interval(*e["stability_ci"]), "null": e["null"], "gap": e["gap"],
-                     "profile": e["profile_similarity"], "null profile": e["null_profile"],
-                     "word mass": e["word_mass"], "verdict": e["verdict"]} for e in d["heads"]]
-        sections = [
-            ("Summary", summary),
-            ("Stability per head", figure_block(figure_to_svg(self.figure()),
-                                                "Left: paraphrase stability; middle: the same "
-                                                "measure on unrelated sentence pairs; right: the "
-                                                "gap.") +
-             "<details><summary>All heads</summary>" + table_html(all_rows, digits=3)
-             + "</details>"),
-            ("Most phrasing-sensitive heads", sens or "<p>(no head qualifies)</p>"),
-        ]
-        if self.overview:
-            sections.append(("All heads, side by side", self.overview))
-        return sections
-
-    def fragment(self, level: int = 3) -> str:
-        """The result as HTML to embed in another lenslab page, headings at ``level``.
-
-        The page must carry the viewer's CSS and JS once (:func:`lenslab.attention.viewer.assets`,
-        e.g. ``Page(scripts=[js], extra_css=css)``); :meth:`to_html` is the standalone page.
-        """
-        return "".join(f"<h{level}>{heading}</h{level}>{body}"
-                       for heading, body in self.sections(sub=level + 1))
-
-    def to_html(self) -> str:
-        """A self-contained page: summary, per-head map, sensitive heads side by side."""
-        from lenslab.attention.viewer import page
-
-        return page(f"Paraphrase stability: {self.model}", self.sections(),
-                    subtitle=f"{self.n_layer} layers x {self.n_head} heads")
-
-    def _repr_html_(self) -> str:
-        from lenslab.attention.viewer import notebook_frame
-
-        return notebook_frame(self.to_html(), height=1000)
-
-    def write(self, out_dir: Union[str, Path], command: Optional[str] = None) -> tuple[Path, Path]:
-        """Write ``paraphrase.json`` and ``paraphrase.html`` into ``out_dir`` (atomic)."""
-        from lenslab._io import atomic_write_json, atomic_write_text
-
-        out = Path(out_dir)
-        d = self.to_dict()
-        if command:
-            d["command"] = command
-        atomic_write_json(out / "paraphrase.json", d)
-        atomic_write_text(out / "paraphrase.html", self.to_html())
-        return out / "paraphrase.json", out / "paraphrase.html"
-
-
-
-
 # ---------------------------------------------------------------------------- main
 
 
@@ -751,8 +486,11 @@ def paraphrase_stability(
     ranked = sorted(eligible, key=lambda x: (stability[x], -np.nan_to_num(null[x])))
     sensitive = ranked[:max(top, 0)]
 
+    phrasings = [[{"text": st.text, "n_tokens": st.n_tokens, "words": st.forms,
+                   "truncated": st.truncated} for st in grp] for grp in stats]
     res = ParaphraseResult(
-        model=lens.name, n_layer=L, n_head=H, groups=stats, pairs=pairs, null_pairs=null_pairs,
+        model=lens.name, n_layer=L, n_head=H, phrasings=phrasings, pairs=pairs,
+        null_pairs=null_pairs,
         stability=stability, stability_ci=np.stack(_interval(b_att, ci)),
         profile=profile, profile_ci=np.stack(_interval(b_prof, ci)),
         null=null, null_ci=null_ci, null_profile=null_profile,
@@ -762,45 +500,23 @@ def paraphrase_stability(
                   "ci": ci, "seed": seed, "top": top, "min_word_mass": min_word_mass,
                   "truncate": truncate},
         notes=notes,
+        taxonomy=taxonomy_labels(head_info) if head_info is not None else {},
     )
     if views:
-        _build_views(res, lens, groups, truncate, head_info)
+        needed = {res.worst_group(layer, h) for layer, h in res.sensitive}
+        needed.add(res.worst_group(*res.sensitive[0]) if res.sensitive else 0)
+        for g in sorted(needed):
+            res.captures[g] = [capture_input(lens, f"{i + 1}. {t}", t, truncate)
+                               for i, t in enumerate(groups[g])]
     return res
 
 
-def _build_views(res: ParaphraseResult, lens: Any, groups: list[list[str]], truncate: bool,
-                 head_info: Any) -> None:
-    """Side-by-side viewers: one per sensitive head (its worst group, that head only) and one
-    all-heads viewer of the first sensitive head's group with the stability numbers per head."""
-    from lenslab.attention.viewer import (ViewerInput, capture_quantized, load_head_info,
-                                       viewer_fragment)
+def capture_input(lens: Any, title: str, text: str, truncate: bool) -> dict:
+    """One phrasing's attention as a stored viewer input (quantized, streamed by layer)."""
+    from lenslab.attention.viewer import ViewerInput, capture_quantized, encode_input
 
-    captured: dict[int, list[ViewerInput]] = {}
-
-    def inputs(g: int) -> list[ViewerInput]:
-        if g not in captured:
-            items = []
-            for i, t in enumerate(groups[g]):
-                toks, q = capture_quantized(lens, t, truncate=truncate)
-                items.append(ViewerInput(f"{i + 1}. {t}", list(toks.strings), q,
-                                         list(toks.special)))
-            captured[g] = items
-        return captured[g]
-
-    info = res.head_info()
-    taxonomy = load_head_info(head_info)
-    for key, e in taxonomy.items():  # the taxonomy's class, with the stability numbers
-        if key in info and e.get("class"):
-            info[key]["class"] = e["class"]
-    for layer, h in res.sensitive:
-        res.views[(layer, h)] = viewer_fragment(inputs(res.worst_group(layer, h)), info,
-                                                heads=[(layer, h)], select=(layer, h),
-                                                hide_special=True)
-    first = res.worst_group(*res.sensitive[0]) if res.sensitive else 0
-    sel = res.sensitive[0] if res.sensitive else (0, 0)
-    res.overview = viewer_fragment(inputs(first), info, select=sel,
-                                   title=f"Group {first + 1}: every head; grid labels are "
-                                         "stability verdicts (or taxonomy classes when given)")
+    toks, q = capture_quantized(lens, text, truncate=truncate)
+    return encode_input(ViewerInput(title, list(toks.strings), q, list(toks.special)))
 
 
 @contextmanager

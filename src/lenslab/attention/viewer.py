@@ -39,8 +39,9 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from lenslab.attention.classes import label, parse_class
 from lenslab.errors import DataError
-from lenslab.html import Page, escape
+from lenslab.html import Page, escape, notebook_frame
 
 MAX_TOKENS = 256  # per input; attention to later tokens is cut (with a notice)
 MAX_BYTES = 24 * 2**20  # quantized pattern bytes in one viewer (base64 adds a third)
@@ -94,6 +95,28 @@ def _to_numpy(p: Any) -> np.ndarray:
             p = p.float()
         p = p.numpy()
     return np.asarray(p)
+
+
+def encode_input(x: Any) -> dict:
+    """One viewer input as JSON-able data (patterns quantized, base64): what a result file
+    keeps so that its page can show the viewer without the model."""
+    it = _as_input(x, 0)
+    q = quantize(it.patterns)
+    return {"title": it.title, "tokens": list(it.tokens), "shape": list(q.shape),
+            "special": [bool(s) for s in (it.special or [False] * len(it.tokens))],
+            "data": base64.b64encode(np.ascontiguousarray(q).tobytes()).decode("ascii")}
+
+
+def decode_input(d: Mapping) -> ViewerInput:
+    """The inverse of :func:`encode_input`; a one-line :class:`DataError` for damaged data."""
+    try:
+        shape = tuple(int(v) for v in d["shape"])
+        q = np.frombuffer(base64.b64decode(d["data"], validate=True), dtype=np.uint8)
+        q = q.reshape(shape)
+        return ViewerInput(str(d.get("title", "")), [str(t) for t in d["tokens"]], q,
+                           list(d.get("special") or []) or None)
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"a saved viewer input is damaged ({type(e).__name__}: {e})") from None
 
 
 def quantize(patterns: Any) -> np.ndarray:
@@ -223,7 +246,9 @@ def _null_short(v: Any) -> str:
 
 
 def load_head_info(src: Any) -> dict[HeadKey, dict]:
-    """Normalize head information to ``{(layer, head): {"class", "scores", "null"}}``.
+    """Normalize head information to ``{(layer, head): {"class", "label", "color", "scores",
+    "null"}}``: ``class`` is a taxonomy class (or any other short tag, such as a paraphrase
+    verdict), ``label`` what the page shows (``positional(3)``), ``color`` the class's colour.
 
     Accepts ``None``; a path to a ``heads.json`` (a list of entries, or an object whose
     ``"heads"`` is one); a list of entries with ``layer``, ``head``, ``class``, ``scores`` and
@@ -270,8 +295,11 @@ def load_head_info(src: Any) -> dict[HeadKey, dict]:
         e = e if isinstance(e, Mapping) else {"class": str(e)}
         scores = e.get("scores") or {}
         null = e.get("null") or {}
+        cls, offset = parse_class(e.get("class"), e.get("offset"))
         out[(layer, head)] = {
-            "class": str(e.get("class") or ""),
+            "class": cls.value if cls is not None else str(e.get("class") or ""),
+            "label": label(e.get("class"), e.get("offset")),
+            "color": cls.color if cls is not None else None,
             "scores": ({str(k): _num(v) for k, v in scores.items()}
                        if isinstance(scores, Mapping) else {}),
             "null": ({str(k): _null_short(v) for k, v in null.items()}
@@ -453,13 +481,6 @@ def render_viewer(inputs: Sequence[Any], head_info: Any = None, title: str = "At
     """
     frag = viewer_fragment(inputs, head_info, title="", **opts)
     return page(title, [("Attention", frag)], subtitle=subtitle)
-
-
-def notebook_frame(html: str, height: int = 900) -> str:
-    """Embed a full page in a notebook: a sandboxed iframe (scripts allowed, no same-origin),
-    so the page's CSP and styles apply and nothing leaks into the notebook."""
-    return (f"<iframe sandbox='allow-scripts' style='width:100%;height:{int(height)}px;"
-            f"border:1px solid #e3e6ee' srcdoc=\"{escape(html)}\"></iframe>")
 
 
 # ---------------------------------------------------------------------------- live models

@@ -69,6 +69,7 @@ from lenslab.emergence.metrics import (
 )
 from lenslab.errors import ConfigError, DataError
 from lenslab.html import pyplot
+from lenslab.table import Table, positive_column, read_csv, size_values
 
 #: A step whose forecast surprise is at least this share of the curve's range is a jump.
 JUMP_THRESHOLD = 0.25
@@ -563,7 +564,6 @@ def analyze_csv(source: Any, *, tokens: str = "char", n_boot: int = 1000, level:
     ``COLUMN:discrete|continuous[:higher|lower]`` (optional ``loss``). ``where`` keeps the
     rows that meet every ``COLUMN=VALUE``, ``COLUMN!=VALUE`` or ``COLUMN~REGEX``.
     """
-    from lenslab.scaling.table import Table, positive_column, read_csv, size_values
 
     table = source if isinstance(source, Table) else read_csv(source)
     table = table.where(where)

@@ -30,17 +30,13 @@ zero predictor scores 1):
 The **verdict** per k names the algorithm closest by prediction distance, the runner-up and the
 margin between them; the closest by weights and by sensitivity are shown beside it.
 
-The module also holds the replications ``lsa-gd``, ``icl-regression`` and ``grokking`` and the
-tour's regression section (:func:`regression_chapter`).
+The replications that use it (``lsa-gd``, ``icl-regression``) live in
+:mod:`lenslab.replications`; the tour's regression section in :mod:`lenslab.tour.icl`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import shlex
-import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -48,13 +44,12 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from lenslab._io import atomic_write_json
-from lenslab.config import RunConfig, config_from_dict
+from lenslab._io import finite_or_none, num
 from lenslab.data import rng_for
 from lenslab.data.regression import ICLRegressionTask, RegressionProblems
 from lenslab.errors import DataError
-from lenslab.icl.replicate import Replication, register
-from lenslab.html import pyplot, Page, badge, escape, figure_block, figure_to_svg, table_html
+from lenslab.html import escape, figure_block, figure_to_svg, fmt, pyplot, table_html
+from lenslab.result import Result, write_result
 from lenslab.run import Run
 
 # predict(xc [B, k, d], yc [B, k], xq [B, m, d]) -> predictions [B, m]
@@ -256,12 +251,15 @@ def load_regression_model(run_dir: str | Path, step: Optional[int] = None):
 
 
 @dataclass
-class AlgorithmComparison:
+class AlgorithmComparison(Result):
     """Per-k errors and distances of a model to the reference algorithms, and the verdicts.
 
     Lists run over :attr:`ks`; ``algorithms[name]`` holds ``error``, ``pred_dist``,
     ``weight_dist`` and ``sens_cos`` lists (NaN where undefined).
     """
+
+    kind = "algorithms"
+    title = "Which algorithm runs in context?"
 
     model_name: str
     ks: list[int]
@@ -272,14 +270,13 @@ class AlgorithmComparison:
     task: dict
     n_problems: int
     step: Optional[int] = None
-    command: str = ""
     trained_k: list[int] = field(default_factory=list)
 
     # ------------------------------------------------------------------ data
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict:  # NaN is written as null (undefined distances)
         def clean(v):
             if isinstance(v, float):
-                return v if math.isfinite(v) else None
+                return finite_or_none(v)
             if isinstance(v, dict):
                 return {str(k): clean(x) for k, x in v.items()}
             if isinstance(v, (list, tuple)):
@@ -287,12 +284,26 @@ class AlgorithmComparison:
             return v
 
         return clean({
-            "kind": "algorithms", "model": self.model_name, "step": self.step,
-            "command": self.command, "task": self.task, "n_problems": self.n_problems,
-            "ks": self.ks, "trained_k": self.trained_k, "model_error": self.model_error,
-            "algorithms": self.algorithms, "gd_step_size": self.gd_step_size,
-            "verdicts": self.verdicts,
+            "model": self.model_name, "step": self.step, "task": self.task,
+            "n_problems": self.n_problems, "ks": self.ks, "trained_k": self.trained_k,
+            "model_error": self.model_error, "algorithms": self.algorithms,
+            "gd_step_size": self.gd_step_size, "verdicts": self.verdicts,
         })
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AlgorithmComparison":
+        def nums(v: list) -> list[float]:
+            return [num(x) for x in v]
+
+        algos = {name: {k: (nums(v) if isinstance(v, list) else v) for k, v in a.items()}
+                 for name, a in d["algorithms"].items()}
+        return cls(str(d["model"]), [int(k) for k in d["ks"]], nums(d["model_error"]), algos,
+                   {int(k): num(v) for k, v in d["gd_step_size"].items()}, list(d["verdicts"]),
+                   dict(d["task"]), int(d["n_problems"]), d.get("step"),
+                   [int(k) for k in d.get("trained_k", [])])
+
+    def heading(self) -> str:
+        return f"Which algorithm runs in context? {self.model_name}"
 
     def error_at(self, k: int, name: Optional[str] = None) -> float:
         """Normalized error at ``k`` of the model (``name=None``) or of an algorithm."""
@@ -370,8 +381,11 @@ class AlgorithmComparison:
             rows.append(r)
         return rows
 
-    def to_html(self) -> str:
-        """The verdict table and the error figure (embedded in the tour and the page)."""
+    def figure(self):
+        return self.error_figure()
+
+    def summary_html(self) -> str:
+        """The verdict table and the error figure (what the tour shows)."""
         t = self.task
         head = (f"<p class='caption'>{escape(self.model_name)}"
                 + (f" at step {self.step}" if self.step is not None else "")
@@ -384,43 +398,29 @@ class AlgorithmComparison:
                                     "Normalized squared error per number of in-context examples.")
                 + "<h3>Verdict per k</h3>" + table_html(self.verdict_rows(), digits=3))
 
-    def page(self) -> Page:
-        p = Page("Which algorithm runs in context?",
-                 f"{self.model_name}: distances to least squares, ridge, k-NN, averaging and one "
-                 "step of gradient descent (Akyurek et al. 2022; von Oswald et al. 2023).")
-        p.add("Verdict", self.to_html(), "verdict")
-        p.add("Distances", figure_block(
-            figure_to_svg(self.distance_figure()),
-            "Left: mean squared difference of predictions (normalized by Var(y)). Right: cosine "
-            "between the gradients of the predictions with respect to the query input.")
-            + "<h3>Implicit weight distance</h3>" + table_html(
-                [{"k": k, **{a["label"]: a["weight_dist"][i] for a in self.algorithms.values()}}
-                 for i, k in enumerate(self.ks)], digits=3), "distances")
-        p.add("Errors", table_html(self.error_rows(), digits=3)
-              + "<p class='caption'>One GD step uses the line-searched step size per k: "
-              + escape(", ".join(f"k={k}: {e:.3f}" for k, e in self.gd_step_size.items()))
-              + "</p>", "errors")
-        if self.command:
-            p.add("Command", f"<pre>{escape(self.command)}</pre>", "command")
-        return p
-
-    def _repr_html_(self) -> str:
-        return self.to_html()
-
-    def write(self, out_dir: str | Path) -> Path:
-        """``out_dir/algorithms.json`` and ``out_dir/algorithms.html`` (atomic); returns the json."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "algorithms.json", self.to_dict())
-        self.page().write(out / "algorithms.html")
-        return out / "algorithms.json"
+    def to_html(self) -> str:
+        """Distances to least squares, ridge, k-NN, averaging and one step of gradient descent
+        (Akyurek et al. 2022; von Oswald et al. 2023): verdicts, distances, errors."""
+        weights = [{"k": k, **{a["label"]: a["weight_dist"][i] for a in self.algorithms.values()}}
+                   for i, k in enumerate(self.ks)]
+        return (self.summary_html()
+                + "<h3>Distances</h3>" + figure_block(
+                    figure_to_svg(self.distance_figure()),
+                    "Left: mean squared difference of predictions (normalized by Var(y)). Right: "
+                    "cosine between the gradients of the predictions with respect to the query "
+                    "input.")
+                + "<h3>Implicit weight distance</h3>" + table_html(weights, digits=3)
+                + "<h3>Errors</h3>" + table_html(self.error_rows(), digits=3)
+                + "<p class='caption'>One GD step uses the line-searched step size per k: "
+                + escape(", ".join(f"k={k}: {fmt(e, 3)}" for k, e in self.gd_step_size.items()))
+                + "</p>")
 
 
 _COLORS = {"least_squares": "#3056d3", "ridge": "#7aa2f7", "knn": "#b36b00",
            "averaging": "#1b7f3b", "gd": "#b3261e"}
 
 
-def _sensitivity(pred: Predictor, xc: torch.Tensor, yc: torch.Tensor,
+def sensitivity(pred: Predictor, xc: torch.Tensor, yc: torch.Tensor,
                  xq: torch.Tensor) -> torch.Tensor:
     """``d y_hat / d x_q`` at each problem's query: ``xq [B, 1, d] -> [B, d]`` (0 if constant)."""
     q = xq.detach().clone().requires_grad_(True)
@@ -438,7 +438,7 @@ def _implicit_weights(probes: torch.Tensor, answers: torch.Tensor) -> torch.Tens
     return sol[:, :-1, 0]
 
 
-def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     """Mean cosine over rows where both vectors are non-zero; NaN if there are none."""
     na, nb = a.norm(dim=1), b.norm(dim=1)
     ok = (na > 1e-9) & (nb > 1e-9)
@@ -502,7 +502,7 @@ def compare_algorithms(
         queries = torch.cat([xq, probes], dim=1)  # [n, 1 + m, d]: the real query, then probes
         out_m = _answers(pred_m, xc, yc, queries).double()
         p_m, w_m = out_m[:, 0], _implicit_weights(probes, out_m[:, 1:])
-        s_m = _sensitivity(pred_m, xc, yc, xq).double()
+        s_m = sensitivity(pred_m, xc, yc, xq).double()
         model_err.append(float(((p_m - y) ** 2).mean() / y_var))
         for a in algs:
             out_a = _answers(a.predict, xc, yc, queries).double()
@@ -511,7 +511,7 @@ def compare_algorithms(
             r["error"].append(float(((p_a - y) ** 2).mean() / y_var))
             r["pred_dist"].append(float(((p_m - p_a) ** 2).mean() / y_var))
             r["weight_dist"].append(float(((w_m - w_a) ** 2).sum(1).mean() / w_norm))
-            r["sens_cos"].append(_cosine(s_m, _sensitivity(a.predict, xc, yc, xq).double()))
+            r["sens_cos"].append(cosine(s_m, sensitivity(a.predict, xc, yc, xq).double()))
         if k >= 1:
             verdicts.append(_verdict(k, model_err[-1], res, len(model_err) - 1))
     gd = next((a for a in algs if a.name == "gd"), None)
@@ -544,539 +544,11 @@ def _verdict(k: int, model_error: float, res: dict, i: int) -> dict:
 
 def run_algorithms(run_dir: str | Path, out_dir: Optional[str | Path] = None,
                    n_problems: int = 500, step: Optional[int] = None,
-                   command: str = "") -> AlgorithmComparison:
-    """Compare a run folder's model with the baselines; writes ``algorithms.json`` and
-    ``algorithms.html`` into ``out_dir`` (default ``RUN_DIR/analysis``)."""
-    run_dir = Path(run_dir)
+                   command: Optional[str] = None) -> AlgorithmComparison:
+    """Compare a run folder's model with the baselines; writes ``algorithms.json``, ``.html``
+    and ``.png`` into ``out_dir`` (default the run's ``analysis/``)."""
     model, task, ck_step, cfg = load_regression_model(run_dir, step)
     cmp_ = compare_algorithms(model, task, n_problems=n_problems, model_name=cfg.name)
     cmp_.step = ck_step
-    cmp_.command = command or (f"lenslab algorithms {shlex.quote(str(run_dir))}"
-                               + (f" --out {shlex.quote(str(out_dir))}" if out_dir else ""))
-    cmp_.write(out_dir if out_dir is not None else run_dir / "analysis")
+    write_result(cmp_, out_dir if out_dir is not None else Run(run_dir), command)
     return cmp_
-
-
-# ============================================================================ replications
-
-
-def _fresh(run: Path) -> None:
-    """Replications start from scratch: an earlier run folder of the same name is replaced."""
-    if run.exists():
-        shutil.rmtree(run)
-
-
-def _train_fresh(cfg: RunConfig, run: Path, progress: bool):
-    """Train ``cfg`` into ``run`` from scratch: (result, what was measured, shortfalls so far)."""
-    import lenslab
-
-    _fresh(run)
-    t0 = time.perf_counter()
-    res = lenslab.train(cfg, run, progress=progress)
-    measured: dict = {"run": str(run), "steps": res.step,
-                      "train_seconds": round(time.perf_counter() - t0, 1)}
-    short = [] if res.status == "completed" else [f"training ended {res.status}: {res.message}"]
-    return res, measured, short
-
-
-def _metrics(run: Path) -> list[dict]:
-    return Run(run).metrics()
-
-
-def _checkpoints(run: Path) -> list[int]:
-    return Run(run).verified_steps()
-
-
-def _json_block(d: dict) -> str:
-    from lenslab._io import dumps
-
-    return f"<pre>{escape(json.dumps(json.loads(dumps(d)), indent=2))}</pre>"
-
-
-def _verdict_html(passed: bool, shortfalls: list[str], targets: str) -> str:
-    head = badge("PASS", "ok") if passed else badge("FAIL", "bad")
-    body = ("<p>All targets met.</p>" if passed else
-            "<ul>" + "".join(f"<li>{escape(s)}</li>" for s in shortfalls) + "</ul>")
-    return f"<p>{head} Targets: {escape(targets)}</p>{body}"
-
-
-def _finish(name: str, out: Path, page: Page, measured: dict, short: list[str]) -> Replication:
-    page.write(out / f"{name}.html")
-    atomic_write_json(out / f"{name}.json", {"measured": measured, "shortfalls": short,
-                                             "passed": not short})
-    return Replication(name, not short, measured, short, out / f"{name}.html")
-
-
-# ---------------------------------------------------------------------------- lsa-gd
-
-
-def lsa_gd_config(steps: int = 5000, seed: int = 0) -> RunConfig:
-    """von Oswald et al. 2023's setting: one LSA layer, d = N = 10, x uniform in [-1, 1]^d,
-    ``w ~ N(0, I)``, no noise; Adam (lr 1e-3, betas 0.9/0.999, no decay, no clipping),
-    batch 512."""
-    return config_from_dict({
-        "name": "lsa-gd", "seed": seed,
-        "model": {"kind": "lsa", "n_head": 1, "init_std": 0.05},
-        "data": {"task": "icl_regression", "d": 10, "n_points": 11, "noise": 0.0,
-                 "x_dist": "uniform", "layout": "paired"},
-        "optim": {"lr": 1e-3, "schedule": "constant", "warmup_steps": 0, "betas": [0.9, 0.999],
-                  "weight_decay": 0.0, "grad_clip": 0.0, "batch_size": 512},
-        "train": {"max_steps": steps, "eval_every": max(steps // 20, 1),
-                  "checkpoint_every": max(steps // 20, 1), "keep_checkpoints": 1000},
-    }, "lsa-gd")
-
-
-@torch.no_grad()
-def lsa_gd_measure(model: torch.nn.Module, task: ICLRegressionTask, n: int = 8192,
-                   eta: Optional[float] = None) -> dict:
-    """The LSA model against one line-searched GD step at ``k = n_points - 1``.
-
-    On ``n`` held-out problems: mean squared errors of the model, of GD with the optimal step
-    size (``eta``; when not given, the exact optimum for the task's distribution,
-    :func:`gd_step_size_closed_form`) and of the zero predictor,
-    the relative gap ``(model - gd) / gd``, the mean prediction distance and the mean cosine of
-    the input sensitivities ``d y_hat / d x_q`` of the model and GD.
-    """
-    k = task.n_points - 1
-    if eta is None:
-        eta = gd_step_size_closed_form(task.d, k, task.x_var, task.x_m4, task.cfg.noise)
-    pr = task.problems(n, 0)
-    xs, ys = torch.from_numpy(pr.xs), torch.from_numpy(pr.ys)
-    xc, yc, xq, y = xs[:, :k], ys[:, :k], xs[:, k:], ys[:, k]
-    pred = ModelPredictor(model, task)
-    p_m = pred(xc, yc, xq)[:, 0].double()
-    w_gd = gd_weights(xc, yc, eta)
-    p_gd = (xq @ w_gd[..., None])[:, 0, 0]
-    with torch.enable_grad():
-        s_m = _sensitivity(pred, xc, yc, xq).double()
-    mse, mse_gd = float(((p_m - y) ** 2).mean()), float(((p_gd - y) ** 2).mean())
-    return {"k": k, "mse": mse, "mse_gd": mse_gd, "mse_zero": float((y ** 2).mean()),
-            "rel_gap": (mse - mse_gd) / mse_gd, "pred_dist": float(((p_m - p_gd) ** 2).mean()),
-            "sens_cos": _cosine(s_m, w_gd), "eta": eta}
-
-
-def lsa_gd_curve(run: Path, n: int = 4096) -> list[dict]:
-    """:func:`lsa_gd_measure` at every verified checkpoint of an lsa-gd run (step order)."""
-    out = []
-    for step in _checkpoints(run):
-        model, task, _, _ = load_regression_model(run, step)
-        out.append({"step": step, **lsa_gd_measure(model, task, n)})
-    return out
-
-
-def _lsa_gd_figure(curve: list[dict], metrics: list[dict], gd_mse: float):
-    plt = pyplot()
-
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    steps = [m["step"] for m in metrics if not m.get("skipped")]
-    loss = np.array([m["loss"] for m in metrics if not m.get("skipped")])
-    a1.plot(steps, loss, lw=0.6, alpha=0.5, color="#3056d3", label="training loss (batch)")
-    a1.plot([c["step"] for c in curve], [c["mse"] for c in curve], "o-", ms=3, color="#3056d3",
-            label="LSA, held-out")
-    a1.axhline(gd_mse, color="#b3261e", ls="--", lw=1.2, label="one GD step, optimal eta")
-    a1.set_ylim(0, None)
-    a1.set_xlabel("step")
-    a1.set_ylabel("squared error at the query")
-    a1.legend(fontsize=8, frameon=False)
-    a2.plot([c["step"] for c in curve], [c["sens_cos"] for c in curve], "o-", ms=3,
-            color="#1b7f3b", label="cosine of sensitivities (LSA vs GD)")
-    a2.axhline(0.99, color="#999", ls=":", lw=1, label="target 0.99")
-    a2.set_ylim(min(0.0, min(c["sens_cos"] for c in curve) - 0.05), 1.02)
-    a2.set_xlabel("step")
-    a2.legend(fontsize=8, frameon=False, loc="lower right")
-    for ax in (a1, a2):
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def lsa_gd_experiment(out: Path, steps: int = 5000, progress: bool = True) -> dict:
-    """Train the lsa-gd run into ``out/lsa-gd`` and measure every checkpoint against GD."""
-    run = out / "lsa-gd"
-    res, measured, _ = _train_fresh(lsa_gd_config(steps), run, progress)
-    curve = lsa_gd_curve(run) if res.status == "completed" else []
-    return {**measured, "status": res.status, "message": res.message, "curve": curve}
-
-
-@register("lsa-gd", "one linear self-attention layer trained on in-context regression "
-                    "matches one optimal step of gradient descent (von Oswald et al. 2023)")
-def replicate_lsa_gd(out: Path, progress: bool = True, steps: int = 5000) -> Replication:
-    exp = lsa_gd_experiment(out, steps, progress)
-    short: list[str] = []
-    measured: dict = {"run": exp["run"], "steps": exp["steps"],
-                      "train_seconds": round(exp["train_seconds"], 1)}
-    if exp["status"] != "completed" or not exp["curve"]:
-        short.append(f"training ended {exp['status']}: {exp['message']}")
-    else:
-        last = exp["curve"][-1]
-        task = ICLRegressionTask(lsa_gd_config(steps).data, 0)
-        measured.update({k: last[k] for k in ("mse", "mse_gd", "mse_zero", "rel_gap",
-                                              "sens_cos", "pred_dist", "eta")})
-        measured["eta_line_search"] = gd_step_size(task, last["k"])  # cross-check of eta
-        if abs(last["rel_gap"]) > 0.02:
-            short.append(f"LSA loss {last['mse']:.4f} is {100 * last['rel_gap']:+.2f}% from optimal "
-                         f"one-step GD ({last['mse_gd']:.4f}); target within 2%")
-        if not last["sens_cos"] > 0.99:
-            short.append(f"sensitivity cosine {last['sens_cos']:.4f} <= 0.99")
-    targets = (f"after {steps} steps, held-out loss within 2% of one GD step with the optimal "
-               "step size, and cosine of input sensitivities above 0.99")
-    page = Page("Replication: linear self-attention learns gradient descent",
-                "von Oswald et al. 2023, on this CPU: one LSA layer, d = N = 10, x uniform in "
-                "[-1, 1], w ~ N(0, I), Adam 1e-3, batch 512.")
-    page.add("Result", _verdict_html(not short, short, targets), "result")
-    if exp["curve"]:
-        page.add("Curves", figure_block(figure_to_svg(_lsa_gd_figure(
-            exp["curve"], _metrics(Path(exp["run"])), exp["curve"][-1]["mse_gd"])),
-            "Left: loss of the LSA layer and of one optimal GD step. Right: cosine between the "
-            "LSA's and GD's gradients with respect to the query input.")
-            + table_html([{k: c[k] for k in ("step", "mse", "mse_gd", "rel_gap", "sens_cos",
-                                             "pred_dist")} for c in exp["curve"]], digits=4),
-            "curves")
-    page.add("Measured", _json_block(measured)
-             + f"<p class='caption'>Command: <code>lenslab replicate lsa-gd --out "
-               f"{escape(out)}</code></p>", "measured")
-    return _finish("lsa-gd", out, page, measured, short)
-
-
-# ---------------------------------------------------------------------------- icl-regression
-
-
-def icl_regression_config(steps: int = 10_000, seed: int = 0) -> RunConfig:
-    """Garg et al. 2022's in-context regression, small: d = 5, 11 points, x ~ N(0, I), no noise;
-    a 3-layer GPT (width 64, 2 heads) with linear read-in and read-out.
-
-    The layout is ``query_pair`` (each answer token repeats its x). With Garg's ``interleaved``
-    layout this model sat on the zero-predictor plateau (normalized error 1.05) for all of a
-    3000-step trial on this machine; with ``query_pair`` it reached 0.04 at k = 10 by step 2000.
-    """
-    return config_from_dict({
-        "name": "icl-regression", "seed": seed,
-        "model": {"kind": "gpt", "n_layer": 3, "n_head": 2, "d_model": 64, "n_ctx": 22,
-                  "dropout": 0.0},
-        "data": {"task": "icl_regression", "d": 5, "n_points": 11, "noise": 0.0,
-                 "x_dist": "normal", "layout": "query_pair"},
-        "optim": {"lr": 1e-3, "schedule": "cosine", "warmup_steps": 200, "betas": [0.9, 0.999],
-                  "weight_decay": 0.0, "grad_clip": 1.0, "batch_size": 64},
-        "train": {"max_steps": steps, "eval_every": max(steps // 20, 1),
-                  "checkpoint_every": max(steps // 10, 1), "keep_checkpoints": 1000,
-                  "threads": 1},
-    }, "icl-regression")
-
-
-def _training_figure(metrics: list[dict], key: str, ylabel: str, marks: Sequence[float] = ()):
-    plt = pyplot()
-
-    fig, ax = plt.subplots(figsize=(6.4, 3.4))
-    ok = [m for m in metrics if not m.get("skipped")]
-    ax.plot([m["step"] for m in ok], [m["loss"] for m in ok], lw=0.5, alpha=0.4,
-            color="#3056d3", label="training loss (batch)")
-    ev = [m for m in metrics if key in m]
-    ax.plot([m["step"] for m in ev], [m[key] for m in ev], "o-", ms=3, color="black",
-            label=ylabel)
-    for y in marks:
-        ax.axhline(y, color="#b3261e", ls=":", lw=1)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.legend(fontsize=8, frameon=False)
-    ax.grid(alpha=0.3)
-    return fig
-
-
-@register("icl-regression", "a 3-layer GPT learns in-context linear regression as well as least "
-                            "squares (Garg et al. 2022; Akyurek et al. 2022)")
-def replicate_icl_regression(out: Path, progress: bool = True, steps: int = 10_000,
-                             n_problems: int = 1000) -> Replication:
-    run = out / "icl-regression"
-    res, measured, short = _train_fresh(icl_regression_config(steps), run, progress)
-    cmp_: Optional[AlgorithmComparison] = None
-    if res.status == "completed":
-        model, task, step, cfg = load_regression_model(run)
-        cmp_ = compare_algorithms(model, task, n_problems=n_problems, model_name="GPT (3 layers)")
-        cmp_.step, cmp_.command = step, f"lenslab algorithms {run}"
-        cmp_.write(run / "analysis")
-        e10, ls = cmp_.error_at(10), {k: cmp_.error_at(k, "least_squares") for k in (1, 2)}
-        measured.update({
-            "error_k10": e10, "knn_k10": cmp_.error_at(10, "knn"),
-            "averaging_k10": cmp_.error_at(10, "averaging"),
-            **{f"error_k{k}": cmp_.error_at(k) for k in (1, 2)},
-            **{f"least_squares_k{k}": v for k, v in ls.items()},
-            "verdicts": {v["k"]: v["closest"] for v in cmp_.verdicts},
-        })
-        if not e10 <= 0.10:
-            short.append(f"normalized error at k = 10 is {e10:.3f} > 0.10")
-        for k in (1, 2):
-            gap = abs(cmp_.error_at(k) - ls[k])
-            if not gap <= 0.03:
-                short.append(f"at k = {k} the error {cmp_.error_at(k):.3f} is {gap:.3f} from "
-                             f"least squares ({ls[k]:.3f}); target within 0.03")
-        for name, label in (("knn", "3-NN"), ("averaging", "averaging")):
-            e = cmp_.error_at(10, name)
-            if not abs(e - 0.6) <= 0.1:
-                short.append(f"{label} baseline at k = 10 is {e:.3f}, not around 0.6 (+-0.1)")
-    targets = (f"after {steps} steps, normalized error at k = 10 at most 0.10; within 0.03 of "
-               "least squares at k = 1 and 2; 3-NN and averaging baselines around 0.6 "
-               "(+-0.1) at k = 10")
-    page = Page("Replication: in-context linear regression",
-                "Garg et al. 2022 on this CPU: d = 5, 11 points, x ~ N(0, I), w ~ N(0, I); GPT "
-                "with 3 layers, width 64, 2 heads, linear read-in and read-out; tokens "
-                "(x1, 0), (x1, y1), (x2, 0), (x2, y2), ... (layout query_pair).")
-    page.add("Result", _verdict_html(not short, short, targets), "result")
-    if cmp_ is not None:
-        page.add("Against the baselines", cmp_.to_html(), "baselines")
-    mets = _metrics(run)
-    if mets:
-        page.add("Training", figure_block(figure_to_svg(_training_figure(
-            mets, "nmse_last", "held-out normalized error at k = 10", (0.10,))),
-            "Training loss (squared error averaged over k) and the held-out error at k = 10."),
-            "training")
-    page.add("Measured", _json_block(measured)
-             + f"<p class='caption'>Command: <code>lenslab replicate icl-regression --out "
-               f"{escape(out)}</code>; the full comparison is in "
-               f"<code>{escape(run / 'analysis' / 'algorithms.html')}</code>.</p>", "measured")
-    return _finish("icl-regression", out, page, measured, short)
-
-
-# ---------------------------------------------------------------------------- grokking
-
-
-def grokking_config(steps: int = 8000, seed: int = 0) -> RunConfig:
-    """The ``modular_addition`` example (Nanda et al. 2023's 1-layer transformer, p = 59, 30%
-    of the pairs for training, full-batch AdamW, lr 1e-3, weight decay 1).
-
-    Spikes are logged, not acted on (``guard.on_spike = "log"``, as in the example; non-finite
-    losses are still caught). With full-batch training every step sees the same batch, so a
-    skipped step recurs identically, three skips force a rollback and each rollback halves the
-    learning rate; and the sudden loss spikes of this training (Adam "slingshots") belong to the
-    phenomenon being replicated. With the default guard, a spike at step 422 rolled the run
-    back to step 0 at half the learning rate, and another at step 1420 halved it again.
-    """
-    from lenslab.examples import example_config
-
-    cfg = example_config("modular_addition")
-    return cfg.model_copy(update={
-        "name": "grokking", "seed": seed,
-        "train": cfg.train.model_copy(update={"max_steps": steps, "eval_every": 100,
-                                              "keep_checkpoints": 1000}),
-        "guard": cfg.guard.model_copy(update={"on_spike": "log"}),
-    })
-
-
-@torch.no_grad()
-def commutative_split(run: Path) -> list[dict]:
-    """Test accuracy at every checkpoint of a modular-addition run, split into the test pairs
-    ``(a, b)`` whose swap ``(b, a)`` is a training pair and the rest.
-
-    A model that treats ``a + b`` and ``b + a`` alike answers the first group correctly as soon
-    as it has memorised the training pairs; only the second group measures generalisation.
-    """
-    from lenslab.icl.score import load_run_model
-
-    out = []
-    for step in _checkpoints(run):
-        rm = load_run_model(run, step)
-        t = rm.task
-        train = {(int(a), int(b)) for a, b in t.train_pairs}
-        swap = torch.tensor([(int(b), int(a)) in train for a, b in t.test_pairs])
-        x, y = t._xy(t.test_pairs)
-        ok = (rm.model(x)[:, 2].argmax(-1) == y[:, 2]).float()
-        out.append({"step": step, "swap_in_train": float(ok[swap].mean()),
-                    "rest": float(ok[~swap].mean()), "share_swap": float(swap.float().mean())})
-    return out
-
-
-def grokking_checks(metrics: list[dict]) -> tuple[dict, list[str]]:
-    """The grokking targets, read from a run's ``metrics.jsonl``.
-
-    Steps count optimizer updates done (a record with ``step = s`` is after ``s + 1`` updates):
-    the training loss gets under 1e-3 by update 1000; the test accuracy stays under 0.15 at every
-    evaluation up to update 3500 and reaches 0.9 by update 8000.
-    """
-    ok = [m for m in metrics if not m.get("skipped")]
-    first_low = next((m["step"] + 1 for m in ok if m["loss"] < 1e-3), None)
-    ev = [m for m in ok if "test_acc" in m]
-    early = [m["test_acc"] for m in ev if m["step"] + 1 <= 3500]
-    max_early = max(early) if early else float("nan")
-    first_gen = next((m["step"] + 1 for m in ev if m["test_acc"] >= 0.9), None)
-    at = {m["step"] + 1: m for m in ev}
-    measured = {
-        "first_step_train_loss_below_1e-3": first_low,
-        "train_loss_at_1000": next((m["loss"] for m in ok if m["step"] + 1 == 1000), None),
-        "max_test_acc_until_3500": max_early,
-        "first_step_test_acc_0.9": first_gen,
-        "test_acc_at": {s: at[s]["test_acc"] for s in (1000, 2000, 3500, 5000, 8000) if s in at},
-        "final_test_acc": ev[-1]["test_acc"] if ev else None,
-    }
-    short = []
-    if first_low is None or first_low > 1000:
-        short.append("training loss did not get under 1e-3 by step 1000"
-                     + (f" (first at step {first_low})" if first_low else ""))
-    if not early or not max_early < 0.15:
-        worst = max((m for m in ev if m["step"] + 1 <= 3500), key=lambda m: m["test_acc"],
-                    default=None)
-        short.append(f"test accuracy reached {max_early:.3f} >= 0.15 before step 3500"
-                     + (f" (at step {worst['step'] + 1})" if worst else ""))
-    if first_gen is None or first_gen > 8000:
-        last = ev[-1]["test_acc"] if ev else float("nan")
-        short.append(f"test accuracy did not reach 0.9 by step 8000 (final {last:.3f})")
-    return measured, short
-
-
-def _grokking_figure(metrics: list[dict], split: Sequence[dict] = ()):
-    plt = pyplot()
-
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    ev = [m for m in metrics if "test_acc" in m]
-    steps = [m["step"] + 1 for m in ev]
-    a1.plot(steps, [m["train_loss"] for m in ev], color="#3056d3", label="train loss")
-    a1.plot(steps, [m["test_loss"] for m in ev], color="#b3261e", label="test loss")
-    a1.axhline(1e-3, color="#999", ls=":", lw=1)
-    a1.axvline(1000, color="#999", ls=":", lw=1)
-    a1.set_yscale("log")
-    a1.set_ylabel("cross-entropy")
-    a2.plot(steps, [m["train_acc"] for m in ev], color="#3056d3", label="train accuracy")
-    a2.plot(steps, [m["test_acc"] for m in ev], color="#b3261e", label="test accuracy")
-    if split:
-        a2.plot([c["step"] for c in split], [c["swap_in_train"] for c in split], "o--", ms=3,
-                color="#b36b00", lw=1, label="test pairs whose swap is trained")
-        a2.plot([c["step"] for c in split], [c["rest"] for c in split], "o--", ms=3,
-                color="#1b7f3b", lw=1, label="the other test pairs")
-    a2.axhline(0.15, color="#999", ls=":", lw=1)
-    a2.axhline(0.9, color="#999", ls=":", lw=1)
-    a2.axvline(3500, color="#999", ls=":", lw=1)
-    a2.axvline(8000, color="#999", ls=":", lw=1)
-    a2.set_ylim(-0.02, 1.02)
-    for ax in (a1, a2):
-        ax.set_xlabel("step")
-        ax.legend(fontsize=8, frameon=False)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-@register("grokking", "modular addition: memorise by step 1000, generalise late, after weight "
-                      "decay has worked (Power et al. 2022; Nanda et al. 2023)")
-def replicate_grokking(out: Path, progress: bool = True, steps: int = 8000) -> Replication:
-    run = out / "grokking"
-    res, measured, short = _train_fresh(grokking_config(steps), run, progress)
-    mets = _metrics(run)
-    m, s = grokking_checks(mets)
-    measured.update(m)
-    short += s
-    split = commutative_split(run) if res.status == "completed" else []
-    if split:
-        early = [c for c in split if c["step"] <= 3500]
-        measured["commutative_split"] = {
-            "share_of_test_pairs_whose_swap_is_trained": split[0]["share_swap"],
-            "max_acc_until_3500_swap_in_train": max(c["swap_in_train"] for c in early),
-            "max_acc_until_3500_other_pairs": max(c["rest"] for c in early),
-            "by_checkpoint": {c["step"]: [round(c["swap_in_train"], 4), round(c["rest"], 4)]
-                              for c in split},
-        }
-    targets = ("training loss under 1e-3 by step 1000; test accuracy under 0.15 until step 3500 "
-               "and at least 0.9 by step 8000")
-    page = Page("Replication: grokking modular addition",
-                "p = 59, 30% of the pairs for training, the 1-layer transformer of the "
-                "modular_addition example, full-batch AdamW (lr 1e-3, weight decay 1).")
-    page.add("Result", _verdict_html(not short, short, targets), "result")
-    if any("test_acc" in x for x in mets):
-        page.add("Curves", figure_block(
-            figure_to_svg(_grokking_figure(mets, split)),
-            "Loss and accuracy on the training and test pairs; dashed, at each checkpoint, the "
-            "test accuracy on pairs (a, b) whose swap (b, a) is a training pair and on the "
-            "others. a + b = b + a: a model that treats both orders alike gets the first group "
-            "right while it memorises, so the whole test set's accuracy starts near that "
-            "group's share of it; the second group measures generalisation."), "curves")
-    page.add("Measured", _json_block(measured)
-             + f"<p class='caption'>Command: <code>lenslab replicate grokking --out "
-               f"{escape(out)}</code>.</p>", "measured")
-    return _finish("grokking", out, page, measured, short)
-
-
-# ============================================================================ tour
-
-
-def _chapter_gpt_config(steps: int) -> RunConfig:
-    """A small GPT on a small in-context regression problem (d = 3, 8 points), for the tour."""
-    return config_from_dict({
-        "name": "tour-icl-regression", "seed": 0,
-        "model": {"kind": "gpt", "n_layer": 2, "n_head": 2, "d_model": 32, "n_ctx": 16},
-        "data": {"task": "icl_regression", "d": 3, "n_points": 8, "x_dist": "normal",
-                 "layout": "query_pair"},
-        "optim": {"lr": 2e-3, "schedule": "cosine", "warmup_steps": 50, "betas": [0.9, 0.999],
-                  "grad_clip": 1.0, "batch_size": 64},
-        "train": {"max_steps": steps, "eval_every": max(steps // 10, 1),
-                  "checkpoint_every": steps, "threads": 1},
-    }, "tour icl-regression")
-
-
-def regression_chapter(out_dir: Path, quick: bool) -> str:
-    """The tour's in-context regression section (HTML): a linear self-attention layer against
-    one step of gradient descent, and a small GPT against all the baselines, per k.
-
-    Trains two runs under ``out_dir`` (``icl-lsa`` and ``icl-regression``), each replaced when
-    it exists. About 10-20 s with ``quick``, 70-90 s without, on 2 shared cores.
-    """
-    import lenslab
-
-    t0 = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    lsa_steps, gpt_steps = (500, 300) if quick else (600, 2000)
-    parts = []
-
-    lsa_dir = out_dir / "icl-lsa"
-    exp = lsa_gd_experiment(lsa_dir, lsa_steps, progress=False)
-    if exp["curve"]:
-        last = exp["curve"][-1]
-        parts.append(
-            "<p>In-context linear regression: every sequence is a new problem "
-            "<i>y = w&middot;x</i> with <i>w</i> ~ N(0, I), and the model must infer <i>w</i> "
-            "from the pairs before the query. First, one linear self-attention layer (von Oswald "
-            f"et al. 2023; d = 10, 10 examples, x uniform in [-1, 1]) trained for {exp['steps']} "
-            f"steps: its held-out error is {last['mse']:.3f} against {last['mse_gd']:.3f} for one "
-            f"step of gradient descent with the best step size ({100 * last['rel_gap']:+.1f}%), "
-            f"and the cosine between its gradient with respect to the query and GD's is "
-            f"{last['sens_cos']:.3f}. "
-            + ("The layer has learned to take one GD step." if abs(last["rel_gap"]) <= 0.05
-               and last["sens_cos"] >= 0.95 else
-               "This short run is still on its way there; the replication (<code>lenslab "
-               "replicate lsa-gd</code>, 5000 steps) asks for 2% and a cosine above 0.99.")
-            + "</p>"
-            + figure_block(figure_to_svg(_lsa_gd_figure(exp["curve"], _metrics(Path(exp["run"])),
-                                                        last["mse_gd"])),
-                           "Left: loss of the LSA layer and of one optimal GD step. Right: cosine "
-                           "of their input sensitivities."))
-    else:
-        parts.append(f"<p class='note'>The LSA run ended {escape(exp['status'])}: "
-                     f"{escape(exp['message'])}</p>")
-
-    run = out_dir / "icl-regression"
-    _fresh(run)
-    res = lenslab.train(_chapter_gpt_config(gpt_steps), run, progress=True)
-    if res.status == "completed":
-        model, task, step, cfg = load_regression_model(run)
-        cmp_ = compare_algorithms(model, task, n_problems=300, model_name="GPT (2 layers)")
-        cmp_.step, cmp_.command = step, f"lenslab algorithms {run}"
-        cmp_.write(run / "analysis")
-        kmax = cmp_.ks[-1]
-        v = cmp_.verdict_at(kmax)
-        parts.append(
-            f"<p>Then a 2-layer GPT with a linear read-in and read-out (d = 3, up to {kmax} "
-            f"examples, {res.step} steps), compared per number of examples k with least "
-            "squares, ridge, 3-nearest neighbours, averaging and one line-searched GD step "
-            "(Garg et al. 2022; Akyurek et al. 2022). With "
-            f"{kmax} examples its normalized error is {cmp_.error_at(kmax):.3f} (least squares "
-            f"{cmp_.error_at(kmax, 'least_squares'):.3f}, averaging "
-            f"{cmp_.error_at(kmax, 'averaging'):.3f}) and its predictions are closest to "
-            f"<b>{escape(cmp_.algorithms[v['closest']]['label'])}</b> (prediction distance "
-            f"{v['distance']:.3f}, margin {v['margin']:.3f} over "
-            f"{escape(cmp_.algorithms[v['runner_up']]['label'])}). A short run: the full "
-            "replication is <code>lenslab replicate icl-regression</code>.</p>" + cmp_.to_html()
-            + f"<p class='caption'>Command: <code>lenslab algorithms {escape(run)}</code> "
-              f"(written to <code>{escape(run / 'analysis')}</code>).</p>")
-    else:
-        parts.append(f"<p class='note'>The GPT run ended {escape(res.status)}: "
-                     f"{escape(res.message)}</p>")
-    parts.append(f"<p class='caption'>In-context regression computed in "
-                 f"{time.perf_counter() - t0:.0f} s.</p>")
-    return "".join(parts)

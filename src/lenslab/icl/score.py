@@ -14,9 +14,7 @@ and transformers against LSTMs.
 from __future__ import annotations
 
 import math
-import shlex
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -24,12 +22,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lenslab._io import atomic_write_json
-from lenslab.config import load_config
+from lenslab.attention import GPTLens, random_battery, score_battery
 from lenslab.data import IGNORE
 from lenslab.errors import DataError, ModelError, RunDirError
-from lenslab.icl.replicate import Replication, register
-from lenslab.html import pyplot, Page, escape, figure_block, figure_to_svg, table_html
+from lenslab.models import GPT
+from lenslab.html import escape, figure_block, figure_to_svg, pyplot, table_html
+from lenslab.result import Result
 from lenslab.run import Run
 
 
@@ -127,11 +125,8 @@ def repeated_token_loss(model: torch.nn.Module, vocab: int, n_ctx: int, n: int =
     return float(loss[:, L:].mean())  # targets at positions L+1 .. 2L-1
 
 
-def _head_scores(run_model: RunModel) -> tuple[float, float, tuple[int, int]]:
+def head_scores(run_model: RunModel) -> tuple[float, float, tuple[int, int]]:
     """Best prefix-matching and previous-token scores over heads (random battery)."""
-    from lenslab.attention.capture import GPTLens
-    from lenslab.attention.heads import random_battery, score_battery
-
     lens = GPTLens(run_model.model, run_model.task, str(run_model.run_dir.name))
     means, _ = score_battery(lens, random_battery(lens, 8, seed=11))
     ind = means["induction"]
@@ -157,7 +152,6 @@ class PhaseChange:
     jump_to: Optional[int]  # first checkpoint above `high`
     low: float = 0.1
     high: float = 0.6
-    command: str = ""
 
     @property
     def detected(self) -> bool:
@@ -165,6 +159,10 @@ class PhaseChange:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__, detected=self.detected)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PhaseChange":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
     def figure(self):
         plt = pyplot()
@@ -231,8 +229,6 @@ def phase_change(run_dir: str | Path, max_checkpoints: int = 40, progress: bool 
         idx = np.unique(np.linspace(0, len(steps) - 1, max_checkpoints).round().astype(int))
         steps = [steps[i] for i in idx]
     first = load_run_model(run_dir, steps[0])
-    from lenslab.models import GPT
-
     if not isinstance(first.model, GPT):
         raise ModelError(f"{run_dir} is not a transformer run: the phase change is measured on "
                          "attention heads (use `lenslab icl` curves for LSTMs)")
@@ -248,7 +244,7 @@ def phase_change(run_dir: str | Path, max_checkpoints: int = 40, progress: bool 
     try:
         for s in it:
             rm = load_run_model(run_dir, s)
-            ind, prev, head = _head_scores(rm)
+            ind, prev, head = head_scores(rm)
             curve = per_position_loss(rm.model, rm.task, 2, 32)
             out["induction"].append(ind)
             out["prev_token"].append(prev)
@@ -268,22 +264,41 @@ def phase_change(run_dir: str | Path, max_checkpoints: int = 40, progress: bool 
 # ---------------------------------------------------------------------- reports
 
 
+SCORE_KEYS = ("icl_score", "early", "late", "loss_early", "loss_late")
+
+
 @dataclass
-class ICLReport:
+class ICLReport(Result):
+    """ICL score and per-position loss of a run at one checkpoint, and the phase change over
+    its checkpoints (transformer runs with two or more)."""
+
+    kind = "icl"
+    title = "In-context learning"
+
     run_dir: str
     step: int
-    curve: list[float]
-    score: dict
+    curve: list[float]  # [T] mean loss at each position
+    score: dict  # icl_score, early, late, loss_early, loss_late
     phase: Optional[PhaseChange] = None
-    command: str = ""
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = {"run_dir": self.run_dir, "step": self.step, "per_position_loss": self.curve,
-             **self.score, "command": self.command}
+             **self.score}
         if self.phase is not None:
             d["phase_change"] = self.phase.to_dict()
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ICLReport":
+        ph = d.get("phase_change")
+        return cls(str(d.get("run_dir", "")), int(d["step"]), list(d["per_position_loss"]),
+                   {k: d[k] for k in SCORE_KEYS}, PhaseChange.from_dict(ph) if ph else None)
+
+    def heading(self) -> str:
+        return f"In-context learning: {Path(self.run_dir).name}" if self.run_dir else self.title
+
+    def figure(self):
+        return self.curve_figure()
 
     def curve_figure(self):
         return curves_figure({f"{Path(self.run_dir).name} @ {self.step}": self.curve},
@@ -299,9 +314,6 @@ class ICLReport:
         if self.phase is not None:
             body += "<h3>Across checkpoints</h3>" + self.phase.to_html()
         return body
-
-    def _repr_html_(self) -> str:
-        return self.to_html()
 
 
 def curves_figure(curves: dict[str, list[float]], marks: Optional[tuple[int, int]] = None):
@@ -335,26 +347,19 @@ def measure_icl(run_dir: str | Path, early: Optional[int] = None, late: Optional
     curve = per_position_loss(rm.model, rm.task)
     score = icl_score(curve, early, late)
     phase = None
-    from lenslab.models import GPT
-
     if with_phase and isinstance(rm.model, GPT) and len(checkpoint_steps(rm.run_dir)) >= 2:
         phase = phase_change(rm.run_dir, progress=progress)
     return ICLReport(str(run_dir), rm.step, [float(v) for v in curve], score, phase)
 
 
-def write_icl(report: ICLReport, out: str | Path, command: str = "") -> Path:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    report.command = command or " ".join(shlex.quote(a) for a in sys.argv)
-    atomic_write_json(out / "icl.json", report.to_dict())
-    page = Page(f"In-context learning: {Path(report.run_dir).name}", "Command: " + report.command)
-    page.add("ICL score and per-position loss", report.to_html())
-    page.write(out / "icl.html")
-    return out / "icl.html"
-
 
 @dataclass
-class Comparison:
+class Comparison(Result):
+    """Per-position loss of two runs on the same held-out sequences (transformer vs LSTM)."""
+
+    kind = "compare"
+    title = "Per-position loss"
+
     names: list[str]
     curves: dict[str, list[float]]
     scores: dict[str, dict]
@@ -363,6 +368,14 @@ class Comparison:
     def to_dict(self) -> dict:
         return {"runs": self.names, "per_position_loss": self.curves, "icl": self.scores,
                 "non_embedding_params": self.params}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Comparison":
+        return cls(list(d["runs"]), dict(d["per_position_loss"]), dict(d["icl"]),
+                   dict(d["non_embedding_params"]))
+
+    def heading(self) -> str:
+        return "Per-position loss: " + " vs ".join(self.names)
 
     def figure(self):
         return curves_figure(self.curves)
@@ -373,9 +386,6 @@ class Comparison:
                  "ICL score": self.scores[n]["icl_score"]} for n in self.names]
         return figure_block(figure_to_svg(self.figure()), "Per-position loss on the same held-out "
                             "sequences (log position axis).") + table_html(rows, digits=3)
-
-    def _repr_html_(self) -> str:
-        return self.to_html()
 
 
 def compare(run_a: str | Path, run_b: str | Path) -> Comparison:
@@ -391,151 +401,3 @@ def compare(run_a: str | Path, run_b: str | Path) -> Comparison:
         scores[name] = icl_score(c)
         params[name] = rm.model.num_params()
     return Comparison(list(curves), curves, scores, params)
-
-
-# ---------------------------------------------------------------------- replication
-
-
-def _induction_cfg(layers: int, steps: int):
-    import lenslab
-
-    cfg = lenslab.example_config("induction")
-    return cfg.model_copy(update={
-        "name": f"induction-{layers}L",
-        "model": cfg.model.model_copy(update={"n_layer": layers}),
-        "train": cfg.train.model_copy(update={"max_steps": steps, "eval_every": 100,
-                                              "checkpoint_every": 50, "keep_checkpoints": 1000}),
-    })
-
-
-@register("induction", "2-layer attention-only GPT forms induction heads by step 1000; the "
-                       "1-layer control does not (Olsson et al. 2022)")
-def replicate_induction(out: Path, progress: bool = True, steps: int = 1000) -> Replication:
-    import shutil
-
-    import lenslab
-
-    measured, short = {}, []
-    phases = {}
-    for layers in (2, 1):
-        run = out / f"induction-{layers}L"
-        if run.exists():
-            shutil.rmtree(run)
-        res = lenslab.train(_induction_cfg(layers, steps), run, progress=progress)
-        if res.status != "completed":
-            short.append(f"{layers}-layer run ended {res.status}: {res.message}")
-            continue
-        rm = load_run_model(run)
-        ind, prev, head = _head_scores(rm)
-        rep = repeated_token_loss(rm.model, rm.cfg.model.vocab_size, rm.n_ctx)
-        measured[f"{layers}L"] = {"prefix_matching": ind, "prev_token": prev,
-                                  "repeat_loss": rep, "best_head": list(head)}
-        if layers == 2:
-            ph = phase_change(run, progress=progress)
-            phases[layers] = ph
-            measured["2L"]["jump"] = {"detected": ph.detected, "from_step": ph.jump_from,
-                                      "to_step": ph.jump_to, "step": ph.jump_step}
-            lens_prev = _layer0_prev(rm)
-            measured["2L"]["layer0_prev_token"] = lens_prev
-            checks = [(ind >= 0.7, f"prefix matching {ind:.3f} < 0.7"),
-                      (rep <= 0.1, f"repeated-token loss {rep:.3f} > 0.1 nats"),
-                      (lens_prev >= 0.3, f"best layer-0 previous-token score {lens_prev:.3f} < 0.3"),
-                      (ph.detected, "no jump from under 0.1 to over 0.6 detected")]
-        else:
-            checks = [(ind <= 0.1, f"1-layer prefix matching {ind:.3f} > 0.1"),
-                      (rep >= 3.5, f"1-layer repeated-token loss {rep:.3f} < 3.5")]
-        short += [msg for ok, msg in checks if not ok]
-    page = Page("Replication: induction heads", "Olsson et al. 2022, on this CPU. Targets: 2-layer "
-                "prefix matching >= 0.7, repeated-token loss <= 0.1, layer-0 previous-token >= 0.3, "
-                "a jump from < 0.1 to > 0.6; 1-layer control prefix matching <= 0.1 and "
-                "repeated-token loss >= 3.5.")
-    if 2 in phases:
-        page.add("Phase change (2 layers)", phases[2].to_html())
-    page.add("Measured", f"<pre>{escape(_json(measured))}</pre>"
-             + ("<p>All targets met.</p>" if not short else
-                "<ul>" + "".join(f"<li>{escape(s)}</li>" for s in short) + "</ul>"))
-    page.write(out / "induction.html")
-    atomic_write_json(out / "induction.json", {"measured": measured, "shortfalls": short})
-    return Replication("induction", not short, measured, short, out / "induction.html")
-
-
-def _layer0_prev(rm: RunModel) -> float:
-    from lenslab.attention.capture import GPTLens
-    from lenslab.attention.heads import random_battery, score_battery
-
-    lens = GPTLens(rm.model, rm.task)
-    means, _ = score_battery(lens, random_battery(lens, 8, seed=11))
-    return float(means["prev_token"][0].max())
-
-
-def _json(d) -> str:
-    import json
-
-    from lenslab._io import dumps
-
-    return json.dumps(json.loads(dumps(d)), indent=2)
-
-
-# ---------------------------------------------------------------------- tour
-
-
-def tour_chapter(out: Path, page: Page, quick: bool) -> str:
-    """"Learning in context": the phase change of the tour's GPT, transformer against LSTM on
-    the same data and token budget, and in-context regression against known algorithms."""
-    import shutil
-    import time
-
-    import lenslab
-
-    t0 = time.perf_counter()
-    run = out / "runs" / "induction"
-    parts = []
-    ph = phase_change(run)
-    rep = measure_icl(run, with_phase=False)
-    write_icl(ICLReport(rep.run_dir, rep.step, rep.curve, rep.score, ph), run / "analysis",
-              f"lenslab icl {run} --out {run / 'analysis'}")
-    parts.append(
-        "<h3>The induction phase change</h3>"
-        "<p>Every checkpoint of the first chapter's run, measured again: the best head's "
-        "prefix-matching score, the best previous-token score, the loss on a repeated random "
-        "sequence and the ICL score. Olsson et al. 2022 saw all of these change together in a "
-        "narrow window of training; so does this model.</p>" + ph.to_html())
-    gcfg = load_config(run / "config.toml")
-    lcfg = lenslab.example_config("lstm")
-    lcfg = lcfg.model_copy(update={
-        "name": "tour-lstm", "seed": gcfg.seed, "data": gcfg.data,
-        "optim": lcfg.optim.model_copy(update={"batch_size": gcfg.optim.batch_size}),
-        "train": lcfg.train.model_copy(update={"max_steps": gcfg.train.max_steps, "eval_every": 100,
-                                               "checkpoint_every": 100})})
-    lrun = out / "runs" / "lstm"
-    if lrun.exists():
-        shutil.rmtree(lrun)
-    res = lenslab.train(lcfg, lrun, progress=True)
-    cmp_ = compare(run, lrun)
-    gname, lname = cmp_.names
-    g, l_ = cmp_.scores[gname], cmp_.scores[lname]
-    if l_["loss_early"] - l_["loss_late"] < 0.1:
-        lstm_says = (f"the LSTM has not learned to use its context at all in this budget (loss "
-                     f"{l_['loss_early']:.2f} early, {l_['loss_late']:.2f} late): a sequence of up "
-                     "to 32 random tokens must pass through its state, which it has not learned to do")
-    else:
-        lstm_says = (f"the LSTM improves too ({l_['loss_early']:.2f} to {l_['loss_late']:.2f}), "
-                     "but less: what it recalls must have passed through its state")
-    parts.append(
-        "<h3>Transformer against LSTM</h3>"
-        f"<p>An LSTM ({cmp_.params[lname]:,} non-embedding parameters) trained by the same trainer "
-        f"on the same data and token budget ({res.step} steps) as the GPT "
-        f"({cmp_.params[gname]:,}). Early in the context neither can do better than guess "
-        f"({g['loss_early']:.2f} and {l_['loss_early']:.2f} nats at position {g['early'] + 1}). Later "
-        f"the transformer copies from context (loss {g['loss_late']:.2f} at position "
-        f"{g['late'] + 1}), while {escape(lstm_says)}. Kaplan et al. 2020 (fig. 7) describe LSTMs "
-        "keeping up early in the context and falling behind later.</p>" + cmp_.to_html())
-    try:
-        from lenslab.icl.algorithms import regression_chapter
-    except ImportError:
-        regression_chapter = None
-    if regression_chapter is not None:
-        parts.append("<h3>Which algorithm runs in context?</h3>"
-                     + regression_chapter(out / "runs", quick))
-    parts.append(f"<p class='caption'>ICL chapter computed in {time.perf_counter() - t0:.0f} s.</p>")
-    return "".join(parts)

@@ -7,4 +7,6 @@ the labs read through one, the report renders what it holds.
 from lenslab.run.checkpoint import Checkpoint
 from lenslab.run.folder import Run, check_task, config_diff, list_runs, pid_alive
 
-__all__ = ["Run", "Checkpoint", "list_runs", "pid_alive", "check_task", "config_diff"]
+load_run = Run.open  # lenslab.load_run(path): the run folder at path, or a one-line RunDirError
+
+__all__ = ["Run", "Checkpoint", "load_run", "list_runs", "pid_alive", "check_task", "config_diff"]

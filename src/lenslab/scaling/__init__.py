@@ -22,9 +22,11 @@ from lenslab.scaling.fit import (
     fit_table,
     select_breaks,
 )
-from lenslab.scaling.table import DataWarning, read_csv
+from lenslab.scaling.sweep import read_results, run_sweep
+from lenslab.table import DataWarning, read_csv
 
 __all__ = [
     "BIC_MARGIN", "EPOCH_GRID", "FORMS", "ScalingFit", "bootstrap", "fit_power", "fit_chinchilla", "fit_broken",
     "fit_table", "select_breaks", "diagnose", "find_bend", "Diagnosis", "Check", "DataWarning", "read_csv",
+    "run_sweep", "read_results",
 ]

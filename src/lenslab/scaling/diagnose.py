@@ -55,7 +55,7 @@ import numpy as np
 from lenslab.errors import ConfigError, DataError
 from lenslab.scaling.fit import BIC_MARGIN, PowerLaw, ScalingFit, select_breaks
 from lenslab.scaling.optim import HuberObjective, lbfgs_batched
-from lenslab.scaling.table import DataWarning, Table, drop_missing, positive_column, read_csv
+from lenslab.table import DataWarning, Table, drop_missing, positive_column, read_csv
 from lenslab.html import pyplot
 from lenslab._io import plain
 

@@ -1065,7 +1065,7 @@ def fit_table(source: Any, form: str = "power", *, x: str | Sequence[str] | None
     :class:`~lenslab.scaling.isoflop.IsoFlopFit`. ``where`` keeps the rows that meet every
     ``COLUMN=VALUE``, ``COLUMN!=VALUE`` or ``COLUMN~REGEX`` (one setup of a table of several).
     """
-    from lenslab.scaling.table import Table, drop_missing, positive_column, read_csv
+    from lenslab.table import Table, drop_missing, positive_column, read_csv
 
     if form not in FORMS:
         raise ConfigError(f"unknown form {form!r}; choose one of {', '.join(FORMS)}")

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from lenslab.errors import DataError
-from lenslab.scaling.table import DataWarning
+from lenslab.table import DataWarning
 from lenslab.html import pyplot
 from lenslab._io import plain
 

@@ -54,12 +54,14 @@
     return out;
   })();
 
-  function classColor(cls) {
-    if (!cls) { return "#9aa3b2"; }
-    var base = String(cls).split("(")[0];
-    if (CLASS_COLORS.hasOwnProperty(base)) { return CLASS_COLORS[base]; }
+  // a head's colour: its class's, as lenslab sent it; a hue from the tag for other tags
+  function classColor(info) {
+    if (info && info.color) { return String(info.color); }
+    var tag = info ? String(info["class"] || "") : "";
+    if (!tag) { return "#9aa3b2"; }
+    if (CLASS_COLORS.hasOwnProperty(tag)) { return CLASS_COLORS[tag]; }
     var h = 0;
-    for (var i = 0; i < base.length; i++) { h = (h * 31 + base.charCodeAt(i)) % 360; }
+    for (var i = 0; i < tag.length; i++) { h = (h * 31 + tag.charCodeAt(i)) % 360; }
     return "hsl(" + h + ",45%,40%)";
   }
 
@@ -238,10 +240,10 @@
           var info = self.info[key];
           var tip = "layer " + l + ", head " + h;
           if (info) {
-            var tag = el("div", "lv-class", info["class"] || "-");
-            tag.style.background = classColor(info["class"]);
+            var tag = el("div", "lv-class", info.label || info["class"] || "-");
+            tag.style.background = classColor(info);
             cell.appendChild(tag);
-            tip += "\nclass: " + (info["class"] || "-");
+            tip += "\nclass: " + (info.label || info["class"] || "-");
             Object.keys(info.scores || {}).forEach(function (k) {
               tip += "\n" + k + ": " + fmt(info.scores[k]);
             });
@@ -295,8 +297,8 @@
         "No head classes given (pass heads.json from `lenslab heads`)."));
       return;
     }
-    var tag = el("span", "lv-class big", info["class"] || "-");
-    tag.style.background = classColor(info["class"]);
+    var tag = el("span", "lv-class big", info.label || info["class"] || "-");
+    tag.style.background = classColor(info);
     box.appendChild(tag);
     var names = Object.keys(info.scores || {});
     if (names.length) {

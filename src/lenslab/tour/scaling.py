@@ -1,6 +1,6 @@
-"""The tour's "Scaling" chapter: a small sweep, its fitted law with intervals, and an emergence verdict.
+"""Tour chapter "Scaling": a small sweep, its fitted law with intervals, and an emergence verdict.
 
-:func:`scaling_chapter` trains a family of small GPTs on 3-digit addition with
+:func:`chapter` trains a family of small GPTs on 3-digit addition with
 :func:`lenslab.scaling.sweep.run_sweep` (two workers of one thread each), fits
 ``L(N) = E + A N^-alpha`` to their final losses with bootstrap intervals
 (:func:`lenslab.scaling.fit.fit_table`), checks the law against the largest model held out,
@@ -17,7 +17,17 @@ from __future__ import annotations
 import math
 import shutil
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Optional
+
+from lenslab._io import atomic_write_json
+from lenslab.emergence import EmergenceResult, analyze_csv
+from lenslab.errors import LensError
+from lenslab.html import Page, badge, escape, fmt, table_html
+from lenslab.scaling.diagnose import diagnose
+from lenslab.scaling.fit import fit_table
+from lenslab.scaling.sweep import SweepResult, run_sweep, write_predictions
 
 #: (n_layer, d_model) of the sweep's models, and optimizer steps, per mode.
 FULL_SHAPES = [(1, 16), (1, 24), (2, 32), (2, 48), (2, 64), (2, 96)]
@@ -33,13 +43,9 @@ SMALL_CHANGE = 0.05
 
 
 
-def scaling_chapter(out_dir: Path, quick: bool) -> str:
-    """Run the chapter's sweep into ``out_dir/scaling`` and return its HTML (trusted, escaped)."""
-    from lenslab.html import badge, escape, fmt, table_html
-    from lenslab.scaling.addition import addition_emergence, addition_sweep_config
-    from lenslab.scaling.diagnose import diagnose
-    from lenslab.scaling.fit import fit_table
-    from lenslab.scaling.sweep import run_sweep
+def chapter(out: Path, page: Page, quick: bool) -> str:
+    """Run the chapter's sweep into ``out/scaling`` and return its HTML (trusted, escaped)."""
+    out_dir = out / "scaling"
 
     shapes, steps = (QUICK_SHAPES, QUICK_STEPS) if quick else (FULL_SHAPES, FULL_STEPS)
     out = Path(out_dir) / "scaling" / ("addition-quick" if quick else "addition")
@@ -48,7 +54,6 @@ def scaling_chapter(out_dir: Path, quick: bool) -> str:
     cfg = addition_sweep_config(shapes, steps, workers=2, threads=1, name="tour-addition")
     result = run_sweep(cfg, out, progress=True)
     if result.exit_code != 0:
-        from lenslab.errors import LensError
 
         detail = "; ".join(f"{k}: {v}" for k, v in result.messages.items()) or "interrupted"
         raise LensError(f"the chapter's sweep did not finish ({detail}); see {out}")
@@ -180,3 +185,88 @@ def scaling_chapter(out_dir: Path, quick: bool) -> str:
                      f"{len(FULL_SHAPES)} sizes trained {FULL_STEPS} steps, long enough for the larger ones to "
                      f"learn to carry.</div>")
     return "".join(parts)
+
+
+# ---------------------------------------------------------------------- the addition case
+
+
+@dataclass
+class AdditionCase:
+    """The live case: the sweep, its predictions CSV and the emergence verdict."""
+
+    sweep: SweepResult
+    predictions: Path
+    emergence: EmergenceResult
+
+    def _repr_html_(self) -> str:
+        return self.emergence.html()
+
+
+def addition_emergence(sweep_dir: str | Path, n_boot: int = 1000, seed: int = 0,
+                       n_examples: int = 512) -> tuple[Path, Any]:
+    """The verdict for an addition sweep that has finished: ``(predictions.csv, EmergenceResult)``.
+
+    Writes ``predictions.csv`` when it is missing, then ``emergence/emergence.json`` and
+    ``emergence/emergence.html`` in the sweep folder.
+    """
+    sweep_dir = Path(sweep_dir)
+    pred = sweep_dir / "predictions.csv"
+    if not pred.is_file():
+        pred = write_predictions(sweep_dir, n_examples)
+    res = analyze_csv(pred, n_boot=n_boot, seed=seed)
+    d = res.to_dict()
+    d["source"] = str(pred)
+    d["command"] = f"lenslab emergence {pred} --bootstrap {n_boot} --seed {seed} --out {sweep_dir / 'emergence'}"
+    atomic_write_json(sweep_dir / "emergence" / "emergence.json", d)
+    res.page(f"Emergent or metric artifact? {sweep_dir.name}").write(sweep_dir / "emergence" / "emergence.html")
+    return pred, res
+
+
+def addition_sweep_config(shapes: list[tuple[int, int]], steps: int, *, digits: int = 3, lr: float = 3e-3,
+                          batch_size: int = 64, warmup: int = 50, seeds: tuple[int, ...] = (0,),
+                          workers: int = 2, threads: int = 1, predictions: int = 512,
+                          name: str = "addition") -> dict[str, Any]:
+    """A sweep (as a dict for :func:`lenslab.scaling.sweep.run_sweep`) of GPTs on addition.
+
+    ``shapes`` are ``(n_layer, d_model)`` pairs; each gets the most heads out of 8, 4, 2, 1
+    that keeps every head at least 8 wide. The learning rate and warmup are the same for every
+    size (a choice that :func:`lenslab.scaling.diagnose` reports as ``lr_not_retuned``).
+    """
+    shp = [{"n_layer": L, "d_model": d, "n_head": _heads(d)} for L, d in shapes]
+    return {
+        "name": name, "workers": workers, "threads": threads, "predictions": predictions,
+        "base": {
+            "name": name, "seed": 0,
+            "model": {"kind": "gpt", "n_ctx": 3 * digits + 2},
+            "data": {"task": "addition", "digits": digits, "base": 10, "format": "reversed"},
+            "optim": {"lr": lr, "warmup_steps": warmup, "batch_size": batch_size},
+            "train": {"max_steps": steps, "eval_every": steps, "eval_batches": 4,
+                      "checkpoint_every": max(steps // 2, 1), "keep_checkpoints": 2, "device": "cpu"},
+        },
+        "grid": {"shapes": shp, "steps": [steps], "seeds": list(seeds)},
+    }
+
+
+def _heads(d_model: int) -> int:
+    for h in (8, 4, 2, 1):
+        if d_model % h == 0 and d_model // h >= 8:
+            return h
+    return 1
+
+
+def addition_case(out: str | Path, shapes: Optional[list[tuple[int, int]]] = None, steps: int = 1000, *,
+                  workers: int = 2, threads: int = 1, n_boot: int = 1000, progress: bool = True,
+                  **config: Any) -> AdditionCase:
+    """Run (or resume) an addition sweep into ``out``, then judge emergence on its answers.
+
+    Defaults: six shapes from 1 layer x 16 wide to 2 layers x 96 wide, 1000 steps each.
+    ``config`` goes to :func:`addition_sweep_config` (digits, lr, batch_size, seeds, ...).
+    """
+    shapes = shapes or [(1, 16), (1, 24), (2, 32), (2, 48), (2, 64), (2, 96)]
+    sweep_cfg = addition_sweep_config(shapes, steps, workers=workers, threads=threads, **config)
+    result = run_sweep(sweep_cfg, out, progress=progress)
+    if result.exit_code != 0:
+        msg = "; ".join(f"{k}: {v}" for k, v in result.messages.items()) or "interrupted"
+        raise LensError(f"the addition sweep in {out} did not finish ({msg}); rerun to resume it")
+    pred, res = addition_emergence(out, n_boot=n_boot, n_examples=sweep_cfg["predictions"])
+    return AdditionCase(result, pred, res)

@@ -1,6 +1,6 @@
-"""CLI commands of the scaling and emergence lab: ``sweep``, ``fit``, ``diagnose``, ``emergence``.
+"""Commands of the scaling and emergence lab: ``sweep``, ``fit``, ``diagnose``, ``emergence``.
 
-:func:`register` adds them to the ``lenslab`` typer app. Each command is a thin shell over the
+Each command is a thin shell over the
 Python API (:func:`lenslab.scaling.sweep.run_sweep`, :func:`lenslab.scaling.fit.fit_table`,
 :func:`lenslab.scaling.diagnose.diagnose`, :func:`lenslab.emergence.analyze_csv`): it prints a
 short rich summary; the analyses write JSON (atomic), a self-contained HTML page and a PNG into
@@ -17,14 +17,11 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table as RichTable
 
+from lenslab.cli.app import app, console, err
 from lenslab.errors import ConfigError
 from lenslab.html import compact, fmt, write_png
-
-_out = Console()
-_err = Console(stderr=True, soft_wrap=True)
 
 
 
@@ -35,7 +32,7 @@ def _run_with_warnings(fn: Callable[[], Any]) -> Any:
         warnings.simplefilter("always")
         result = fn()
     for w in caught:
-        _err.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+        err.print(f"[yellow]warning:[/] {w.message}", highlight=False)
     return result
 
 
@@ -87,19 +84,19 @@ def fit_command(results: Path, form: str = "power", x: Optional[str] = None, y: 
     for row in res.summary_rows():
         iv = "-" if row["low"] != row["low"] else f"[{fmt(row['low'])}, {fmt(row['high'])}]"
         t.add_row(row["parameter"], fmt(row["value"]), iv)
-    _out.print(t)
+    console.print(t)
     if "holdout" in d:
         h = d["holdout"]
-        _out.print(f"held out {h['n']} largest points: RMSLE {h['rmsle']:.4g}, "
+        console.print(f"held out {h['n']} largest points: RMSLE {h['rmsle']:.4g}, "
                    f"mean relative error {h['mean_relative_error']:+.2%}", highlight=False)
     if "compute_optimal" in d:
         co = d["compute_optimal"]
-        _out.print(f"compute-optimal: N ~ C^{co['exponent_a']:.3f}, {co['tokens_per_parameter']:.3g} tokens "
+        console.print(f"compute-optimal: N ~ C^{co['exponent_a']:.3f}, {co['tokens_per_parameter']:.3g} tokens "
                    f"per parameter at C = {co['reference_compute']:.3g}", highlight=False)
     if d.get("selection"):
         chosen = next(r for r in d["selection"] if r["chosen"])
-        _out.print(f"breaks chosen: {chosen['breaks']} (of {len(d['selection']) - 1} tried)", highlight=False)
-    _err.print(f"[green]wrote[/] {out / 'fit.json'}, fit.html, fit.png", highlight=False)
+        console.print(f"breaks chosen: {chosen['breaks']} (of {len(d['selection']) - 1} tried)", highlight=False)
+    err.print(f"[green]wrote[/] {out / 'fit.json'}, fit.html, fit.png", highlight=False)
     return d
 
 
@@ -117,20 +114,20 @@ def diagnose_command(source: Path, out: Optional[Path] = None, x: Optional[str] 
         where=where)
     b = dg.bend
     colour = {"single law rejected": "red", "single law holds": "green"}.get(b.status, "yellow")
-    _out.print(f"[bold {colour}]{b.status}[/]: {b.reason}", highlight=False)
+    console.print(f"[bold {colour}]{b.status}[/]: {b.reason}", highlight=False)
     t = RichTable(title="plausible causes")
     for col in ("cause", "status", "evidence"):
         t.add_column(col)
     for c in dg.checks:
         style = {"supported": "red", "not supported": "green"}.get(c.status, "yellow")
         t.add_row(c.title, f"[{style}]{c.status}[/]", c.evidence)
-    _out.print(t)
+    console.print(t)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "diagnosis.json", d)
         dg.page().write(out / "diagnosis.html")
         write_png(dg.figure(), out / "diagnosis.png")
-        _err.print(f"[green]wrote[/] {out / 'diagnosis.json'}, diagnosis.html, diagnosis.png", highlight=False)
+        err.print(f"[green]wrote[/] {out / 'diagnosis.json'}, diagnosis.html, diagnosis.png", highlight=False)
     return d
 
 
@@ -156,7 +153,7 @@ def emergence_command(predictions: Path, out: Path, bootstrap: int = 1000, token
     res.page(f"Emergent or metric artifact? {Path(predictions).name}").write(out / "emergence.html")
     write_png(res.figure(), out / "emergence.png")
     colour = {"metric artifact": "yellow", "emergent": "green"}.get(res.verdict, "white")
-    _out.print(f"[bold {colour}]{res.verdict}[/]: {res.reason}", highlight=False)
+    console.print(f"[bold {colour}]{res.verdict}[/]: {res.reason}", highlight=False)
     t = RichTable(title=f"{res.scales.size} scales")
     for col in ("metric", "kind", "shape", "forecast surprise", "breakthroughness", "linearity"):
         t.add_column(col, justify="left" if col in ("metric", "kind", "shape") else "right")
@@ -165,8 +162,8 @@ def emergence_command(predictions: Path, out: Path, bootstrap: int = 1000, token
         if r["surprise_low"] == r["surprise_low"]:
             sur += f" [{fmt(r['surprise_low'])}, {fmt(r['surprise_high'])}]"
         t.add_row(r["metric"], r["kind"], r["shape"], sur, fmt(r["breakthroughness"]), fmt(r["linearity"]))
-    _out.print(t)
-    _err.print(f"[green]wrote[/] {out / 'emergence.json'}, emergence.html, emergence.png", highlight=False)
+    console.print(t)
+    err.print(f"[green]wrote[/] {out / 'emergence.json'}, emergence.html, emergence.png", highlight=False)
     return d
 
 
@@ -187,94 +184,91 @@ def sweep_command(sweep: Path, out: Path, workers: Optional[int] = None, threads
     for r in res.rows:
         t.add_row(*(compact(r.get(c, float("nan"))) if c in ("N", "D") else fmt(r.get(c, float("nan")))
                     for c in cols))
-    _out.print(t)
+    console.print(t)
     for name, msg in res.messages.items():
-        _err.print(f"[yellow]{name}[/]: {msg}", highlight=False)
+        err.print(f"[yellow]{name}[/]: {msg}", highlight=False)
     extra = f", {res.predictions.name}" if res.predictions is not None else ""
-    _err.print(f"[green]wrote[/] {out / 'results.csv'}, results.json{extra}", highlight=False)
+    err.print(f"[green]wrote[/] {out / 'results.csv'}, results.json{extra}", highlight=False)
     if res.exit_code == 75:
-        _err.print(f"interrupted: continue with `lenslab sweep {sweep} --out {out}`", highlight=False)
+        err.print(f"interrupted: continue with `lenslab sweep {sweep} --out {out}`", highlight=False)
     elif res.exit_code:
-        _err.print(f"[bold red]unfinished[/]: {', '.join(res.unfinished)}; rerun "
+        err.print(f"[bold red]unfinished[/]: {', '.join(res.unfinished)}; rerun "
                    f"`lenslab sweep {sweep} --out {out}` to resume them", highlight=False)
     return res.exit_code
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``sweep``, ``fit``, ``diagnose`` and ``emergence`` to ``app``."""
+@app.command("sweep")
+def sweep(
+    sweep_file: Path = typer.Argument(..., help="sweep TOML: base run config and grid (see lenslab.scaling.sweep)"),
+    out: Path = typer.Option(..., "--out", "-o", help="sweep folder: runs/, results.csv, results.json"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="runs at the same time (overrides the file)"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch threads per run (overrides the file)"),
+    inject: Optional[str] = typer.Option(
+        None, "--inject", help="faults for tests: kill@20 (every new run) or NAME=kill@20;NAME2=nan@5"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
+):
+    """Train a grid of runs (resumable; several at once) and write the results table."""
+    code = sweep_command(sweep_file, out, workers, threads, inject, quiet)
+    if code:
+        raise typer.Exit(code)
 
-    @app.command("sweep")
-    def sweep(
-        sweep_file: Path = typer.Argument(..., help="sweep TOML: base run config and grid (see lenslab.scaling.sweep)"),
-        out: Path = typer.Option(..., "--out", "-o", help="sweep folder: runs/, results.csv, results.json"),
-        workers: Optional[int] = typer.Option(None, "--workers", help="runs at the same time (overrides the file)"),
-        threads: Optional[int] = typer.Option(None, "--threads", help="torch threads per run (overrides the file)"),
-        inject: Optional[str] = typer.Option(
-            None, "--inject", help="faults for tests: kill@20 (every new run) or NAME=kill@20;NAME2=nan@5"),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
-    ):
-        """Train a grid of runs (resumable; several at once) and write the results table."""
-        code = sweep_command(sweep_file, out, workers, threads, inject, quiet)
-        if code:
-            raise typer.Exit(code)
+@app.command("fit")
+def fit(
+    results: Path = typer.Argument(..., help="results CSV, or a sweep folder with results.csv"),
+    form: str = typer.Option("power", "--form",
+                             help="power | chinchilla | broken | data-constrained | isoflop"),
+    x: Optional[str] = typer.Option(
+        None, "--x", help="size column (default N; chinchilla: N,D; data-constrained: N,D,U; "
+        "isoflop: N,C)"),
+    y: str = typer.Option("loss", "--y", help="loss column"),
+    holdout_last: int = typer.Option(
+        0, "--holdout-last", help="fit without the K largest points and report the error on them"),
+    bootstrap: int = typer.Option(200, "--bootstrap", help="bootstrap resamples for intervals (0: none)"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for fit.json, fit.html, fit.png"),
+    tie: Optional[bool] = typer.Option(
+        None, "--tie/--no-tie", help="one exponent, alpha = beta (default: untied for chinchilla, "
+        "tied for data-constrained's fitted base, as Muennighoff et al.)"),
+    base: Optional[str] = typer.Option(
+        None, "--base", help="data-constrained: fixed base law A=..,B=..,E=..,alpha=..,beta=.. "
+        "(default: fitted to the runs with at most one epoch)"),
+    max_breaks: int = typer.Option(2, "--max-breaks", help="broken: most breaks to try"),
+    level: float = typer.Option(0.95, "--level", help="interval level"),
+    seed: int = typer.Option(0, "--seed", help="bootstrap seed"),
+    where: Optional[list[str]] = typer.Option(
+        None, "--where", help="keep rows with COLUMN=VALUE, COLUMN!=VALUE or COLUMN~REGEX (repeat)"),
+):
+    """Fit a scaling law (power, Chinchilla, broken, data-constrained; or isoFLOP minima) with
+    bootstrap intervals."""
+    fit_command(results, form, x, y, holdout_last, bootstrap, out, tie, max_breaks, level, seed,
+                base, where)
 
-    @app.command("fit")
-    def fit(
-        results: Path = typer.Argument(..., help="results CSV, or a sweep folder with results.csv"),
-        form: str = typer.Option("power", "--form",
-                                 help="power | chinchilla | broken | data-constrained | isoflop"),
-        x: Optional[str] = typer.Option(
-            None, "--x", help="size column (default N; chinchilla: N,D; data-constrained: N,D,U; "
-            "isoflop: N,C)"),
-        y: str = typer.Option("loss", "--y", help="loss column"),
-        holdout_last: int = typer.Option(
-            0, "--holdout-last", help="fit without the K largest points and report the error on them"),
-        bootstrap: int = typer.Option(200, "--bootstrap", help="bootstrap resamples for intervals (0: none)"),
-        out: Path = typer.Option(..., "--out", "-o", help="folder for fit.json, fit.html, fit.png"),
-        tie: Optional[bool] = typer.Option(
-            None, "--tie/--no-tie", help="one exponent, alpha = beta (default: untied for chinchilla, "
-            "tied for data-constrained's fitted base, as Muennighoff et al.)"),
-        base: Optional[str] = typer.Option(
-            None, "--base", help="data-constrained: fixed base law A=..,B=..,E=..,alpha=..,beta=.. "
-            "(default: fitted to the runs with at most one epoch)"),
-        max_breaks: int = typer.Option(2, "--max-breaks", help="broken: most breaks to try"),
-        level: float = typer.Option(0.95, "--level", help="interval level"),
-        seed: int = typer.Option(0, "--seed", help="bootstrap seed"),
-        where: Optional[list[str]] = typer.Option(
-            None, "--where", help="keep rows with COLUMN=VALUE, COLUMN!=VALUE or COLUMN~REGEX (repeat)"),
-    ):
-        """Fit a scaling law (power, Chinchilla, broken, data-constrained; or isoFLOP minima) with
-        bootstrap intervals."""
-        fit_command(results, form, x, y, holdout_last, bootstrap, out, tie, max_breaks, level, seed,
-                    base, where)
+@app.command("diagnose")
+def diagnose(
+    source: Path = typer.Argument(..., help="sweep folder (results.csv) or results CSV"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="folder for diagnosis.json/.html/.png"),
+    x: Optional[str] = typer.Option(None, "--x", help="size column (default N)"),
+    y: Optional[str] = typer.Option(None, "--y", help="loss column (default loss, else val_loss)"),
+    bootstrap: int = typer.Option(200, "--bootstrap", help="bootstrap resamples for the confidence"),
+    seed: int = typer.Option(0, "--seed"),
+    where: Optional[list[str]] = typer.Option(
+        None, "--where", help="keep rows with COLUMN=VALUE, COLUMN!=VALUE or COLUMN~REGEX (repeat)"),
+):
+    """Where does the scaling law bend, and which causes do the runs' records support?"""
+    diagnose_command(source, out, x, y, bootstrap, seed, where)
 
-    @app.command("diagnose")
-    def diagnose(
-        source: Path = typer.Argument(..., help="sweep folder (results.csv) or results CSV"),
-        out: Optional[Path] = typer.Option(None, "--out", "-o", help="folder for diagnosis.json/.html/.png"),
-        x: Optional[str] = typer.Option(None, "--x", help="size column (default N)"),
-        y: Optional[str] = typer.Option(None, "--y", help="loss column (default loss, else val_loss)"),
-        bootstrap: int = typer.Option(200, "--bootstrap", help="bootstrap resamples for the confidence"),
-        seed: int = typer.Option(0, "--seed"),
-        where: Optional[list[str]] = typer.Option(
-            None, "--where", help="keep rows with COLUMN=VALUE, COLUMN!=VALUE or COLUMN~REGEX (repeat)"),
-    ):
-        """Where does the scaling law bend, and which causes do the runs' records support?"""
-        diagnose_command(source, out, x, y, bootstrap, seed, where)
-
-    @app.command("emergence")
-    def emergence(
-        predictions: Path = typer.Argument(..., help="CSV: scale, example, target, prediction[, logprob, loss]"),
-        out: Path = typer.Option(..., "--out", "-o", help="folder for emergence.json/.html/.png"),
-        bootstrap: int = typer.Option(1000, "--bootstrap", help="bootstrap resamples over examples"),
-        tokens: str = typer.Option("char", "--tokens", help="token unit for per-token metrics: char | whitespace"),
-        seed: int = typer.Option(0, "--seed"),
-        scale: str = typer.Option("scale", "--scale", help="metric tables: the scale column (numbers, "
-                                  "or model names with a size such as pythia-1.4b)"),
-        metric: Optional[list[str]] = typer.Option(
-            None, "--metric", help="metric tables: COLUMN:discrete|continuous[:higher|lower] (repeat)"),
-        where: Optional[list[str]] = typer.Option(
-            None, "--where", help="keep rows with COLUMN=VALUE, COLUMN!=VALUE or COLUMN~REGEX (repeat)"),
-    ):
-        """Emergent ability or metric artifact? Metric curves across scales and the verdict."""
-        emergence_command(predictions, out, bootstrap, tokens, seed, scale, metric, where)
+@app.command("emergence")
+def emergence(
+    predictions: Path = typer.Argument(..., help="CSV: scale, example, target, prediction[, logprob, loss]"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for emergence.json/.html/.png"),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="bootstrap resamples over examples"),
+    tokens: str = typer.Option("char", "--tokens", help="token unit for per-token metrics: char | whitespace"),
+    seed: int = typer.Option(0, "--seed"),
+    scale: str = typer.Option("scale", "--scale", help="metric tables: the scale column (numbers, "
+                              "or model names with a size such as pythia-1.4b)"),
+    metric: Optional[list[str]] = typer.Option(
+        None, "--metric", help="metric tables: COLUMN:discrete|continuous[:higher|lower] (repeat)"),
+    where: Optional[list[str]] = typer.Option(
+        None, "--where", help="keep rows with COLUMN=VALUE, COLUMN!=VALUE or COLUMN~REGEX (repeat)"),
+):
+    """Emergent ability or metric artifact? Metric curves across scales and the verdict."""
+    emergence_command(predictions, out, bootstrap, tokens, seed, scale, metric, where)

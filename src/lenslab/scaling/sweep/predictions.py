@@ -1,15 +1,11 @@
-"""The live emergence case: small GPTs on multi-digit addition, judged per example.
+"""An addition sweep's answers, per model and problem: ``predictions.csv``.
 
 A sweep of GPTs of increasing size learns ``a + b`` (see :class:`lenslab.data.AdditionTask`).
 Every model answers the *same* problems, drawn apart from training; each answer is scored as a
 whole (exact match) and digit by digit (per-digit accuracy, edit distance) and, from the
-teacher-forced probabilities, by the log-likelihood of the correct answer. :mod:`lenslab.emergence` then
-asks Schaeffer et al.'s question: does exact match jump with scale while a continuous metric
-of the same answers moves smoothly (a metric artifact), or do both break (emergent)?
-
-    from lenslab.scaling.addition import addition_case
-    case = addition_case("runs/addition-sweep")
-    case.emergence.verdict, case.predictions        # verdict and the CSV lenslab emergence reads
+teacher-forced probabilities, by the log-likelihood of the correct answer. ``lenslab emergence``
+then asks Schaeffer et al.'s question of this file: does exact match jump with scale while a
+continuous metric of the same answers moves smoothly (a metric artifact), or do both break?
 
 ``predictions.csv`` has one row per (model, problem): ``scale`` (the model's non-embedding
 parameters N), ``example`` (``"a+b"``, zero-padded), ``target`` and ``prediction`` (the sum,
@@ -27,15 +23,17 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+import torch
 
-from lenslab._io import atomic_write_json, atomic_write_text
+from lenslab._io import atomic_write_text
+from lenslab.data import IGNORE
 from lenslab.errors import DataError
 from lenslab.run import Run
+from lenslab.scaling.sweep.results import read_results
 
 #: Seed of the evaluation problems (shared by every model of a sweep; not a training seed).
 PROBLEM_SEED = 20230428
@@ -90,10 +88,6 @@ def answer(model: Any, task: Any, a: np.ndarray, b: np.ndarray, batch_size: int 
     Returns (targets, predictions, logprobs): answer strings most significant digit first,
     and ``logprobs [n]`` in nats.
     """
-    import torch
-
-    from lenslab.data import IGNORE
-
     targets, preds, lps = [], [], []
     k = task.answer_len
     rev = task.cfg.format == "reversed"
@@ -120,10 +114,6 @@ def write_predictions(sweep_dir: str | Path, n_examples: int = 512, out: Optiona
 
     Reads ``sweep_dir/results.json`` and writes ``sweep_dir/predictions.csv`` (or ``out``).
     """
-    import torch
-
-    from lenslab.scaling.sweep import read_results
-
     sweep_dir = Path(sweep_dir)
     rows = select_runs(read_results(sweep_dir))
     if not rows:
@@ -153,91 +143,3 @@ def write_predictions(sweep_dir: str | Path, n_examples: int = 512, out: Optiona
     path = Path(out) if out is not None else sweep_dir / "predictions.csv"
     atomic_write_text(path, buf.getvalue())
     return path
-
-
-@dataclass
-class AdditionCase:
-    """The live case: the sweep, its predictions CSV and the emergence verdict."""
-
-    sweep: Any  # SweepResult
-    predictions: Path
-    emergence: Any  # EmergenceResult
-
-    def _repr_html_(self) -> str:
-        return self.emergence.html()
-
-
-def addition_emergence(sweep_dir: str | Path, n_boot: int = 1000, seed: int = 0,
-                       n_examples: int = 512) -> tuple[Path, Any]:
-    """The verdict for an addition sweep that has finished: ``(predictions.csv, EmergenceResult)``.
-
-    Writes ``predictions.csv`` when it is missing, then ``emergence/emergence.json`` and
-    ``emergence/emergence.html`` in the sweep folder.
-    """
-    from lenslab.emergence import analyze_csv
-
-    sweep_dir = Path(sweep_dir)
-    pred = sweep_dir / "predictions.csv"
-    if not pred.is_file():
-        pred = write_predictions(sweep_dir, n_examples)
-    res = analyze_csv(pred, n_boot=n_boot, seed=seed)
-    d = res.to_dict()
-    d["source"] = str(pred)
-    d["command"] = f"lenslab emergence {pred} --bootstrap {n_boot} --seed {seed} --out {sweep_dir / 'emergence'}"
-    atomic_write_json(sweep_dir / "emergence" / "emergence.json", d)
-    res.page(f"Emergent or metric artifact? {sweep_dir.name}").write(sweep_dir / "emergence" / "emergence.html")
-    return pred, res
-
-
-def addition_sweep_config(shapes: list[tuple[int, int]], steps: int, *, digits: int = 3, lr: float = 3e-3,
-                          batch_size: int = 64, warmup: int = 50, seeds: tuple[int, ...] = (0,),
-                          workers: int = 2, threads: int = 1, predictions: int = 512,
-                          name: str = "addition") -> dict[str, Any]:
-    """A sweep (as a dict for :func:`lenslab.scaling.sweep.run_sweep`) of GPTs on addition.
-
-    ``shapes`` are ``(n_layer, d_model)`` pairs; each gets the most heads out of 8, 4, 2, 1
-    that keeps every head at least 8 wide. The learning rate and warmup are the same for every
-    size (a choice that :func:`lenslab.scaling.diagnose` reports as ``lr_not_retuned``).
-    """
-    shp = [{"n_layer": L, "d_model": d, "n_head": _heads(d)} for L, d in shapes]
-    return {
-        "name": name, "workers": workers, "threads": threads, "predictions": predictions,
-        "base": {
-            "name": name, "seed": 0,
-            "model": {"kind": "gpt", "n_ctx": 3 * digits + 2},
-            "data": {"task": "addition", "digits": digits, "base": 10, "format": "reversed"},
-            "optim": {"lr": lr, "warmup_steps": warmup, "batch_size": batch_size},
-            "train": {"max_steps": steps, "eval_every": steps, "eval_batches": 4,
-                      "checkpoint_every": max(steps // 2, 1), "keep_checkpoints": 2, "device": "cpu"},
-        },
-        "grid": {"shapes": shp, "steps": [steps], "seeds": list(seeds)},
-    }
-
-
-def _heads(d_model: int) -> int:
-    for h in (8, 4, 2, 1):
-        if d_model % h == 0 and d_model // h >= 8:
-            return h
-    return 1
-
-
-def addition_case(out: str | Path, shapes: Optional[list[tuple[int, int]]] = None, steps: int = 1000, *,
-                  workers: int = 2, threads: int = 1, n_boot: int = 1000, progress: bool = True,
-                  **config: Any) -> AdditionCase:
-    """Run (or resume) an addition sweep into ``out``, then judge emergence on its answers.
-
-    Defaults: six shapes from 1 layer x 16 wide to 2 layers x 96 wide, 1000 steps each.
-    ``config`` goes to :func:`addition_sweep_config` (digits, lr, batch_size, seeds, ...).
-    """
-    from lenslab.scaling.sweep import run_sweep
-
-    shapes = shapes or [(1, 16), (1, 24), (2, 32), (2, 48), (2, 64), (2, 96)]
-    sweep_cfg = addition_sweep_config(shapes, steps, workers=workers, threads=threads, **config)
-    result = run_sweep(sweep_cfg, out, progress=progress)
-    if result.exit_code != 0:
-        from lenslab.errors import LensError
-
-        msg = "; ".join(f"{k}: {v}" for k, v in result.messages.items()) or "interrupted"
-        raise LensError(f"the addition sweep in {out} did not finish ({msg}); rerun to resume it")
-    pred, res = addition_emergence(out, n_boot=n_boot, n_examples=sweep_cfg["predictions"])
-    return AdditionCase(result, pred, res)

@@ -1,44 +1,46 @@
-"""The tour's "Generalization" chapter: which rule, how long, and what a variant shows."""
+"""Tour chapter "Generalization": which rule a model learned, how far it carries to longer
+inputs, and what a counterfactual variant shows."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-from lenslab.html import escape, figure_block, figure_to_svg, table_html
+from lenslab.config import LSTMConfig, apply_overrides
+from lenslab.examples import example_config
+from lenslab.html import Page, escape, figure_block, figure_to_svg, table_html
+from lenslab.probes import probe
+from lenslab.result import write_result
+from lenslab.run import Run
+from lenslab.training import train
 
 _POSITIONS = {"learned": "learned absolute positions (GPT-2)",
               "rope": "rotary positions (RoPE)", "none": "no positions at all"}
 
 
 def _train(root: Path, name: str, task: str, sets: list[str], lstm: bool = False) -> Path:
-    import lenslab
-    from lenslab.config import LSTMConfig, apply_overrides
-
     run = root / name
     if run.exists():
         shutil.rmtree(run)
-    cfg = lenslab.example_config(task)
+    cfg = example_config(task)
     if lstm:  # the baseline: the same data and steps, the LSTM example's width and LR
         cfg = cfg.model_copy(update={
             "model": LSTMConfig(n_layer=1, d_model=128, n_ctx=cfg.model.n_ctx),
-            "optim": cfg.optim.model_copy(update={"lr": lenslab.example_config("lstm").optim.lr})})
+            "optim": cfg.optim.model_copy(update={"lr": example_config("lstm").optim.lr})})
     cfg = apply_overrides(cfg, [f"name=\"tour-{name}\"", *sets])
-    res = lenslab.train(cfg, run, progress=True)
+    res = train(cfg, run, progress=True)
     if res.status != "completed":
         raise RuntimeError(f"training {name} ended {res.status}: {res.message}")
     return run
 
 
 def _probe(run: Path):
-    from lenslab.probes import probe, write_probe
-
     res = probe(run)
-    write_probe(res, run / "analysis", f"lenslab probe {run}")
+    write_result(res, Run(run), f"lenslab probe {run}")
     return res
 
 
-def probes_chapter(out: Path, quick: bool) -> str:
+def chapter(out: Path, page: Page, quick: bool) -> str:
     root = out / "runs" / "probes"
     parts = []
 
