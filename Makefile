@@ -23,6 +23,7 @@ tour: $(STAMP)
 	$(BIN)/lenslab tour --out runs/tour
 
 test: $(STAMP) browser
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -x --durations=15
 
 # The viewer's hostile-token test runs in headless Chromium (Debian's package).

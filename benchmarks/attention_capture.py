@@ -114,7 +114,9 @@ def _tl_model():
     try:
         from transformer_lens import HookedTransformer, HookedTransformerConfig
     except ImportError:  # TransformerLens >= 4: the bridge around a Hugging Face model
-        from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
+        from transformer_lens.model_bridge.sources._bridge_builder import (
+            build_bridge_from_module,
+        )
         from transformers import GPT2Config, GPT2LMHeadModel
 
         cfg = GPT2Config(n_layer=4, n_embd=256, n_head=8, n_positions=256, vocab_size=512)

@@ -23,7 +23,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from lenslab.scaling.fit import bootstrap, chinchilla_starts, fit_chinchilla  # noqa: E402
+from lenslab.scaling.fit import bootstrap, fit_chinchilla  # noqa: E402
+from lenslab.scaling.laws import chinchilla_starts  # noqa: E402
 
 EPOCH = {"A": 477.8, "B": 2143.9, "E": 1.8172, "alpha": 0.3473, "beta": 0.3672}
 EPOCH_INTERVALS = {"A": (285.2, 743.6), "B": (1042.4, 5810.3), "E": (1.769, 1.871),

@@ -3,14 +3,12 @@ no half-written run folder)."""
 
 from __future__ import annotations
 
-import tomllib
-
 import pytest
+import tomllib
+from conftest import cli, run_cli, write_config
 
 from lenslab.config import config_from_dict
 from lenslab.examples import TASKS, example_config
-
-from conftest import cli, run_cli, write_config
 
 
 def _one_line_error(r, *needles):

@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from lenslab.config import AdditionData, InductionData, ModularAdditionData, TextData
-from lenslab.data import IGNORE, AdditionTask, DataCursor, InductionTask, ModularAdditionTask, TextTask
+from lenslab.data import (
+    IGNORE,
+    AdditionTask,
+    DataCursor,
+    InductionTask,
+    ModularAdditionTask,
+    TextTask,
+)
 from lenslab.errors import DataError
 
 

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, events, final_weights, metrics, run_cli, write_config
 
 OVER = dict(model={"dropout": 0.0}, optim={"grad_accum": 2, "batch_size": 8},

@@ -15,11 +15,11 @@ from lenslab.emergence import (
     analyze,
     analyze_csv,
     analyze_table,
-    parse_metric,
     breakthroughness,
     edit_distance,
     forecast_surprise,
     linearity,
+    parse_metric,
     score_examples,
 )
 from lenslab.errors import DataError, LensError

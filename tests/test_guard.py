@@ -6,14 +6,13 @@ import copy
 
 import pytest
 import torch
+from conftest import events, metrics, run_cli, tiny_config, write_config
 
 import lenslab
 from lenslab.config import GuardConfig
-from lenslab.training.guard import Guard
 from lenslab.run.inject import Injections
+from lenslab.training.guard import Guard
 from lenslab.training.trainer import Trainer
-
-from conftest import events, metrics, run_cli, tiny_config, write_config
 
 
 def _snapshot(t: Trainer):

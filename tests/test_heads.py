@@ -6,12 +6,11 @@ import json
 
 import pytest
 import torch
+from conftest import run_cli
 
 from lenslab.attention import GPTLens
 from lenslab.attention.heads import classify, read_prompt_file
 from lenslab.errors import DataError
-
-from conftest import run_cli
 
 
 def test_trained_induction_model_has_induction_and_previous_token_heads(induction_runs):

@@ -7,13 +7,17 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 import lenslab
 from lenslab.errors import DataError, RunDirError
-from lenslab.icl.score import (compare, default_positions, detect_jump, measure_icl,
-                               phase_change)
-
-from conftest import run_cli
+from lenslab.icl.score import (
+    compare,
+    default_positions,
+    detect_jump,
+    measure_icl,
+    phase_change,
+)
 
 
 def test_default_positions_scale_olssons_50_and_500():

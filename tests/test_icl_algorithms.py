@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_cli, tiny_dict
+
 from lenslab.config import ICLRegressionData, LSAConfig, config_from_dict
 from lenslab.data import build_task, resolve_config
 from lenslab.data.regression import ICLRegressionTask

@@ -105,8 +105,8 @@ def test_lstm_same_interface_and_refuses_attention():
 
 def test_gpt_learns_to_copy():
     """A model that learns: the repeated half of induction sequences becomes predictable."""
-    from lenslab.data import InductionTask
     from lenslab.config import InductionData
+    from lenslab.data import InductionTask
 
     torch.manual_seed(0)
     task = InductionTask(InductionData(vocab_size=16, seq_len=16, period_min=8, period_max=8), 0)

@@ -9,8 +9,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from lenslab.attention.paraphrase import (align_words, normalize_word, paraphrase_stability,
-                                          read_groups)
+from lenslab.attention.paraphrase import (
+    align_words,
+    normalize_word,
+    paraphrase_stability,
+    read_groups,
+)
 from lenslab.errors import ConfigError, DataError, LensError, ModelError
 from lenslab.result import read_result, write_result
 

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import cli
 
 import lenslab
 from lenslab.config import GPTConfig, RepeatData, SequenceData
@@ -16,9 +17,6 @@ from lenslab.errors import ConfigError
 from lenslab.models import GPT
 from lenslab.models.gpt import apply_rotary, rotary_tables
 from lenslab.probes import counterfactual, length_generalization, rule_test
-
-from conftest import cli
-
 
 
 def _train(tmp, name, task, steps, sets=()):

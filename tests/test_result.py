@@ -8,14 +8,20 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import cli
 
 from lenslab.attention.classes import HeadClass
 from lenslab.errors import DataError
 from lenslab.report.run import write_run_report
-from lenslab.result import (KINDS, current_command, envelope, from_data, read_result,
-                            result_class, write_result)
-
-from conftest import cli
+from lenslab.result import (
+    KINDS,
+    current_command,
+    envelope,
+    from_data,
+    read_result,
+    result_class,
+    write_result,
+)
 
 V01 = Path(__file__).parent / "fixtures" / "v0.1"
 
@@ -90,3 +96,38 @@ def test_the_cli_records_its_command_line_once(tmp_path):
     path = write_result(res, tmp_path / "b", command="")
     assert read_result(path).command == ""
     assert "Computed in Python" in path.with_suffix(".html").read_text()
+
+
+def _round_trip(res, tmp_path):
+    path = write_result(res, tmp_path)
+    back = read_result(path)
+    assert type(back) is type(res) and envelope(back) == envelope(res)
+    assert "<svg" in back.to_html()  # drawn again from the file alone
+    return back
+
+
+@pytest.mark.parametrize("form", ["power", "broken", "chinchilla", "isoflop"])
+def test_scaling_fits_round_trip_with_their_points_and_refits(form, tmp_path):
+    import numpy as np
+
+    from lenslab.scaling.forms import fit_table
+    from lenslab.table import Table
+
+    rng = np.random.default_rng(0)
+    if form in ("power", "broken"):
+        N = np.geomspace(1e5, 1e9, 12)
+        cols = {"N": N, "loss": 2 + 40 * N ** -0.3 * np.exp(rng.normal(0, 0.01, N.size))}
+    else:  # five budgets, seven sizes each, around the optimum of a Chinchilla surface
+        C = np.repeat(np.geomspace(1e17, 1e19, 5), 7)
+        N = np.sqrt(C / 120) * np.tile(np.geomspace(0.1, 10, 7), 5)
+        D = C / (6 * N)
+        cols = {"N": N, "D": D, "C": C, "loss": 1.69 + 406.4 / N ** 0.34 + 410.7 / D ** 0.28}
+    n = len(cols["loss"])
+    table = Table("synthetic", {k: [repr(float(v)) for v in vs] for k, vs in cols.items()},
+                  list(range(2, n + 2)))
+    res = fit_table(table, form, bootstrap=20, holdout_last=0 if form == "isoflop" else 2)
+    back = _round_trip(res, tmp_path)
+    assert back.params == pytest.approx(res.params)
+    assert set(back.intervals) == set(res.intervals)
+    for k, (lo, hi) in res.intervals.items():
+        assert back.intervals[k] == pytest.approx((lo, hi))

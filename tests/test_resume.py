@@ -9,7 +9,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import ROOT, events, final_weights, metrics, run_cli, write_config
 
 OVER = dict(optim={"grad_accum": 2}, train={"max_steps": 40, "checkpoint_every": 10})

@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 import shutil
 
+from conftest import cli
+
 from lenslab.attention.lab import run_heads
 from lenslab.icl.score import measure_icl
 from lenslab.result import write_result
 from lenslab.run import Run
-
-from conftest import cli
 
 
 def test_report_reads_the_run_folder(induction_runs, tmp_path):
@@ -32,9 +32,9 @@ def test_report_reads_the_run_folder(induction_runs, tmp_path):
 
 
 def test_every_evaluation_is_logged_whatever_log_every(tmp_path):
-    import lenslab
-
     from conftest import metrics, tiny_config
+
+    import lenslab
 
     run = tmp_path / "run"
     lenslab.train(tiny_config(train={"max_steps": 30, "log_every": 7, "eval_every": 10,

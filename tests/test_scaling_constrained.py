@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cli
 from typer.testing import CliRunner
 
 from lenslab.errors import ConfigError, DataError, LensError
+from lenslab.scaling import fit_table
 from lenslab.scaling.constrained import (
     MUENNIGHOFF_2023,
     DataConstrainedLaw,
@@ -18,7 +20,6 @@ from lenslab.scaling.constrained import (
     parse_base,
     repetition,
 )
-from lenslab.scaling.fit import fit_table
 from lenslab.scaling.optim import HuberObjective
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -171,9 +172,9 @@ def test_cli_fit_data_constrained(tmp_path, synthetic):
         w.writerows(zip(N, D, U, L))
     from lenslab.cli import app
     base = ",".join(f"{k}={v}" for k, v in BASE.items())
-    r = CliRunner().invoke(app, ["fit", str(path), "--form", "data-constrained", "--base", base,
-                                 "--bootstrap", "20", "--holdout-last", "3", "--out", str(tmp_path / "o")])
-    assert r.exit_code == 0, r.output
+    code, _, err = cli("fit", path, "--form", "data-constrained", "--base", base, "--bootstrap",
+                       "20", "--holdout-last", "3", "--out", tmp_path / "o")
+    assert code == 0, err
     d = json.loads((tmp_path / "o" / "fit.json").read_text())
     assert set(d["params"]) == {"R_D_star", "R_N_star"}
     assert d["law"]["base"] == BASE

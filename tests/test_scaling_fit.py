@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import csv
-import re
 import json
+import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cli
 from typer.testing import CliRunner
 
 from lenslab._io import dumps
 from lenslab.errors import ConfigError, DataError, LensError
-from lenslab.scaling.fit import (
-    ChinchillaLaw,
-    fit_broken,
-    fit_chinchilla,
-    fit_power,
-    fit_table,
-)
+from lenslab.scaling import fit_table
+from lenslab.scaling.fit import fit_broken, fit_chinchilla, fit_power
+from lenslab.scaling.laws import ChinchillaLaw
 from lenslab.scaling.optim import HuberObjective, lbfgs_batched, polish
 from lenslab.table import DataWarning
 
@@ -360,9 +357,9 @@ def test_where_fits_one_setup_of_a_table_of_several(app, tmp_path):
     x = np.geomspace(1e5, 1e9, 12)
     rows = [[a, "adam", 2.0 + 30 * a ** -0.3] for a in x] + [[a, "sgd", 2.5 + 90 * a ** -0.2] for a in x]
     path = _write_csv(tmp_path / "r.csv", ["N", "optimizer", "loss"], rows)
-    r = CliRunner().invoke(app, ["fit", str(path), "--where", "optimizer=adam", "--bootstrap", "0",
-                                 "--out", str(tmp_path / "o")])
-    assert r.exit_code == 0, r.output
+    code, _, err = cli("fit", path, "--where", "optimizer=adam", "--bootstrap", "0", "--out",
+                       tmp_path / "o")
+    assert code == 0, err
     d = json.loads((tmp_path / "o" / "fit.json").read_text())
     assert d["n_points"] == 12 and d["params"]["alpha"] == pytest.approx(0.3, rel=1e-3)
     assert "--where optimizer=adam" in d["command"]

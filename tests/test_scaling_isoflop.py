@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lenslab.errors import ConfigError, DataError, LensError
-from lenslab.scaling.fit import fit_table
+from lenslab.scaling import fit_table
 from lenslab.scaling.isoflop import fit_isoflop, group_budgets
 from lenslab.table import DataWarning
 

@@ -17,10 +17,17 @@ from pathlib import Path
 
 import pytest
 import tomli_w
-
 from conftest import final_weights, metrics, tiny_dict
+
 from lenslab.errors import ConfigError, LensError, RunDirError
-from lenslab.scaling.sweep import load_sweep, make_spec, plan, run_row, run_sweep, write_results
+from lenslab.scaling.sweep import (
+    load_sweep,
+    make_spec,
+    plan,
+    run_row,
+    run_sweep,
+    write_results,
+)
 from lenslab.scaling.sweep.executor import visible_gpus, worker_gpu_env
 from lenslab.scaling.sweep.results import HEAD_COLUMNS, TAIL_COLUMNS
 

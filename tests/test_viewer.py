@@ -12,10 +12,22 @@ import re
 import numpy as np
 import pytest
 
+from lenslab.attention.viewer import (
+    Viewer,
+    ViewerInput,
+    assets,
+    build_payload,
+    dequantize,
+    load_head_info,
+    quantize,
+    render_viewer,
+    safe_json,
+    token_title,
+    view,
+    viewer_fragment,
+    visible_token,
+)
 from lenslab.errors import DataError
-from lenslab.attention.viewer import (ViewerInput, Viewer, assets, build_payload, dequantize,
-                                   load_head_info, quantize, render_viewer, safe_json, token_title,
-                                   view, viewer_fragment, visible_token)
 
 HOSTILE = [
     '</script><img src=x onerror="window.__pwned=1">',

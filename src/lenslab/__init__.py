@@ -64,12 +64,12 @@ _LAZY: dict[str, Any] = {
     # replications
     "replicate": ("lenslab.replications", "run"),
     # scaling and emergence lab
-    "run_sweep": "lenslab.scaling.sweep",
-    "fit_table": "lenslab.scaling.fit",
-    "fit_power": "lenslab.scaling.fit",
-    "fit_chinchilla": "lenslab.scaling.fit",
-    "fit_broken": "lenslab.scaling.fit",
-    "diagnose": "lenslab.scaling.diagnose",
+    "run_sweep": "lenslab.scaling",
+    "fit_table": "lenslab.scaling",
+    "fit_power": "lenslab.scaling",
+    "fit_chinchilla": "lenslab.scaling",
+    "fit_broken": "lenslab.scaling",
+    "diagnose": "lenslab.scaling",
     "emergence": ("lenslab.emergence.verdict", "analyze_csv"),
     # generalization probes
     "probe": "lenslab.probes",

@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from lenslab.errors import DataError
+
 
 def _umask() -> int:
     old = os.umask(0)
@@ -149,8 +151,6 @@ def read_user_text(path: str | os.PathLike, what: str = "file", error: type | No
 
     ``error`` is the :class:`~lenslab.errors.LensError` subclass to raise (DataError by default).
     """
-    from lenslab.errors import DataError
-
     err = error or DataError
     p = Path(path)
     if p.is_dir():

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Optional, Sequence, Union
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from lenslab._io import atomic_write_text, read_user_text
 from lenslab.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -396,8 +397,6 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
 def read_toml(path: str | Path, what: str) -> dict[str, Any]:
     """A user's TOML file as a dict; a missing, non-UTF-8 or malformed file is a one-line
     ConfigError (``what`` names the file in it: "config file", "sweep file")."""
-    from lenslab._io import read_user_text
-
     p = Path(path)
     text = read_user_text(p, what, ConfigError)
     try:
@@ -443,6 +442,4 @@ def apply_overrides(cfg: RunConfig, overrides: Sequence[str], source: str = "--s
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
-    from lenslab._io import atomic_write_text
-
     atomic_write_text(path, cfg.to_toml())

@@ -32,8 +32,3 @@ class CheckpointError(LensError):
 class ModelError(LensError):
     """A model cannot be built, loaded or asked for what was requested."""
 
-
-class GuardGaveUp(LensError):
-    """Training stopped because recovery failed too often (exit code 3)."""
-
-    exit_code = 3

@@ -20,6 +20,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
+from lenslab._io import atomic_write_bytes, atomic_write_text
+
 CSS = """
 :root { --fg:#1d2330; --muted:#5b6577; --bg:#ffffff; --card:#f6f7fa; --accent:#3056d3;
         --ok:#1b7f3b; --warn:#b36b00; --bad:#b3261e; }
@@ -95,8 +97,6 @@ def figure_to_svg(fig: Any, close: bool = True) -> str:
 def write_png(fig: Any, path: Any, close: bool = True) -> None:
     """Write a matplotlib figure as a PNG, atomically (the figure is closed unless ``close`` is
     False)."""
-    from lenslab._io import atomic_write_bytes
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight", metadata={"Software": None})
     if close:
@@ -220,8 +220,6 @@ class Page:
         return self.render()
 
     def write(self, path: Any) -> None:
-        from lenslab._io import atomic_write_text
-
         atomic_write_text(path, self.render())
 
 

@@ -47,6 +47,9 @@ KINDS: dict[str, str] = {
     "probe": "lenslab.probes.result:ProbeResult",
     "probe-checkpoints": "lenslab.probes.series:ProbeSeries",
     "probes": "lenslab.probes.series:ProbeSeries",
+    "fit": "lenslab.scaling.forms:fit_from_dict",
+    "diagnosis": "lenslab.scaling.diagnose:Diagnosis",
+    "emergence": "lenslab.emergence.verdict:EmergenceResult",
 }
 
 _COMMAND: ContextVar[str] = ContextVar("lenslab_command", default="")

@@ -13,6 +13,7 @@ import csv
 import io
 import math
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from lenslab._io import read_user_text
 from lenslab.errors import DataError
 
 #: Strings read as a missing value in numeric columns.
@@ -93,8 +95,6 @@ class Table:
         """Rows that meet every condition: ``COL=VALUE``, ``COL!=VALUE`` or ``COL~REGEX``
         (a regular expression searched in the cell). Cells are compared as stripped text, and
         as numbers when both sides are numbers (``step=1000`` matches ``1e3``)."""
-        import re
-
         table = self
         for cond in [conditions] if isinstance(conditions, str) else conditions:
             m = re.match(r"^\s*([^=!~]+?)\s*(!=|=|~)(.*)$", cond)
@@ -148,8 +148,6 @@ def size_values(table: Table, name: str) -> np.ndarray:
     (``1.4b``, ``pythia-410m``, ``gpt2-774M``; k, M, B or G, T: the last M/B/T token counts,
     a k token only when there is none, since ``Yi-6B-200K`` names its context in k).
     Raises :class:`DataError` naming the first cells that are neither."""
-    import re
-
     table.require([name])
     out = np.empty(table.n_rows)
     bad = []
@@ -189,8 +187,6 @@ def resolve_results(path: str | os.PathLike) -> Path:
 def read_csv(path: str | os.PathLike) -> Table:
     """Read a CSV (or a sweep folder's ``results.csv``) as a :class:`Table` of strings."""
     p = resolve_results(path)
-    from lenslab._io import read_user_text
-
     text = read_user_text(p, "results CSV")
     reader = csv.reader(io.StringIO(text, newline=""))
     try:

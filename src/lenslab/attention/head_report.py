@@ -15,6 +15,7 @@ from typing import Optional
 
 import numpy as np
 
+from lenslab.attention import viewer
 from lenslab.attention.classes import HeadClass, label, parse_class
 from lenslab.html import escape, figure_block, figure_to_svg, fmt, pyplot, table_html
 from lenslab.result import Result
@@ -96,10 +97,10 @@ class HeadReport(Result):
 
     def grid_figure(self):
         """Layer x head grid coloured by class, with the deciding score written in each cell."""
+        plt = pyplot()  # matplotlib loads only when a figure is drawn
         from matplotlib.colors import ListedColormap
         from matplotlib.patches import Patch
 
-        plt = pyplot()
         order = list(HeadClass)
         grid = np.zeros((self.n_layer, self.n_head))
         fig, ax = plt.subplots(figsize=(max(4, 0.62 * self.n_head + 1.5), 0.55 * self.n_layer + 1.3))
@@ -218,14 +219,10 @@ class HeadReport(Result):
         return "".join(parts)
 
     def viewer_html(self, title: str = "") -> str:
-        from lenslab.attention import viewer
-
         return viewer.viewer_fragment([viewer.decode_input(self.example)], self.heads, title=title)
 
     def assets(self) -> tuple[str, str]:
         if not self.example:
             return "", ""
-        from lenslab.attention import viewer
-
         return viewer.assets()
 

@@ -44,7 +44,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from rich.progress import Progress
 
+from lenslab._io import read_user_text
 from lenslab.attention.capture import GPTLens, LensModel, Tokens
 from lenslab.attention.classes import HeadClass
 from lenslab.attention.head_report import HeadReport
@@ -152,8 +154,6 @@ def natural_battery(lens: LensModel, prompts: Optional[Sequence[str]] = None,
 
 
 def read_prompt_file(path: str | Path) -> list[str]:
-    from lenslab._io import read_user_text
-
     p = Path(path)
     text = read_user_text(p, "prompt file (one prompt per line)")
     lines = [x.strip() for x in text.splitlines() if x.strip()]
@@ -311,8 +311,6 @@ def classify(
                       lambda s=s: score_battery(lens.reinitialized(1000 + s), bat, False)))
     results = []
     if progress:
-        from rich.progress import Progress
-
         with Progress(transient=True) as bar:
             t = bar.add_task("scoring heads", total=len(steps))
             for label, fn in steps:

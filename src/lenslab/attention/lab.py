@@ -10,7 +10,12 @@ import torch
 from lenslab.attention import viewer
 from lenslab.attention.attribution import head_importance, rollout
 from lenslab.attention.capture import HFLens, LensModel, load_lens
-from lenslab.attention.heads import HeadReport, classify, random_battery, read_prompt_file
+from lenslab.attention.heads import (
+    HeadReport,
+    classify,
+    random_battery,
+    read_prompt_file,
+)
 from lenslab.errors import ModelError
 from lenslab.result import write_result
 from lenslab.run import Run

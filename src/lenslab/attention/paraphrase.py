@@ -48,8 +48,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
+from rich.progress import Progress
 
-from lenslab.attention.paraphrase_result import (PROFILE_FEATURES, ParaphraseResult, taxonomy_labels)
+from lenslab._io import read_user_text
+from lenslab.attention.paraphrase_result import (
+    PROFILE_FEATURES,
+    ParaphraseResult,
+    taxonomy_labels,
+)
+from lenslab.attention.viewer import ViewerInput, capture_quantized, encode_input
 from lenslab.errors import DataError
 
 WORD_RE = re.compile(r"\w+")
@@ -128,8 +135,6 @@ def read_groups(path: Union[str, Path]) -> list[list[str]]:
     Runs of blank lines count as one separator. Raises :class:`DataError` (one line) when the file
     is missing, is not UTF-8, holds no phrasings, or has a group with fewer than two phrasings.
     """
-    from lenslab._io import read_user_text
-
     p = Path(path)
     text = read_user_text(p, "paraphrase file (one phrasing per line)")
     groups: list[list[str]] = []
@@ -513,8 +518,6 @@ def paraphrase_stability(
 
 def capture_input(lens: Any, title: str, text: str, truncate: bool) -> dict:
     """One phrasing's attention as a stored viewer input (quantized, streamed by layer)."""
-    from lenslab.attention.viewer import ViewerInput, capture_quantized, encode_input
-
     toks, q = capture_quantized(lens, text, truncate=truncate)
     return encode_input(ViewerInput(title, list(toks.strings), q, list(toks.special)))
 
@@ -525,8 +528,6 @@ def _progress(enabled: bool, total: int) -> Iterator[Callable[[int], None]]:
     if not enabled:
         yield lambda n: None
         return
-    from rich.progress import Progress
-
     with Progress(transient=True) as prog:
         task = prog.add_task("capturing phrasings", total=total)
         yield lambda n: prog.advance(task, n)

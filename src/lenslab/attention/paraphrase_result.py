@@ -12,9 +12,18 @@ from typing import Any, Optional
 import numpy as np
 
 from lenslab._io import finite_or_none, num
+from lenslab.attention import viewer
 from lenslab.attention.classes import label, parse_class
-from lenslab.html import (escape, figure_block, figure_to_svg, fmt, fmt_interval, pyplot,
-                          table_html)
+from lenslab.attention.viewer import load_head_info
+from lenslab.html import (
+    escape,
+    figure_block,
+    figure_to_svg,
+    fmt,
+    fmt_interval,
+    pyplot,
+    table_html,
+)
 from lenslab.result import Result
 
 PROFILE_FEATURES = ("entropy", "offset", "first_token", "special_tokens", "non_word")
@@ -211,8 +220,6 @@ class ParaphraseResult(Result):
         return fig
 
     def _viewer(self, group: int, **opts: Any) -> str:
-        from lenslab.attention import viewer
-
         if group not in self.captures:
             return ""
         inputs = [viewer.decode_input(x) for x in self.captures[group]]
@@ -290,16 +297,12 @@ class ParaphraseResult(Result):
         return self.fragment(level=3)
 
     def assets(self) -> tuple[str, str]:
-        from lenslab.attention import viewer
-
         return viewer.assets() if self.captures else ("", "")
 
 
 def taxonomy_labels(head_info: Any) -> dict[str, str]:
     """``{"layer,head": label}`` of the heads in a head taxonomy (heads.json, a HeadReport's
     heads, ...) that name a class."""
-    from lenslab.attention.viewer import load_head_info
-
     out = {}
     for (layer, h), e in load_head_info(head_info).items():
         cls, off = parse_class(e.get("class"), None)

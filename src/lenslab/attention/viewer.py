@@ -39,6 +39,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from lenslab._io import atomic_write_text
 from lenslab.attention.classes import label, parse_class
 from lenslab.errors import DataError
 from lenslab.html import Page, escape, notebook_frame
@@ -506,8 +507,6 @@ class Viewer:
 
     def write(self, path: Union[str, Path]) -> Path:
         """Write the page atomically; returns the path."""
-        from lenslab._io import atomic_write_text
-
         atomic_write_text(path, self.html())
         return Path(path)
 

@@ -89,8 +89,8 @@ def paraphrase_cmd(
     """Per-head paraphrase stability against unrelated sentences, with side-by-side views."""
     from lenslab.attention.capture import load_lens
     from lenslab.attention.paraphrase import paraphrase_stability, read_groups
-    from lenslab.result import write_result
     from lenslab.attention.viewer import load_head_info
+    from lenslab.result import write_result
 
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} is a file; give a folder")

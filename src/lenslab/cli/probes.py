@@ -35,7 +35,12 @@ def probe(
     from rich.markup import escape
     from rich.table import Table
 
-    from lenslab.probes import (is_sweep_dir, parse_lengths, probe_checkpoints, probe_sweep)
+    from lenslab.probes import (
+        is_sweep_dir,
+        parse_lengths,
+        probe_checkpoints,
+        probe_sweep,
+    )
     from lenslab.probes import probe as do_probe
     from lenslab.result import write_result
     from lenslab.run import Run

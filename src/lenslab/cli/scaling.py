@@ -11,19 +11,17 @@ message and exits with code 2. Warnings about skipped rows are printed on stderr
 
 from __future__ import annotations
 
-import shlex
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table as RichTable
 
-from lenslab.cli.app import app, console, err
+from lenslab.cli.app import app, console, say, wrote
 from lenslab.errors import ConfigError
-from lenslab.html import compact, fmt, write_png
-
-
+from lenslab.html import compact, fmt
 
 
 def _run_with_warnings(fn: Callable[[], Any]) -> Any:
@@ -32,23 +30,8 @@ def _run_with_warnings(fn: Callable[[], Any]) -> Any:
         warnings.simplefilter("always")
         result = fn()
     for w in caught:
-        err.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+        say("warning:", "yellow", w.message)
     return result
-
-
-def _command(name: str, *parts: Any, **opts: Any) -> str:
-    words = ["lenslab", name] + [str(p) for p in parts]
-    for k, v in opts.items():
-        if v is None or v is False:
-            continue
-        flag = "--" + k.replace("_", "-")
-        words += [flag] if v is True else [flag, str(v)]
-    return " ".join(shlex.quote(w) for w in words)
-
-
-def _repeated(**opts: Optional[list[str]]) -> str:
-    """`` --where a=1 --where b=2`` for options given several times."""
-    return "".join(f" --{k} {shlex.quote(v)}" for k, vs in opts.items() for v in (vs or ()))
 
 
 def _check_out(out: Path) -> None:
@@ -61,22 +44,16 @@ def fit_command(results: Path, form: str = "power", x: Optional[str] = None, y: 
                 max_breaks: int = 2, level: float = 0.95, seed: int = 0,
                 base: Optional[str] = None, where: Optional[list[str]] = None) -> dict[str, Any]:
     """``lenslab fit``: fit a law to a results table; write ``fit.json``, ``fit.html``, ``fit.png``."""
-    from lenslab._io import atomic_write_json
-    from lenslab.scaling.fit import fit_table
+    from lenslab.result import write_result
+    from lenslab.scaling import fit_table
 
     _check_out(out)
     res = _run_with_warnings(lambda: fit_table(results, form, x=x, y=y, holdout_last=holdout_last,
                                                bootstrap=bootstrap, level=level, seed=seed, tie=tie,
                                                max_breaks=max_breaks, base=base, where=where or ()))
+    res.source = str(results)
+    write_result(res, out)
     d = res.to_dict()
-    d["command"] = _command("fit", results, form=form, x=x, y=y, holdout_last=holdout_last or None,
-                            bootstrap=bootstrap, tie=tie is True, no_tie=tie is False, seed=seed, base=base,
-                            out=out) + _repeated(where=where)
-    d["source"] = str(results)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "fit.json", d)
-    res.page(f"Scaling-law fit ({form}): {Path(results).name}").write(out / "fit.html")
-    write_png(res.figure(), out / "fit.png")
 
     t = RichTable(title=f"{form} fit of {res.y_name} ({res.n_points} points)")
     for col in ("parameter", "value", f"{int(level * 100)}% interval"):
@@ -96,38 +73,33 @@ def fit_command(results: Path, form: str = "power", x: Optional[str] = None, y: 
     if d.get("selection"):
         chosen = next(r for r in d["selection"] if r["chosen"])
         console.print(f"breaks chosen: {chosen['breaks']} (of {len(d['selection']) - 1} tried)", highlight=False)
-    err.print(f"[green]wrote[/] {out / 'fit.json'}, fit.html, fit.png", highlight=False)
+    wrote(out / "fit.json", "fit.html", "fit.png")
     return d
 
 
 def diagnose_command(source: Path, out: Optional[Path] = None, x: Optional[str] = None, y: Optional[str] = None,
                      bootstrap: int = 200, seed: int = 0, where: Optional[list[str]] = None) -> dict[str, Any]:
     """``lenslab diagnose``: does the law bend, and which recorded causes are supported?"""
-    from lenslab._io import atomic_write_json
-    from lenslab.scaling.diagnose import diagnose
+    from lenslab.result import write_result
+    from lenslab.scaling import diagnose
 
     if out is not None:
         _check_out(out)
     dg = _run_with_warnings(lambda: diagnose(source, x=x, y=y, n_boot=bootstrap, seed=seed, where=where or ()))
     d = dg.to_dict()
-    d["command"] = _command("diagnose", source, x=x, y=y, bootstrap=bootstrap, seed=seed, out=out) + _repeated(
-        where=where)
     b = dg.bend
     colour = {"single law rejected": "red", "single law holds": "green"}.get(b.status, "yellow")
-    console.print(f"[bold {colour}]{b.status}[/]: {b.reason}", highlight=False)
+    console.print(f"[bold {colour}]{escape(b.status)}[/]: {escape(b.reason)}", highlight=False)
     t = RichTable(title="plausible causes")
     for col in ("cause", "status", "evidence"):
         t.add_column(col)
     for c in dg.checks:
         style = {"supported": "red", "not supported": "green"}.get(c.status, "yellow")
-        t.add_row(c.title, f"[{style}]{c.status}[/]", c.evidence)
+        t.add_row(escape(c.title), f"[{style}]{escape(c.status)}[/]", escape(c.evidence))
     console.print(t)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "diagnosis.json", d)
-        dg.page().write(out / "diagnosis.html")
-        write_png(dg.figure(), out / "diagnosis.png")
-        err.print(f"[green]wrote[/] {out / 'diagnosis.json'}, diagnosis.html, diagnosis.png", highlight=False)
+        write_result(dg, out)
+        wrote(out / "diagnosis.json", "diagnosis.html", "diagnosis.png")
     return d
 
 
@@ -135,25 +107,19 @@ def emergence_command(predictions: Path, out: Path, bootstrap: int = 1000, token
                       seed: int = 0, scale: str = "scale", metric: Optional[list[str]] = None,
                       where: Optional[list[str]] = None) -> dict[str, Any]:
     """``lenslab emergence``: metric curves by scale and the verdict; write ``emergence.*``."""
-    from lenslab._io import atomic_write_json
-    from lenslab.emergence.verdict import analyze_csv
+    from lenslab.emergence import analyze_csv
+    from lenslab.result import write_result
 
     _check_out(out)
     if tokens not in ("char", "whitespace"):
         raise ConfigError(f"--tokens must be char or whitespace, not {tokens!r}")
     res = _run_with_warnings(lambda: analyze_csv(predictions, tokens=tokens, n_boot=bootstrap, seed=seed,
                                                  scale=scale, metrics=metric or (), where=where or ()))
+    res.source = str(predictions)
+    write_result(res, out)
     d = res.to_dict()
-    d["command"] = _command("emergence", predictions, bootstrap=bootstrap, tokens=tokens, seed=seed,
-                            scale=None if scale == "scale" else scale, out=out) + _repeated(
-                                metric=metric, where=where)
-    d["source"] = str(predictions)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "emergence.json", d)
-    res.page(f"Emergent or metric artifact? {Path(predictions).name}").write(out / "emergence.html")
-    write_png(res.figure(), out / "emergence.png")
     colour = {"metric artifact": "yellow", "emergent": "green"}.get(res.verdict, "white")
-    console.print(f"[bold {colour}]{res.verdict}[/]: {res.reason}", highlight=False)
+    console.print(f"[bold {colour}]{escape(res.verdict)}[/]: {escape(res.reason)}", highlight=False)
     t = RichTable(title=f"{res.scales.size} scales")
     for col in ("metric", "kind", "shape", "forecast surprise", "breakthroughness", "linearity"):
         t.add_column(col, justify="left" if col in ("metric", "kind", "shape") else "right")
@@ -163,14 +129,14 @@ def emergence_command(predictions: Path, out: Path, bootstrap: int = 1000, token
             sur += f" [{fmt(r['surprise_low'])}, {fmt(r['surprise_high'])}]"
         t.add_row(r["metric"], r["kind"], r["shape"], sur, fmt(r["breakthroughness"]), fmt(r["linearity"]))
     console.print(t)
-    err.print(f"[green]wrote[/] {out / 'emergence.json'}, emergence.html, emergence.png", highlight=False)
+    wrote(out / "emergence.json", "emergence.html", "emergence.png")
     return d
 
 
 def sweep_command(sweep: Path, out: Path, workers: Optional[int] = None, threads: Optional[int] = None,
                   inject: Optional[str] = None, quiet: bool = False) -> int:
     """``lenslab sweep``: train (or resume) every grid point, write the results table; the exit code."""
-    from lenslab.scaling.sweep import run_sweep
+    from lenslab.scaling import run_sweep
 
     res = run_sweep(sweep, out, inject=inject, progress=not quiet, workers=workers, threads=threads)
     show_status = any(r["status"] != "completed" for r in res.rows)
@@ -186,14 +152,14 @@ def sweep_command(sweep: Path, out: Path, workers: Optional[int] = None, threads
                     for c in cols))
     console.print(t)
     for name, msg in res.messages.items():
-        err.print(f"[yellow]{name}[/]: {msg}", highlight=False)
+        say(f"{name}:", "yellow", msg)
     extra = f", {res.predictions.name}" if res.predictions is not None else ""
-    err.print(f"[green]wrote[/] {out / 'results.csv'}, results.json{extra}", highlight=False)
+    wrote(out / "results.csv", f"results.json{extra}")
     if res.exit_code == 75:
-        err.print(f"interrupted: continue with `lenslab sweep {sweep} --out {out}`", highlight=False)
+        say("interrupted:", "yellow", f"continue with `lenslab sweep {sweep} --out {out}`")
     elif res.exit_code:
-        err.print(f"[bold red]unfinished[/]: {', '.join(res.unfinished)}; rerun "
-                   f"`lenslab sweep {sweep} --out {out}` to resume them", highlight=False)
+        say("unfinished:", "bold red", f"{', '.join(res.unfinished)}; rerun "
+            f"`lenslab sweep {sweep} --out {out}` to resume them")
     return res.exit_code
 
 

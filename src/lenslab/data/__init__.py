@@ -5,10 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from lenslab.config import (AdditionData, GPTConfig, ICLRegressionData, InductionData,
-                             LSAConfig, ModularAdditionData, RepeatData, RunConfig, SequenceData,
-                             TextData)
-from lenslab.data.base import IGNORE, DataCursor, Task, mean_loss, rng_for, task_loss, task_scored
+from lenslab.config import (
+    AdditionData,
+    GPTConfig,
+    ICLRegressionData,
+    InductionData,
+    LSAConfig,
+    ModularAdditionData,
+    RepeatData,
+    RunConfig,
+    SequenceData,
+    TextData,
+)
+from lenslab.data.base import (
+    IGNORE,
+    DataCursor,
+    Task,
+    mean_loss,
+    rng_for,
+    task_loss,
+    task_scored,
+)
 from lenslab.data.generalization import RepeatTask, SequenceTask
 from lenslab.data.regression import ICLRegressionTask
 from lenslab.data.synthetic import AdditionTask, InductionTask, ModularAdditionTask

@@ -18,6 +18,7 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
+from lenslab._io import atomic_write_text
 from lenslab.config import TextData
 from lenslab.data.base import mean_loss, rng_for
 from lenslab.errors import DataError
@@ -81,6 +82,7 @@ class TextTask:
             )
 
     def _bpe(self, text: str, run_dir: Optional[Path]):
+        # tokenizers loads only for byte-pair runs
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
         saved = run_dir / "tokenizer.json" if run_dir is not None else None
@@ -98,8 +100,6 @@ class TextTask:
         return tok
 
     def save_artifacts(self, run_dir: Path) -> None:
-        from lenslab._io import atomic_write_text
-
         if self._tokenizer is not None:
             atomic_write_text(run_dir / "tokenizer.json", self._tokenizer.to_str())
         else:

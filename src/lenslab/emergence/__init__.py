@@ -7,7 +7,13 @@
 See :mod:`lenslab.emergence.verdict` for the exact definitions of "jump" and "smooth".
 """
 
-from lenslab.emergence.metrics import METRICS, breakthroughness, edit_distance, linearity, score_examples
+from lenslab.emergence.metrics import (
+    METRICS,
+    breakthroughness,
+    edit_distance,
+    linearity,
+    score_examples,
+)
 from lenslab.emergence.verdict import (
     JUMP_THRESHOLD,
     MIN_SCALES,

@@ -53,10 +53,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from lenslab._io import num
 from lenslab.emergence.metrics import (
     METRICS,
     PROBABILITY_METRICS,
@@ -68,7 +70,8 @@ from lenslab.emergence.metrics import (
     score_examples,
 )
 from lenslab.errors import ConfigError, DataError
-from lenslab.html import pyplot
+from lenslab.html import badge, escape, figure_block, figure_to_svg, pyplot, table_html
+from lenslab.result import Result
 from lenslab.table import Table, positive_column, read_csv, size_values
 
 #: A step whose forecast surprise is at least this share of the curve's range is a jump.
@@ -160,7 +163,22 @@ class MetricCurve:
             d["forecast_surprise_interval"] = [float(v) for v in self.surprise_interval]
         if self.intervals:
             d["intervals"] = {k: [float(a), float(b)] for k, (a, b) in self.intervals.items()}
+        d["bounded"] = self.bounded
         return d
+
+    @classmethod
+    def from_dict(cls, name: str, d: dict[str, Any], x: np.ndarray) -> "MetricCurve":
+        def arr(key: str, dtype: Any = float) -> np.ndarray | None:
+            return np.asarray(d[key], dtype=dtype) if d.get(key) is not None else None
+
+        jump = float(d["jump_between"][0])
+        si = d.get("forecast_surprise_interval")
+        return cls(name, bool(d["higher_is_better"]), d["kind"] == "continuous", x,
+                   np.asarray(d["values"], dtype=float), arr("n_examples", int), arr("interval_low"),
+                   arr("interval_high"), float(d["forecast_surprise"]), tuple(si) if si else None,
+                   int(np.argmin(np.abs(x - jump))), d["shape"], num(d["breakthroughness"]),
+                   num(d["linearity"]), {k: tuple(v) for k, v in (d.get("intervals") or {}).items()},
+                   bool(d.get("bounded", False)))
 
 
 def _classify(curve: MetricCurve, u: np.ndarray, boot: np.ndarray | None, level: float, threshold: float) -> None:
@@ -235,8 +253,11 @@ def decide(curves: dict[str, MetricCurve]) -> tuple[str, str]:
 
 
 @dataclass
-class EmergenceResult:
-    """Metric curves across scales, their shapes and the verdict."""
+class EmergenceResult(Result):
+    """Metric curves across scales, their shapes and the verdict (kind ``emergence``)."""
+
+    kind = "emergence"
+    title = "Emergent or metric artifact?"
 
     scales: np.ndarray
     curves: dict[str, MetricCurve]
@@ -263,6 +284,8 @@ class EmergenceResult:
             "bootstrap": self.n_boot,
             "level": self.level,
             "seed": self.seed,
+            "threshold": self.threshold,
+            "scale_name": self.scale_name,
             "definitions": {
                 "forecast_surprise": "max over steps k>=1 of (y[k+1] - least-squares line in log scale "
                                      "through points 0..k, evaluated at k+1) / (max y - min y), "
@@ -282,6 +305,28 @@ class EmergenceResult:
         if self.notes:
             d["notes"] = list(self.notes)
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EmergenceResult":
+        scales = np.asarray(d["scales"], dtype=float)
+        curves = {k: MetricCurve.from_dict(k, c, scales) for k, c in d["metrics"].items()}
+        al = d.get("against_loss")
+        losses = loss_curves = loss_verdict = None
+        if al:
+            losses = np.asarray(al["losses"], dtype=float)
+            loss_curves = {k: MetricCurve.from_dict(k, c, losses) for k, c in al["metrics"].items()}
+            loss_verdict = (al["verdict"], al["reason"]) if al.get("verdict") else None
+        return cls(scales, curves, d["verdict"], d["reason"], float(d["level"]),
+                   int(d.get("bootstrap", 0)), int(d.get("seed", 0)),
+                   float(d.get("threshold", JUMP_THRESHOLD)), str(d.get("source", "")),
+                   str(d.get("scale_name", "scale")), losses, loss_curves, loss_verdict,
+                   list(d.get("notes", [])))
+
+    def heading(self) -> str:
+        return f"{self.title} {Path(self.source).name}" if self.source else self.title
+
+    def to_html(self) -> str:
+        return self.html()
 
     def summary_rows(self) -> list[dict[str, Any]]:
         rows = []
@@ -317,8 +362,6 @@ class EmergenceResult:
         return fig
 
     def html(self, figure: bool = True) -> str:
-        from lenslab.html import badge, escape, figure_block, figure_to_svg, table_html
-
         kind = {"metric artifact": "warn", "emergent": "ok"}.get(self.verdict, "")
         parts = [f"<p>{badge(self.verdict, kind)} {escape(self.reason)}</p>",
                  table_html(self.summary_rows())]
@@ -340,15 +383,6 @@ class EmergenceResult:
             parts.append(figure_block(figure_to_svg(self.figure()), "Bands: bootstrap over examples."))
         return "".join(parts)
 
-    def _repr_html_(self) -> str:
-        return self.html()
-
-    def page(self, title: str = "Emergent or metric artifact?"):
-        from lenslab.html import Page
-
-        page = Page(title, subtitle=f"{self.scales.size} scales, metrics: {', '.join(self.curves)}")
-        page.add("Verdict", self.html())
-        return page
 
 
 def _plot_curve(ax, c: MetricCurve, log_x: bool, xlabel: str) -> None:

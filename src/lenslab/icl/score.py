@@ -21,15 +21,15 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+from rich.progress import Progress
 
 from lenslab.attention import GPTLens, random_battery, score_battery
 from lenslab.data import IGNORE
 from lenslab.errors import DataError, ModelError, RunDirError
-from lenslab.models import GPT
 from lenslab.html import escape, figure_block, figure_to_svg, pyplot, table_html
+from lenslab.models import GPT
 from lenslab.result import Result
 from lenslab.run import Run
-
 
 # ---------------------------------------------------------------------- loading
 
@@ -236,8 +236,6 @@ def phase_change(run_dir: str | Path, max_checkpoints: int = 40, progress: bool 
     it = steps
     bar = None
     if progress:
-        from rich.progress import Progress
-
         bar = Progress(transient=True)
         bar.start()
         tid = bar.add_task("checkpoints", total=len(steps))

@@ -1,5 +1,7 @@
-"""The model zoo: own GPT, LSTM baseline, one-layer linear self-attention (in-context regression),
-and (in :mod:`lenslab.models.hf`) any HF model."""
+"""The model zoo: own GPT, LSTM baseline, one-layer linear self-attention (in-context regression).
+
+Hugging Face models are reached through the attention lab's lens
+(:func:`lenslab.attention.capture.load_lens`), which loads them with eager attention."""
 
 from __future__ import annotations
 

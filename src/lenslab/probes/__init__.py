@@ -28,7 +28,12 @@ from lenslab.probes.dispatch import probe
 from lenslab.probes.length import LengthTest, length_generalization, parse_lengths
 from lenslab.probes.result import PROBES, VARIANTS, ProbeResult
 from lenslab.probes.rules import RuleTest, rule_test
-from lenslab.probes.series import ProbeSeries, is_sweep_dir, probe_checkpoints, probe_sweep
+from lenslab.probes.series import (
+           ProbeSeries,
+           is_sweep_dir,
+           probe_checkpoints,
+           probe_sweep,
+)
 
 __all__ = ["RuleTest", "LengthTest", "CounterfactualTest", "ProbeResult", "ProbeSeries",
            "rule_test", "length_generalization", "counterfactual", "probe", "probe_sweep",

@@ -4,6 +4,7 @@ model's answers each rule gives, with intervals from resampling sequences, and a
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -14,7 +15,6 @@ from lenslab.errors import DataError
 from lenslab.html import badge, escape, figure_block, figure_to_svg, pyplot, table_html
 from lenslab.probes.result import PROBES, ProbeResult, argmax, intervals, load
 from lenslab.run import Run
-from dataclasses import dataclass, field
 
 
 @dataclass

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
+from rich.progress import track
 
 from lenslab._io import num
 from lenslab.errors import DataError, RunDirError
@@ -18,7 +20,6 @@ from lenslab.probes.dispatch import probe
 from lenslab.probes.result import TITLES
 from lenslab.result import Result, write_result
 from lenslab.run import Run
-
 
 #: What a sweep's table shows of each probe, per kind.
 _SWEEP_MEASURES = {
@@ -167,16 +168,15 @@ def _each(items: list, what: str, progress: bool):
     """``items``, with a transient progress bar on stderr when ``progress``."""
     if not progress:
         return items
-    from rich.console import Console
-    from rich.progress import track
-
     return track(items, description=what, transient=True, console=Console(stderr=True))
 
 
 def probe_sweep(sweep_dir: str | Path, progress: bool = False, **kw) -> ProbeSeries:
     """:func:`probe` on every completed run of a sweep folder (each run's result goes to its
     ``analysis/``), in one table against the axes that vary."""
-    from lenslab.scaling import read_results  # the scaling lab (scipy) only for a sweep's probe
+    from lenslab.scaling import (
+        read_results,  # the scaling lab (scipy) only for a sweep's probe
+    )
 
     rows = [r for r in read_results(sweep_dir) if r.get("status") == "completed"]
     if not rows:

@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from lenslab._io import atomic_write_json
 from lenslab.config import RunConfig
 from lenslab.errors import LensError
 from lenslab.html import Page, badge, escape
 from lenslab.result import dumps_pretty
-from lenslab._io import atomic_write_json
+from lenslab.training import train
 
 #: The modules that register replications when imported.
 MODULES = ("induction", "lsa_gd", "icl_regression", "grokking")
@@ -81,8 +82,6 @@ def fresh(run_dir: Path) -> None:
 
 def train_fresh(cfg: RunConfig, run_dir: Path, progress: bool):
     """Train ``cfg`` into ``run_dir`` from scratch: (result, what was measured, shortfalls)."""
-    from lenslab.training import train
-
     fresh(run_dir)
     t0 = time.perf_counter()
     res = train(cfg, run_dir, progress=progress)

@@ -9,10 +9,17 @@ from typing import Sequence
 import torch
 
 from lenslab.config import RunConfig
+from lenslab.examples import example_config
 from lenslab.html import Page, escape, figure_block, figure_to_svg, pyplot
-from lenslab.icl.score import (load_run_model)
-from lenslab.replications import (Replication, finish, json_block, register, train_fresh,
-                                  verdict_html)
+from lenslab.icl.score import load_run_model
+from lenslab.replications import (
+    Replication,
+    finish,
+    json_block,
+    register,
+    train_fresh,
+    verdict_html,
+)
 from lenslab.run import Run
 
 
@@ -27,8 +34,6 @@ def grokking_config(steps: int = 8000, seed: int = 0) -> RunConfig:
     phenomenon being replicated. With the default guard, a spike at step 422 rolled the run
     back to step 0 at half the learning rate, and another at step 1420 halved it again.
     """
-    from lenslab.examples import example_config
-
     cfg = example_config("modular_addition")
     return cfg.model_copy(update={
         "name": "grokking", "seed": seed,

@@ -6,14 +6,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-
 from lenslab.config import RunConfig, config_from_dict
 from lenslab.html import Page, escape, figure_block, figure_to_svg, pyplot
-from lenslab.icl.algorithms import (compare_algorithms, load_regression_model)
-from lenslab.replications import (Replication, finish, json_block, register, train_fresh,
-                                  verdict_html)
+from lenslab.icl.algorithms import (
+    AlgorithmComparison,
+    compare_algorithms,
+    load_regression_model,
+)
+from lenslab.replications import (
+    Replication,
+    finish,
+    json_block,
+    register,
+    train_fresh,
+    verdict_html,
+)
 from lenslab.run import Run
-from lenslab.icl.algorithms import AlgorithmComparison
 
 
 def icl_regression_config(steps: int = 10_000, seed: int = 0) -> RunConfig:

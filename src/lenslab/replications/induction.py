@@ -7,18 +7,23 @@ import json
 import shutil
 from pathlib import Path
 
-
+from lenslab._io import atomic_write_json, dumps
+from lenslab.attention import GPTLens, random_battery, score_battery
+from lenslab.examples import example_config
 from lenslab.html import Page, escape
-from lenslab.icl.score import (RunModel, head_scores, load_run_model, phase_change,
-                               repeated_token_loss)
-from lenslab.replications import (Replication, register)
-from lenslab._io import atomic_write_json
+from lenslab.icl.score import (
+    RunModel,
+    head_scores,
+    load_run_model,
+    phase_change,
+    repeated_token_loss,
+)
+from lenslab.replications import Replication, register
+from lenslab.training import train
 
 
 def _induction_cfg(layers: int, steps: int):
-    import lenslab
-
-    cfg = lenslab.example_config("induction")
+    cfg = example_config("induction")
     return cfg.model_copy(update={
         "name": f"induction-{layers}L",
         "model": cfg.model.model_copy(update={"n_layer": layers}),
@@ -30,16 +35,13 @@ def _induction_cfg(layers: int, steps: int):
 @register("induction", "2-layer attention-only GPT forms induction heads by step 1000; the "
                        "1-layer control does not (Olsson et al. 2022)")
 def replicate_induction(out: Path, progress: bool = True, steps: int = 1000) -> Replication:
-
-    import lenslab
-
     measured, short = {}, []
     phases = {}
     for layers in (2, 1):
         run = out / f"induction-{layers}L"
         if run.exists():
             shutil.rmtree(run)
-        res = lenslab.train(_induction_cfg(layers, steps), run, progress=progress)
+        res = train(_induction_cfg(layers, steps), run, progress=progress)
         if res.status != "completed":
             short.append(f"{layers}-layer run ended {res.status}: {res.message}")
             continue
@@ -78,16 +80,11 @@ def replicate_induction(out: Path, progress: bool = True, steps: int = 1000) -> 
 
 
 def _layer0_prev(rm: RunModel) -> float:
-    from lenslab.attention.capture import GPTLens
-    from lenslab.attention.heads import random_battery, score_battery
-
     lens = GPTLens(rm.model, rm.task)
     means, _ = score_battery(lens, random_battery(lens, 8, seed=11))
     return float(means["prev_token"][0].max())
 
 
 def _json(d) -> str:
-
-    from lenslab._io import dumps
 
     return json.dumps(json.loads(dumps(d)), indent=2)

@@ -12,12 +12,24 @@ import torch
 from lenslab.config import RunConfig, config_from_dict
 from lenslab.data.regression import ICLRegressionTask
 from lenslab.html import Page, escape, figure_block, figure_to_svg, pyplot, table_html
-from lenslab.icl.algorithms import (gd_step_size, gd_weights,
-                                    load_regression_model)
-from lenslab.replications import (Replication, finish, json_block, register, train_fresh,
-                                  verdict_html)
+from lenslab.icl.algorithms import (
+    ModelPredictor,
+    cosine,
+    gd_step_size,
+    gd_step_size_closed_form,
+    gd_weights,
+    load_regression_model,
+    sensitivity,
+)
+from lenslab.replications import (
+    Replication,
+    finish,
+    json_block,
+    register,
+    train_fresh,
+    verdict_html,
+)
 from lenslab.run import Run
-from lenslab.icl.algorithms import ModelPredictor, cosine, gd_step_size_closed_form, sensitivity
 
 
 def lsa_gd_config(steps: int = 5000, seed: int = 0) -> RunConfig:

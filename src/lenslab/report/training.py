@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from lenslab._io import read_jsonl
-from lenslab.html import pyplot, badge, escape, figure_block, figure_to_svg, table_html
-from lenslab._io import num
+from lenslab._io import num, read_jsonl
+from lenslab.html import badge, escape, figure_block, figure_to_svg, pyplot, table_html
 from lenslab.run import Run
 
 _MARK = {  # event type -> (marker, colour, label)

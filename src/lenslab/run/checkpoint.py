@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import torch
-from safetensors.torch import load_model, save_model
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch loads with the first checkpoint written or read, not with a listing
+    import torch
 
 from lenslab._io import atomic_write_json, fsync_dir, sha256_file
 from lenslab.errors import CheckpointError
@@ -56,7 +58,7 @@ class Checkpoint:
 def write_checkpoint(
     ckpt_root: Path,
     step: int,
-    model: torch.nn.Module,
+    model: "torch.nn.Module",
     trainer_state: dict[str, Any],
     after_model_written: Optional[Callable[[], None]] = None,
 ) -> Checkpoint:
@@ -64,6 +66,9 @@ def write_checkpoint(
 
     ``after_model_written`` is a test hook (fault injection: a kill in the middle of a write).
     """
+    import torch
+    from safetensors.torch import save_model
+
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / step_dir_name(step)
     tmp = ckpt_root / f".tmp-{step_dir_name(step)}-{os.getpid()}-{time.monotonic_ns()}"
@@ -147,9 +152,12 @@ def latest_verified(
 
 
 def load_checkpoint(
-    ckpt: Checkpoint, model: torch.nn.Module, map_location: str | torch.device = "cpu"
+    ckpt: Checkpoint, model: "torch.nn.Module", map_location: "str | torch.device" = "cpu"
 ) -> dict[str, Any]:
     """Load weights into ``model`` and return the trainer state."""
+    import torch
+    from safetensors.torch import load_model
+
     missing, unexpected = load_model(model, str(ckpt.model_file), strict=True, device=str(map_location))
     if missing or unexpected:  # pragma: no cover - strict=True raises first
         raise CheckpointError(f"{ckpt.path}: weights do not match the model")

@@ -13,10 +13,14 @@ A run is a folder; this module is the only code that knows its layout::
 
 The trainer writes through a :class:`Run`; every analysis reads through one (its config, task,
 checkpoints and model at a step) and writes its results into :attr:`Run.analysis_dir`.
+
+Listing runs and reading their logs needs no torch (``lenslab runs`` answers at once): the
+task, the model and torch are imported by the methods that build them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -30,6 +34,7 @@ from lenslab import __version__
 from lenslab._io import append_jsonl, atomic_write_json, read_jsonl, rewrite_jsonl
 from lenslab.config import RunConfig, load_config, save_config
 from lenslab.errors import ConfigError, RunDirError
+from lenslab.html import table_html
 from lenslab.run import checkpoint as ckpt
 from lenslab.run.checkpoint import Checkpoint
 
@@ -213,8 +218,6 @@ class Run:
     # ------------------------------------------------------------------ meta and logs
     def meta(self) -> dict:
         """``run.json`` as a dict (empty when missing or unreadable)."""
-        import json
-
         try:
             d = json.loads((self.path / META).read_text())
         except (OSError, ValueError):
@@ -378,8 +381,6 @@ class Run:
                 "last loss": last if last is not None else "-", "guard events": ev}
 
     def _repr_html_(self) -> str:
-        from lenslab.html import table_html
-
         return table_html([self.row()])
 
 

@@ -35,9 +35,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from lenslab.errors import ConfigError, DataError
-from lenslab.scaling.fit import Law, ScalingFit, _check_inputs, _check_level, _finish, fit_chinchilla
+from lenslab.scaling.fit import check_inputs, check_level, fit_chinchilla, refits_from
+from lenslab.scaling.fitted import ScalingFit
+from lenslab.scaling.laws import Law
 from lenslab.scaling.optim import HuberObjective, logsumexp_terms, multistart_fit
-from lenslab.html import pyplot
 
 FORM = "data-constrained"
 BASE_KEYS = ("A", "B", "E", "alpha", "beta")
@@ -119,11 +120,40 @@ class DataConstrainedLaw(Law):
         rn = np.full_like(rd, self.fixed_R_N) if self.fixed_R_N else np.exp(theta[..., 1])
         return {"R_D_star": rd, "R_N_star": rn}
 
+    def args(self) -> dict[str, Any]:
+        return {"base": dict(self.base), "fixed_R_N": self.fixed_R_N}
+
     def describe(self) -> dict[str, Any]:
         d: dict[str, Any] = {"form": self.form, "base": dict(self.base)}
         if self.fixed_R_N:
             d["R_N_star_held_at"] = self.fixed_R_N
         return d
+
+    def side_panel(self, fit: Any, ax: Any) -> None:
+        """Effective data ``D' / U`` against epochs ``D / U``, with the bootstrap band, against the
+        line of fresh data; the runs' epochs marked along the bottom."""
+        law = self
+        epochs = fit.x[:, 1] / np.minimum(fit.x[:, 2], fit.x[:, 1])
+        top = max(float(epochs.max()) * 2, 4.0)
+        ep = np.geomspace(1.0, top, 200)
+        R = ep - 1.0
+        ax.plot(ep, ep, color="0.5", ls=":", lw=1, label="fresh data (D' = D)")
+        if fit.samples is not None and len(fit.samples):
+            band = law.effective_data(fit.samples, R)
+            q = (1 - fit.level) / 2
+            ax.fill_between(ep, np.quantile(band, q, axis=0), np.quantile(band, 1 - q, axis=0),
+                            color="C1", alpha=0.2, lw=0, label=f"{int(fit.level * 100)}% interval")
+        p = fit.params
+        ax.plot(ep, law.effective_data(fit.theta, R)[0], color="C1", lw=1.8,
+                label=f"fit, R_D* = {p['R_D_star']:.3g}")
+        ax.axhline(1 + p["R_D_star"], color="C1", ls="--", lw=0.8, label="limit 1 + R_D*")
+        ax.plot(epochs, np.full_like(epochs, 1.0), "|", color="C0", ms=12, label="runs' epochs")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("epochs D / U")
+        ax.set_ylabel("effective data D' / U")
+        ax.legend(fontsize=8, loc="upper left")
+        ax.grid(True, which="both", alpha=0.25)
 
     @staticmethod
     def effective_data(theta: np.ndarray, R: np.ndarray) -> np.ndarray:
@@ -193,8 +223,8 @@ def fit_data_constrained(N: Any, D: Any, U: Any, loss: Any, *, base: Any = None,
     beta unless ``tie=False``) on the runs with at most one epoch, ``D <= U``. Bootstrap
     intervals resample the runs and refit both constants with the base held fixed.
     """
-    _check_level(level, bootstrap)
-    X, L = _check_inputs([N, D, U], list(x_names), loss, y_name, 2, FORM)
+    check_level(level, bootstrap)
+    X, L = check_inputs([N, D, U], list(x_names), loss, y_name, 2, FORM)
     notes: list[str] = []
     if isinstance(base, ScalingFit):
         if base.form != "chinchilla":
@@ -224,39 +254,8 @@ def fit_data_constrained(N: Any, D: Any, U: Any, loss: Any, *, base: Any = None,
     grid = list(itertools.product(STAR_GRID, STAR_GRID)) if fixed is None else [(g,) for g in STAR_GRID]
     starts = np.log(np.array(grid, dtype=float))
     best, fbest, batch = multistart_fit(obj, starts)
-    samples = _finish(law, y, best, batch, bootstrap, seed)
+    samples = refits_from(law, y, best, batch, bootstrap, seed)
     fit = ScalingFit(FORM, law, best, tuple(x_names), y_name, X, L, fbest, level, samples, seed=seed)
     fit.notes = notes
     return fit
 
-
-def effective_data_figure(fit, ax=None):
-    """Effective data ``D' / U`` against epochs ``D / U``, with the bootstrap band, against the
-    line of fresh data; the runs' epochs marked along the bottom."""
-    plt = pyplot()
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 4))
-    law = fit.law
-    epochs = fit.x[:, 1] / np.minimum(fit.x[:, 2], fit.x[:, 1])
-    top = max(float(epochs.max()) * 2, 4.0)
-    ep = np.geomspace(1.0, top, 200)
-    R = ep - 1.0
-    ax.plot(ep, ep, color="0.5", ls=":", lw=1, label="fresh data (D' = D)")
-    if fit.samples is not None and len(fit.samples):
-        band = law.effective_data(fit.samples, R)
-        q = (1 - fit.level) / 2
-        ax.fill_between(ep, np.quantile(band, q, axis=0), np.quantile(band, 1 - q, axis=0),
-                        color="C1", alpha=0.2, lw=0, label=f"{int(fit.level * 100)}% interval")
-    p = fit.params
-    ax.plot(ep, law.effective_data(fit.theta, R)[0], color="C1", lw=1.8,
-            label=f"fit, R_D* = {p['R_D_star']:.3g}")
-    ax.axhline(1 + p["R_D_star"], color="C1", ls="--", lw=0.8, label="limit 1 + R_D*")
-    ax.plot(epochs, np.full_like(epochs, 1.0), "|", color="C0", ms=12, label="runs' epochs")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("epochs D / U")
-    ax.set_ylabel("effective data D' / U")
-    ax.legend(fontsize=8, loc="upper left")
-    ax.grid(True, which="both", alpha=0.25)
-    return ax

@@ -48,16 +48,21 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from lenslab._io import plain
 from lenslab.errors import ConfigError, DataError
-from lenslab.scaling.fit import BIC_MARGIN, PowerLaw, ScalingFit, select_breaks
+from lenslab.html import badge, escape, figure_block, figure_to_svg, pyplot, table_html
+from lenslab.result import Result
+from lenslab.scaling.constrained import MUENNIGHOFF_2023, DataConstrainedLaw
+from lenslab.scaling.fit import BIC_MARGIN, select_breaks
+from lenslab.scaling.fitted import ScalingFit
+from lenslab.scaling.laws import PowerLaw
 from lenslab.scaling.optim import HuberObjective, lbfgs_batched
 from lenslab.table import DataWarning, Table, drop_missing, positive_column, read_csv
-from lenslab.html import pyplot
-from lenslab._io import plain
 
 #: Repeated data: a large run that saw its unique data more than this many times.
 EPOCHS_LIMIT = 1.0
@@ -132,13 +137,32 @@ class Bend:
             d["selection"] = self.selection
         for key, fit in (("single_law", self.single), ("broken_law", self.broken)):
             if fit is not None:
-                d[key] = {"params": fit.params, "intervals": {k: list(v) for k, v in fit.intervals.items()}}
+                d[key] = {"params": fit.params, "intervals": {k: list(v) for k, v in fit.intervals.items()},
+                          "fit": fit.to_dict()}  # the whole fit: the page draws it again
         return plain(d)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Bend":
+        fits = {}
+        for key in ("single_law", "broken_law"):
+            entry = d.get(key) or {}
+            if "fit" not in entry and entry:
+                raise DataError("this diagnosis was written before lenslab kept its fits; run "
+                                "`lenslab diagnose` again to draw it")
+            fits[key] = ScalingFit.from_dict(entry["fit"]) if entry else None
+        br = d.get("break") or {}
+        iv = br.get("interval")
+        return cls(d["status"], d["reason"], fits["single_law"], fits["broken_law"],
+                   d.get("selection"), d.get("confidence"), br.get("x"),
+                   tuple(iv) if iv else None, br.get("alpha_before"), br.get("alpha_after"))
 
 
 @dataclass
-class Diagnosis:
-    """The bend and the ranked causes, for one table of runs."""
+class Diagnosis(Result):
+    """The bend and the ranked causes, for one table of runs (kind ``diagnosis``)."""
+
+    kind = "diagnosis"
+    title = "Where the law bends, and why"
 
     source: str
     x_name: str
@@ -165,6 +189,20 @@ class Diagnosis:
             },
             "notes": self.notes,
         })
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Diagnosis":
+        checks = [Check(c["name"], c["title"], c["status"], c["threshold"], c["evidence"],
+                        float(c.get("strength", 0.0)), dict(c.get("values") or {}))
+                  for c in d["causes"]]
+        return cls(str(d["source"]), d["x"], d["y"], int(d["n_rows"]), Bend.from_dict(d["law"]),
+                   checks, d["large_runs"], list(d.get("notes", [])))
+
+    def heading(self) -> str:
+        return f"{self.title}: {Path(self.source).name}" if self.source else self.title
+
+    def to_html(self) -> str:
+        return self.html()
 
     def rows(self) -> list[dict[str, Any]]:
         return [{"cause": c.title, "status": c.status, "evidence": c.evidence, "threshold": c.threshold}
@@ -205,8 +243,6 @@ class Diagnosis:
         return fig
 
     def html(self, figure: bool = True) -> str:
-        from lenslab.html import badge, escape, figure_block, figure_to_svg, table_html
-
         b = self.bend
         kind = {"single law rejected": "bad", "single law holds": "ok"}.get(b.status, "warn")
         parts = [f"<p>{badge(b.status, kind)} {escape(b.reason)}</p>"]
@@ -226,16 +262,6 @@ class Diagnosis:
             parts.append(figure_block(figure_to_svg(self.figure()), "Band: bootstrap interval of the one-break law."))
         return "".join(parts)
 
-    def _repr_html_(self) -> str:
-        return self.html()
-
-    def page(self):
-        from lenslab.html import Page
-
-        page = Page("Where the law bends, and why", subtitle=f"{self.source}: {self.n_rows} runs, "
-                    f"{self.y_name} against {self.x_name}")
-        page.add("Diagnosis", self.html())
-        return page
 
 
 # ----------------------------------------------------------------------------------------------
@@ -354,8 +380,6 @@ def check_repeated_data(t: Table, large: np.ndarray, small: np.ndarray) -> Check
     ev = f"large runs: up to {mx:.3g} epochs (median {_median(el):.3g}); small runs: median {ms:.3g}"
     if mx > 1:
         # how much the repeats are worth by the data-constrained law, with the C4 constant
-        from lenslab.scaling.constrained import MUENNIGHOFF_2023, DataConstrainedLaw
-
         rd = MUENNIGHOFF_2023["R_D_star"]
         eff = float(DataConstrainedLaw.effective_data(np.log([[rd, 1.0]]), np.array([mx - 1.0]))[0, 0])
         values["effective_data_share_at_max"] = eff / mx

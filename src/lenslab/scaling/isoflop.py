@@ -20,14 +20,17 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lenslab.errors import DataError
-from lenslab.table import DataWarning
-from lenslab.html import pyplot
 from lenslab._io import plain
+from lenslab.errors import DataError
+from lenslab.html import escape, figure_block, figure_to_svg, pyplot, table_html
+from lenslab.result import Result
+from lenslab.scaling.fit import check_inputs, check_level
+from lenslab.table import DataWarning
 
 FORM = "isoflop"
 #: Relative tolerance within which two compute values are the same budget.
@@ -63,8 +66,12 @@ def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 @dataclass
-class IsoFlopFit:
-    """Per-budget optima and the power law through them, with bootstrap intervals."""
+class IsoFlopFit(Result):
+    """Per-budget optima and the power law through them, with bootstrap intervals (kind
+    ``fit``, form ``isoflop``; the file keeps the runs and refits, so it draws again)."""
+
+    kind = "fit"
+    title = "Compute-optimal size from isoFLOP profiles"
 
     N: np.ndarray
     C: np.ndarray
@@ -80,6 +87,7 @@ class IsoFlopFit:
     notes: list[str] = field(default_factory=list)
     seed: int = 0
     form: str = FORM
+    source: str = ""  # the table it was fitted to
 
     @property
     def n_points(self) -> int:
@@ -130,11 +138,33 @@ class IsoFlopFit:
                                 "D_opt": Cmax / (6 * n_star),
                                 "tokens_per_parameter": Cmax / (6 * n_star * n_star)},
             "notes": list(self.notes),
+            "source": self.source,
+            "data": {"N": self.N, "C": self.C, "loss": self.loss, "budget": self.budget,
+                     "a_N": self.a_N, "log_k": self.log_k},
+            "samples": self.samples,
         })
 
-    def html(self, figure: bool = True) -> str:
-        from lenslab.html import escape, figure_block, figure_to_svg, table_html
+    @classmethod
+    def from_dict(cls, d: dict) -> "IsoFlopFit":
+        data = d.get("data")
+        if not isinstance(data, dict):
+            raise DataError("this fit was written before lenslab kept a fit's points; fit the "
+                            "table again to draw it")
+        samples = d.get("samples")
+        return cls(np.asarray(data["N"], float), np.asarray(data["C"], float),
+                   np.asarray(data["loss"], float), np.asarray(data["budget"], int),
+                   list(d["budgets"]), float(data["a_N"]), float(data["log_k"]),
+                   d["columns"]["y"], tuple(d["columns"]["x"]), float(d["level"]),
+                   None if samples is None else np.asarray(samples, float),
+                   list(d.get("notes", [])), int(d.get("seed", 0)), FORM, str(d.get("source", "")))
 
+    def heading(self) -> str:
+        return self.title + (f": {Path(self.source).name}" if self.source else "")
+
+    def to_html(self) -> str:
+        return self.html()
+
+    def html(self, figure: bool = True) -> str:
         parts = [table_html(self.summary_rows(), ["parameter", "value", "low", "high"])]
         if self.intervals:
             parts.append(f"<p class='caption'>{int(self.level * 100)}% intervals from "
@@ -148,17 +178,6 @@ class IsoFlopFit:
                                       "fitted parabola and its minimum. Right: the minima against "
                                       "compute and the power law through them."))
         return "".join(parts)
-
-    def _repr_html_(self) -> str:
-        return self.html()
-
-    def page(self, title: str | None = None):
-        from lenslab.html import Page
-
-        page = Page(title or "Compute-optimal size from isoFLOP profiles",
-                    subtitle=f"{self.n_points} runs in {len(self.budgets)} budgets")
-        page.add("Fit", self.html())
-        return page
 
     def figure(self):
         plt = pyplot()
@@ -220,10 +239,8 @@ def fit_isoflop(N: Any, C: Any, loss: Any, *, bootstrap: int = 0, level: float =
                 y_name: str = "loss", x_names: tuple[str, str] = ("N", "C")) -> IsoFlopFit:
     """Compute-optimal size ``N* = k C^a_N`` from runs ``(N [n], C [n], loss [n])`` grouped
     into compute budgets (see the module docstring). ``bootstrap`` resamples give intervals."""
-    from lenslab.scaling.fit import _check_inputs, _check_level
-
-    _check_level(level, bootstrap)
-    X, L = _check_inputs([N, C], list(x_names), loss, y_name, 3, FORM)
+    check_level(level, bootstrap)
+    X, L = check_inputs([N, C], list(x_names), loss, y_name, 3, FORM)
     N, C = X[:, 0], X[:, 1]
     budget = group_budgets(C)
     nb = int(budget.max()) + 1

@@ -21,7 +21,6 @@ import numpy as np
 
 from lenslab.scaling.optim import logsumexp_terms
 
-
 #: Epoch's grid of starting points for the Chinchilla form (Besiroglu et al. 2024, as in the
 #: shared data README): alpha, beta in 0..2 step 0.5; e in -1..1 step 0.5; a, b in 0..25 step 5.
 EPOCH_GRID = {

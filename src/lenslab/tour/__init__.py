@@ -14,15 +14,17 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
+from rich.console import Console
+
+from lenslab.errors import LensError
 from lenslab.html import Page, escape
+from lenslab.tour import attention, generalization, icl, scaling, training
 
 Chapter = tuple[str, str, Callable[[Path, Page, bool], str]]  # (anchor, title, builder)
 
 
 def chapters() -> list[Chapter]:
     """The tour's chapters in order: ``(anchor, title, builder)``, one module each."""
-    from lenslab.tour import attention, generalization, icl, scaling, training
-
     return [
         ("training", "Training under guard", training.chapter),
         ("attention", "Inside the model", attention.chapter),
@@ -33,8 +35,6 @@ def chapters() -> list[Chapter]:
 
 
 def run_tour(out_dir: str | Path = "runs/tour", quick: bool = False) -> Path:
-    from rich.console import Console
-
     con = Console(stderr=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -59,8 +59,6 @@ def run_tour(out_dir: str | Path = "runs/tour", quick: bool = False) -> Path:
     page.subtitle += f" Total time: {time.perf_counter() - t_all:.0f} s."
     page.write(report)
     if failures:
-        from lenslab.errors import LensError
-
         err = LensError(f"tour chapters failed: {', '.join(failures)}; see {report}")
         err.exit_code = 1
         raise err

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from lenslab._io import atomic_write_json
 from lenslab.emergence import EmergenceResult, analyze_csv
 from lenslab.errors import LensError
 from lenslab.html import Page, badge, escape, fmt, table_html
+from lenslab.result import write_result
+from lenslab.scaling import fit_table
 from lenslab.scaling.diagnose import diagnose
-from lenslab.scaling.fit import fit_table
 from lenslab.scaling.sweep import SweepResult, run_sweep, write_predictions
 
 #: (n_layer, d_model) of the sweep's models, and optimizer steps, per mode.
@@ -199,7 +199,7 @@ class AdditionCase:
     emergence: EmergenceResult
 
     def _repr_html_(self) -> str:
-        return self.emergence.html()
+        return self.emergence.to_html()
 
 
 def addition_emergence(sweep_dir: str | Path, n_boot: int = 1000, seed: int = 0,
@@ -214,11 +214,9 @@ def addition_emergence(sweep_dir: str | Path, n_boot: int = 1000, seed: int = 0,
     if not pred.is_file():
         pred = write_predictions(sweep_dir, n_examples)
     res = analyze_csv(pred, n_boot=n_boot, seed=seed)
-    d = res.to_dict()
-    d["source"] = str(pred)
-    d["command"] = f"lenslab emergence {pred} --bootstrap {n_boot} --seed {seed} --out {sweep_dir / 'emergence'}"
-    atomic_write_json(sweep_dir / "emergence" / "emergence.json", d)
-    res.page(f"Emergent or metric artifact? {sweep_dir.name}").write(sweep_dir / "emergence" / "emergence.html")
+    res.source = str(pred)
+    write_result(res, sweep_dir / "emergence",
+                 f"lenslab emergence {pred} --bootstrap {n_boot} --seed {seed} --out {sweep_dir / 'emergence'}")
     return pred, res
 
 

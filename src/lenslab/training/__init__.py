@@ -9,7 +9,13 @@ from typing import Any, Optional, Sequence
 
 from lenslab.config import RunConfig, apply_overrides, load_config
 from lenslab.run.inject import Injections
-from lenslab.training.trainer import EXIT_GAVE_UP, EXIT_OK, EXIT_PREEMPTED, Trainer, TrainResult
+from lenslab.training.trainer import (
+    EXIT_GAVE_UP,
+    EXIT_OK,
+    EXIT_PREEMPTED,
+    Trainer,
+    TrainResult,
+)
 
 __all__ = ["Trainer", "TrainResult", "Injections", "train", "resume",
            "EXIT_OK", "EXIT_GAVE_UP", "EXIT_PREEMPTED"]

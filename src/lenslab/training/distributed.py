@@ -46,11 +46,6 @@ def setup(device_kind: str) -> Dist:
     return Dist(rank, world, local)
 
 
-def teardown(d: Dist) -> None:
-    if d.enabled and dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def all_reduce_sum(t: torch.Tensor, d: Dist) -> torch.Tensor:
     if d.enabled:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
@@ -63,14 +58,6 @@ def all_gather_object(obj: Any, d: Dist) -> list[Any]:
     out: list[Any] = [None] * d.world
     dist.all_gather_object(out, obj)
     return out
-
-
-def broadcast_object(obj: Any, d: Dist, src: int = 0) -> Any:
-    if not d.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
 
 
 def barrier(d: Dist) -> None:

@@ -24,16 +24,28 @@ import contextlib
 import math
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
+from rich.console import Console
+from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from lenslab.config import RunConfig
 from lenslab.data import DataCursor, task_loss, task_scored
-from lenslab.errors import CheckpointError, RunDirError
+from lenslab.errors import CheckpointError, ConfigError, RunDirError
+from lenslab.html import escape
 from lenslab.models import build_model
 from lenslab.run import Checkpoint, Run
 from lenslab.run.checkpoint import load_checkpoint, step_dir_name
@@ -62,8 +74,6 @@ class TrainResult:
         ]
 
     def _repr_html_(self) -> str:
-        from lenslab.html import escape
-
         return (
             f"<b>lenslab run</b> <code>{escape(self.run_dir)}</code>: {escape(self.status)} at "
             f"step {self.step}, last loss {escape(self.final_loss)}, events {escape(self.events)}"
@@ -159,8 +169,6 @@ class Trainer:
         if self.cfg.train.compile:
             self.net = torch.compile(self.net)
         if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
             self.net = DDP(self.net, device_ids=[self.dev.index] if self.dev.type == "cuda" else None)
 
         self.step = 0
@@ -217,8 +225,6 @@ class Trainer:
     @property
     def console(self):
         if self._console is None:
-            from rich.console import Console
-
             self._console = Console(stderr=True, soft_wrap=True)
         return self._console
 
@@ -541,8 +547,6 @@ class Trainer:
 
     # ------------------------------------------------------------------ signals
     def _install_signal_handlers(self):
-        import threading
-
         if threading.current_thread() is not threading.main_thread():
             return None
         old = {}
@@ -590,10 +594,10 @@ def clip_global_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tenso
 
 def _tensorboard(run_dir: Path):
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import (
+            SummaryWriter,  # tensorboard is an optional package
+        )
     except ImportError:
-        from lenslab.errors import ConfigError
-
         raise ConfigError("train.tensorboard = true needs the tensorboard package: "
                           "pip install 'lenslab[tensorboard]'") from None
     return SummaryWriter(str(run_dir / "tensorboard")) if run_dir is not None else None
@@ -614,9 +618,6 @@ class _Progress:
             return self
         con = self.t.console
         if con.is_terminal:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
-
             self.bar = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"),

@@ -120,9 +120,19 @@ from lenslab.scaling.sweep.executor import FINISHED, Context, Executor, Job, Loc
 from lenslab.scaling.sweep.lock import SweepLock
 from lenslab.scaling.sweep.plan import GridPoint, plan, point_name
 from lenslab.scaling.sweep.predictions import write_predictions
-from lenslab.scaling.sweep.results import (read_results, run_row, table_columns,
-                                           write_results)
-from lenslab.scaling.sweep.spec import SweepConfig, SweepSpec, load_sweep, make_spec, sweep_from_dict
+from lenslab.scaling.sweep.results import (
+    read_results,
+    run_row,
+    table_columns,
+    write_results,
+)
+from lenslab.scaling.sweep.spec import (
+    SweepConfig,
+    SweepSpec,
+    load_sweep,
+    make_spec,
+    sweep_from_dict,
+)
 from lenslab.scaling.sweep.state import run_state
 
 #: Exit code of a sweep that was interrupted (like a preempted run) or left runs unfinished.

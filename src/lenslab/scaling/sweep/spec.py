@@ -13,8 +13,13 @@ from typing import Annotated, Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from lenslab.config import (RunConfig, config_from_dict, format_validation_error, load_config,
-                            read_toml)
+from lenslab.config import (
+    RunConfig,
+    config_from_dict,
+    format_validation_error,
+    load_config,
+    read_toml,
+)
 from lenslab.errors import ConfigError
 
 
