@@ -48,8 +48,8 @@ KINDS: dict[str, str] = {
     "probe-checkpoints": "lenslab.probes.series:ProbeSeries",
     "probes": "lenslab.probes.series:ProbeSeries",
     "fit": "lenslab.scaling.forms:fit_from_dict",
-    "diagnosis": "lenslab.scaling.diagnose:Diagnosis",
-    "emergence": "lenslab.emergence.verdict:EmergenceResult",
+    "diagnosis": "lenslab.scaling.diagnosis:Diagnosis",
+    "emergence": "lenslab.emergence.result:EmergenceResult",
 }
 
 _COMMAND: ContextVar[str] = ContextVar("lenslab_command", default="")

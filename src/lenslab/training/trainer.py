@@ -21,7 +21,6 @@ therefore replays the same steps bit for bit (on CPU in float32).
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import signal
 import threading
@@ -32,14 +31,6 @@ from typing import Any, Callable, Optional
 
 import torch
 from rich.console import Console
-from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from lenslab.config import RunConfig
@@ -52,6 +43,7 @@ from lenslab.run.checkpoint import load_checkpoint, step_dir_name
 from lenslab.run.inject import SPIKE_FACTOR, Injections, die
 from lenslab.training import distributed as D
 from lenslab.training.guard import Guard, Verdict
+from lenslab.training.progress import Progress
 from lenslab.training.schedule import lr_at
 
 EXIT_OK, EXIT_GAVE_UP, EXIT_PREEMPTED = 0, 3, 75
@@ -431,7 +423,7 @@ class Trainer:
                 self._tb = _tensorboard(self.run_dir)
         if self._last_ckpt_step < 0:
             self.save_checkpoint()  # step 0: a rollback target and an early resume point always exist
-        progress = _Progress(self, enabled=self.show_progress and self.dist.is_main)
+        progress = Progress(self, enabled=self.show_progress and self.dist.is_main)
         t0 = time.perf_counter()
         tok0 = self.tokens
         with progress:
@@ -446,7 +438,7 @@ class Trainer:
         return TrainResult("completed", self.step, self.run_dir, "",
                            self.last_loss, dict(self.guard.counts))
 
-    def iteration(self, progress: Optional["_Progress"] = None, t0: float = 0.0,
+    def iteration(self, progress: Optional["Progress"] = None, t0: float = 0.0,
                   tok0: int = 0) -> Optional[TrainResult]:
         """One pass of the loop: maybe checkpoint, one guarded step, logging, recovery.
 
@@ -601,55 +593,3 @@ def _tensorboard(run_dir: Path):
         raise ConfigError("train.tensorboard = true needs the tensorboard package: "
                           "pip install 'lenslab[tensorboard]'") from None
     return SummaryWriter(str(run_dir / "tensorboard")) if run_dir is not None else None
-
-
-class _Progress:
-    """A rich progress bar (step, loss, tokens/s, ETA, guard events); plain lines off a TTY."""
-
-    def __init__(self, trainer: Trainer, enabled: bool):
-        self.t = trainer
-        self.enabled = enabled
-        self.bar = None
-        self.task_id = None
-        self._last_plain = 0.0
-
-    def __enter__(self):
-        if not self.enabled:
-            return self
-        con = self.t.console
-        if con.is_terminal:
-            self.bar = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"),
-                TextColumn("guard {task.fields[events]}"), TimeElapsedColumn(),
-                TextColumn("eta"), TimeRemainingColumn(), console=con, transient=False,
-            )
-            self.bar.__enter__()
-            self.task_id = self.bar.add_task(
-                self.t.cfg.name, total=self.t.cfg.train.max_steps, completed=self.t.step,
-                loss="-", tps="-", events=0,
-            )
-        return self
-
-    def update(self, rec: dict) -> None:
-        if not self.enabled:
-            return
-        c = self.t.guard.counts
-        events = c["nonfinite"] + c["spike"] + c["rollback"]
-        loss = rec["loss"]
-        loss_s = f"{loss:.4f}" if math.isfinite(loss) else str(loss)
-        if self.bar is not None:
-            self.bar.update(self.task_id, completed=self.t.step, loss=loss_s,
-                            tps=f"{rec['tok_per_s']:,.0f}", events=events)
-        else:
-            now = time.monotonic()
-            if now - self._last_plain > 10 or self.t.step == self.t.cfg.train.max_steps:
-                self._last_plain = now
-                self.t.console.print(
-                    f"step {self.t.step}/{self.t.cfg.train.max_steps} loss {loss_s} "
-                    f"{rec['tok_per_s']:,.0f} tok/s guard events {events}", highlight=False)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-        return False
