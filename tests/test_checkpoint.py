@@ -19,12 +19,15 @@ def _model(seed=0):
 
 def test_roundtrip_is_exact_with_tied_weights(tmp_path):
     m = _model()
-    ck = C.write_checkpoint(tmp_path, 5, m, {"step": 5, "t": torch.arange(3)})
-    assert ck.path.name == "step-000005" and C.verify(ck.path) is None
+    state = {**{k: 0 for k in C.STATE_KEYS}, "step": 5, "t": torch.arange(3)}
+    ck = C.write_checkpoint(tmp_path, 5, m, state, run_id="abc")
+    assert ck.path.name == "step-000005" and C.verify(ck.path, "abc") is None
     manifest = json.loads((ck.path / "MANIFEST.json").read_text())
     assert set(manifest["files"]) == {"model.safetensors", "trainer.pt"}
+    assert manifest["run"] == "abc" and manifest["step"] == 5
     m2 = _model(seed=1)
-    state = C.load_checkpoint(ck, m2)
+    weights, state = C.read_checkpoint(ck)
+    C.load_weights(m2, weights)
     assert state["step"] == 5 and torch.equal(state["t"], torch.arange(3))
     for (k, a), b in zip(m.state_dict().items(), m2.state_dict().values()):
         assert torch.equal(a, b), k

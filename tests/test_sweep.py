@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import time
 import warnings
 from pathlib import Path
@@ -169,13 +168,29 @@ def test_cli_sweep_and_one_line_errors(second, tmp_path, capsys):
 
 
 def test_a_second_sweep_on_the_same_folder_is_refused(second):
+    """A live holder (another process) is named; one on another host is reported with its
+    host; a dead holder's lock is free."""
+    import json
+    import subprocess
+    import sys
+
     sweep, out, _ = second
-    (out / "sweep.lock").write_text(f"{os.getpid()} {os.uname().nodename}\n")
+    hold = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from lenslab.run import Lock\n"
+        f"with Lock(Path({str(out)!r}), 'sweep', Path({str(out / 'sweep.lock')!r})):\n"
+        "    print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
     try:
-        with pytest.raises(RunDirError, match="another lenslab sweep"):
+        assert hold.stdout.readline().strip() == "held"
+        with pytest.raises(RunDirError, match=f"in use by process {hold.pid} \\(sweep\\)"):
             run_sweep(sweep, out, progress=False)
     finally:
-        (out / "sweep.lock").unlink()
+        hold.kill()
+        hold.wait()
+    (out / "sweep.lock").write_text(json.dumps({"host": "elsewhere", "pid": 7, "what": "sweep"}))
+    with pytest.raises(RunDirError, match="on host elsewhere"):
+        run_sweep(sweep, out, progress=False)
+    (out / "sweep.lock").write_text("")  # released: free again
+    assert run_sweep(sweep, out, progress=False).exit_code == 0
 
 
 BAD = [

@@ -125,20 +125,34 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
         f.flush()
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read a JSON-lines file, ignoring a torn last line left by a killed writer."""
+def read_jsonl(path: str | os.PathLike, strict: bool = True) -> list[dict]:
+    """The objects of a JSON-lines file. A torn last line (a killed writer) is left out; any
+    other line that is not a UTF-8 JSON object is a one-line :class:`DataError` naming the file
+    and the line, or, with ``strict=False``, is left out too (a resume drops what it cannot
+    read rather than dead-end)."""
     out: list[dict] = []
     p = Path(path)
     if not p.exists():
         return out
-    for line in p.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line:
+    lines = p.read_bytes().split(b"\n")
+    last = max((i for i, raw in enumerate(lines) if raw.strip()), default=-1)
+    for i, raw in enumerate(lines):
+        if not raw.strip():
             continue
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
+            rec = json.loads(raw.decode("utf-8"))
+            if not isinstance(rec, dict):
+                raise ValueError("not an object")
+        except UnicodeDecodeError as e:
+            if strict:
+                raise DataError(f"{p} line {i + 1}: not UTF-8 (byte 0x{raw[e.start]:02x}); the "
+                                "log is damaged") from None
             continue
+        except ValueError:
+            if i == last or not strict:
+                continue
+            raise DataError(f"{p} line {i + 1}: not a JSON object; the log is damaged") from None
+        out.append(rec)
     return out
 
 

@@ -8,12 +8,20 @@ key and says what is wrong.
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Sequence, Union
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from lenslab._io import atomic_write_text, read_user_text
 from lenslab.errors import ConfigError
@@ -314,24 +322,32 @@ class GuardConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    max_steps: PosInt = 1000
+    max_steps: Annotated[int, Field(gt=0, le=10**12)] = 1000
     log_every: PosInt = 1
     eval_every: NonNegInt = 100
     eval_batches: PosInt = 4
     checkpoint_every: NonNegInt = 100
     keep_checkpoints: PosInt = 3
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    device: str = "auto"
+    device: str = Field("auto", description='"auto", "cpu", "cuda", "cuda:N" or "mps"')
     threads: NonNegInt = Field(0, description="torch intra-op threads; 0 picks by model size")
     tensorboard: bool = False
     compile: bool = False
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v):
+            raise ValueError(f"{v!r} is not a device; use \"auto\", \"cpu\", \"cuda\", "
+                             "\"cuda:N\" or \"mps\"")
+        return v
 
 
 class RunConfig(_Strict):
     """The whole, exact description of a run (written to ``RUN_DIR/config.toml``)."""
 
     name: str = "run"
-    seed: NonNegInt = 0
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     model: ModelConfig = Field(default_factory=GPTConfig)
     data: DataConfig = Field(default_factory=InductionData)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -349,11 +365,17 @@ class RunConfig(_Strict):
 # ----------------------------------------------------------------------------- loading
 
 
+#: At most this many problems are named in one message (the rest are counted).
+MAX_PROBLEMS = 5
+
+
 def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line for every pydantic failure: ``source: key.path: what is wrong; ...``."""
+    """One line for every pydantic failure: ``source: key.path: what is wrong; ...`` (the first
+    :data:`MAX_PROBLEMS`, then how many more: a million unknown keys make one short line)."""
     parts = []
     tags = {"gpt", "lstm", "lsa", *DATA_TASKS}
-    for e in err.errors():
+    errors = err.errors()
+    for e in errors[:MAX_PROBLEMS]:
         loc_parts = [str(x) for x in e["loc"] if not str(x).startswith("function-")]
         # discriminated unions put the tag in the location; drop it for readability
         loc_parts = [
@@ -367,6 +389,9 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         parts.append(f"{loc}: {msg}" if loc else msg)
+    more = len(errors) - MAX_PROBLEMS
+    if more > 0:
+        parts.append(f"and {more:,} more problem{'s' if more > 1 else ''}")
     return f"{source}: " + "; ".join(parts)
 
 
@@ -392,6 +417,8 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
         return RunConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, source)) from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to be a config") from None
 
 
 def read_toml(path: str | Path, what: str) -> dict[str, Any]:
@@ -403,6 +430,8 @@ def read_toml(path: str | Path, what: str) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: malformed TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: the TOML is nested too deeply to be a {what}") from None
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -32,3 +32,9 @@ class CheckpointError(LensError):
 class ModelError(LensError):
     """A model cannot be built, loaded or asked for what was requested."""
 
+
+class RunIOError(LensError):
+    """The operating system refused a write (full disk, read-only folder, permissions): the run
+    is marked stopped and resumes from its last verified checkpoint once the cause is fixed."""
+
+    exit_code = 74  # EX_IOERR (sysexits.h)

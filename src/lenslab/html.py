@@ -67,6 +67,9 @@ def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
+    # labels are data (column names, run folders, tokens): text, never mathtext, so a "$" in
+    # one is a dollar sign and not a parse error
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt

@@ -27,6 +27,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+from contextlib import nullcontext
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, ClassVar, Optional, Union
@@ -141,19 +142,22 @@ def write_result(result: Result, where: Union[str, os.PathLike, Any],
     folder = Path(getattr(where, "analysis_dir", where))
     if folder.exists() and not folder.is_dir():
         raise DataError(f"{folder} exists and is not a folder; choose another --out")
-    folder.mkdir(parents=True, exist_ok=True)
     result.command = current_command() if command is None else command
-    stem = folder / result.kind
-    if html:
-        result.page().write(stem.with_suffix(".html"))
-    if png:
-        fig = result.figure()
-        if fig is not None:
-            write_png(fig, stem.with_suffix(".png"))
-    for suffix, text in result.files().items():
-        atomic_write_text(stem.with_suffix("." + suffix), text)
-    path = stem.with_suffix(".json")
-    atomic_write_json(path, envelope(result))
+    # a run folder has one writer at a time (its lock); a plain folder is the caller's
+    lock = where.lock(f"writing {result.kind}") if hasattr(where, "lock") else nullcontext()
+    with lock:
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = folder / result.kind
+        if html:
+            result.page().write(stem.with_suffix(".html"))
+        if png:
+            fig = result.figure()
+            if fig is not None:
+                write_png(fig, stem.with_suffix(".png"))
+        for suffix, text in result.files().items():
+            atomic_write_text(stem.with_suffix("." + suffix), text)
+        path = stem.with_suffix(".json")
+        atomic_write_json(path, envelope(result))
     return path
 
 

@@ -155,9 +155,8 @@ class HeadReport(Result):
         ax.imshow(np.asarray(self.rollout["matrix"], dtype=float), cmap="Blues")
         n = len(strings)
         if n <= 40:
-            # tokens are data: shown as text, never as mathtext
-            ax.set_xticks(range(n), [s.replace("$", r"\$") for s in strings], rotation=90, fontsize=6)
-            ax.set_yticks(range(n), [s.replace("$", r"\$") for s in strings], fontsize=6)
+            ax.set_xticks(range(n), strings, rotation=90, fontsize=6)
+            ax.set_yticks(range(n), strings, fontsize=6)
         ax.set_xlabel("source token (key)")
         ax.set_ylabel("position (query)")
         ax.set_title("attention rollout", fontsize=10)

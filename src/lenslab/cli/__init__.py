@@ -6,8 +6,9 @@ API, and prints with rich; it imports its lab when it runs, so ``lenslab --help`
 fraction of a second.
 
 Exit codes: 0 done, 1 a replication or check failed, 2 bad input (one-line message, no
-traceback), 3 the guard gave up, 75 preempted by SIGTERM/SIGINT with a checkpoint written
-(resumable).
+traceback, nothing written), 3 the guard gave up, 74 the operating system refused a write (full
+disk, read-only folder; the run is marked stopped and resumable), 75 preempted by SIGTERM/SIGINT
+with a checkpoint written (resumable).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from rich.markup import escape
 
 from lenslab.cli import attention, icl, probes, runs, scaling  # noqa: F401 - they register commands
 from lenslab.cli.app import app, err
-from lenslab.errors import LensError
+from lenslab.errors import LensError, RunIOError
 from lenslab.result import set_command
+from lenslab.run.folder import os_reason
 
 __all__ = ["app", "main"]
 
@@ -61,8 +63,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         if isinstance(rv, int):
             return rv
     except LensError as e:
-        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(one_line(str(e)))}", highlight=False, soft_wrap=True)
         return e.exit_code
+    except OSError as e:  # the operating system refused: a path and a cause, not a traceback
+        where = f"{e.filename}: " if e.filename else ""
+        err.print(f"[bold red]error:[/] {escape(one_line(where + os_reason(e)))}", highlight=False,
+                  soft_wrap=True)
+        return RunIOError.exit_code
     except typer.Exit as e:
         return e.exit_code
     except SystemExit as e:  # pragma: no cover
@@ -79,6 +86,18 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 130
         raise
     return 0
+
+
+#: Longest message printed (a million unknown keys must not make a 22 MB line).
+MAX_MESSAGE = 2000
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line, cut to :data:`MAX_MESSAGE` characters with the count of the rest."""
+    text = " ".join(text.split())
+    if len(text) > MAX_MESSAGE:
+        text = text[:MAX_MESSAGE] + f" ... ({len(text) - MAX_MESSAGE:,} more characters)"
+    return text
 
 
 def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...]]:

@@ -32,12 +32,14 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
     set_: Optional[list[str]] = typer.Option(
         None, "--set", help="override a config value: SECTION.KEY=VALUE, e.g. model.n_layer=4 (repeat)"),
+    no_memory_check: bool = typer.Option(
+        False, "--no-memory-check", help="train even when the model and a step seem not to fit in memory"),
 ):
     """Train a new run into a run folder (guarded; resumable; torchrun for several GPUs)."""
     from lenslab.training import train as train_run
 
     res = train_run(config, out_dir, max_steps=max_steps, inject=inject, progress=not quiet,
-                        overrides=set_ or ())
+                    overrides=set_ or (), memory_check=not no_memory_check)
     _finish(res)
 
 
@@ -46,11 +48,13 @@ def resume(
     run_dir: Path = typer.Argument(..., help="run folder"),
     inject: Optional[str] = typer.Option(None, "--inject", help="faults to inject from here on"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    no_memory_check: bool = typer.Option(
+        False, "--no-memory-check", help="resume even when the model and a step seem not to fit in memory"),
 ):
-    """Continue a run from its newest verified checkpoint."""
+    """Continue a run from its newest verified checkpoint (from step 0 when it has none)."""
     from lenslab.training import resume as resume_run
 
-    res = resume_run(run_dir, inject=inject, progress=not quiet)
+    res = resume_run(run_dir, inject=inject, progress=not quiet, memory_check=not no_memory_check)
     _finish(res)
 
 

@@ -51,6 +51,7 @@ threshold), with the scale axis replaced by decreasing loss.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -73,7 +74,7 @@ from lenslab.emergence.result import (
     MetricCurve,
 )
 from lenslab.errors import ConfigError, DataError
-from lenslab.table import Table, positive_column, read_csv, size_values
+from lenslab.table import DataWarning, Table, positive_column, read_csv, size_values
 
 #: Metrics bounded in [0, 1] (a share of examples or tokens). Their curve must move by at least
 #: :data:`MIN_BOUNDED_RANGE` in absolute terms to be called anything but flat: the surprise is
@@ -242,6 +243,15 @@ def analyze(scales: Sequence[float], examples: Sequence[Any], targets: Sequence[
         lp = np.asarray(logprobs, dtype=float)
         if np.any(lp[np.isfinite(lp)] > 1e-9):
             raise DataError("logprob must be a log-probability (<= 0) of the target answer")
+        zero, missing = int(np.sum(np.isneginf(lp))), int(np.sum(np.isnan(lp)))
+        if zero:  # probability 0 is a legitimate answer: kept where a metric can hold it
+            warnings.warn(DataWarning(
+                f"{zero} example(s) have logprob = -inf (probability 0): brier counts them (1.0), "
+                "the mean log-likelihood leaves them out"), stacklevel=2)
+        if missing:
+            warnings.warn(DataWarning(
+                f"{missing} example(s) have no logprob: log-likelihood and brier leave them out"),
+                stacklevel=2)
     scores = score_examples(list(targets), list(predictions), lp, tokens)
     K, E = uniq.size, len(ex_ids)
     matrices = {}

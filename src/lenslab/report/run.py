@@ -25,6 +25,11 @@ def _order(path: Path) -> tuple[int, str]:
 def write_run_report(run_dir: str | Path) -> Path:
     """Write ``RUN/report.html`` and return its path."""
     run = Run.open(run_dir)
+    with run.lock("writing the report"):
+        return _write(run)
+
+
+def _write(run: Run) -> Path:
     page = Page(f"Run {run.path.name}", f"Everything on this page was read from {run.path}.")
     page.add("Training", training_chapter(run.path), "training")
     files = sorted(run.analysis_dir.glob("*.json"), key=_order) if run.analysis_dir.is_dir() else []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from lenslab._io import num, read_jsonl
+from lenslab._io import num
 from lenslab.html import badge, escape, figure_block, figure_to_svg, pyplot, table_html
 from lenslab.run import Run
 
@@ -22,8 +22,8 @@ def loss_figure(run_dir: Path, title: str = ""):
     """Training loss against step; skipped steps, spikes and rollbacks marked; LR on a twin axis."""
     plt = pyplot()
 
-    metrics = read_jsonl(run_dir / "metrics.jsonl")
-    events = read_jsonl(run_dir / "events.jsonl")
+    run = Run(run_dir)
+    metrics, events = run.metrics(), run.event_log()
     fig, ax = plt.subplots(figsize=(8.6, 3.8))
     # a record is abandoned when a rollback later replays its step: drawn grey, apart
     abandoned, low = [False] * len(metrics), math.inf
@@ -115,7 +115,7 @@ def training_chapter(run_dir: Path) -> str:
     """HTML for one run: curve, what the guard did, the raw event log."""
     run_dir = Path(run_dir)
     info = Run.open(run_dir)
-    events = read_jsonl(run_dir / "events.jsonl")
+    events = info.event_log()
     svg = figure_to_svg(loss_figure(run_dir))
     kinds = {e.get("type") for e in events}
     status = badge(info.status, "ok" if info.status == "completed" else "warn")

@@ -33,10 +33,11 @@ from typing import Any, Callable, Iterable, Optional, Union
 from lenslab import __version__
 from lenslab._io import append_jsonl, atomic_write_json, read_jsonl, rewrite_jsonl
 from lenslab.config import RunConfig, load_config, save_config
-from lenslab.errors import ConfigError, RunDirError
+from lenslab.errors import ConfigError, LensError, RunDirError
 from lenslab.html import table_html
 from lenslab.run import checkpoint as ckpt
 from lenslab.run.checkpoint import Checkpoint
+from lenslab.run.lock import Lock
 
 CONFIG, META, METRICS, EVENTS = "config.toml", "run.json", "metrics.jsonl", "events.jsonl"
 CHECKPOINTS, ANALYSIS, REPORT = "checkpoints", "analysis", "report.html"
@@ -122,26 +123,37 @@ class Run:
 
     # ------------------------------------------------------------------ creating
     @classmethod
-    def create(cls, path: Union[str, os.PathLike], cfg: RunConfig, *, inject: str = "") -> "Run":
+    def create(cls, path: Union[str, os.PathLike], cfg: RunConfig, *, inject: str = "",
+               staged: bool = False) -> "Run":
         """Validate ``cfg``, then create the run folder atomically and return its :class:`Run`.
 
         Everything that can fail on a config (the task and its data, the model's sizes) fails
         before anything is written. The folder is staged under a hidden name and renamed into
-        place, so it appears whole or not at all. An existing run is refused: one with another
-        config by a message that says so, the same config by one that says to resume.
+        place, so it appears whole or not at all; with ``staged``, the :class:`Run` returned is
+        the staging folder, for the caller to finish (the trainer writes the step-0 checkpoint
+        there) and then :meth:`commit`. An existing run is refused: one with another config by a
+        message that says so, the same config by one that says to resume; a folder of the same
+        config with no verified checkpoint (killed before its first) is started again.
         """
         from lenslab.data import build_task, resolve_config
         from lenslab.models import build_model
 
         run = cls(path)
-        run._check_new(cfg)
-        run.path.parent.mkdir(parents=True, exist_ok=True)
+        restart = run._check_new(cfg)
         task = build_task(cfg, None)  # missing or non-UTF-8 data fails here, before any write
         full = resolve_config(cfg, task)
-        build_model(full.model)  # impossible sizes fail here too
-        cls.clean_staging(run.path.parent)
-        staging = run.path.parent / f".{run.path.name}{STAGING}{os.getpid()}"
-        staging.mkdir()
+        with torch_meta():
+            build_model(full.model)  # impossible sizes fail here too, without allocating
+        blocker = next((a for a in run.path.parents if a.exists() and not a.is_dir()), None)
+        if blocker is not None:
+            raise RunDirError(f"cannot create {run.path}: {blocker} is a file, not a folder")
+        try:
+            run.path.parent.mkdir(parents=True, exist_ok=True)
+            cls.clean_staging(run.path.parent)
+            staging = run.path.parent / f".{run.path.name}{STAGING}{os.getpid()}"
+            staging.mkdir()
+        except OSError as e:
+            raise RunDirError(f"cannot create {run.path}: {os_reason(e)}") from None
         try:
             save_config(cfg, staging / CONFIG)
             if hasattr(task, "save_artifacts"):
@@ -149,20 +161,49 @@ class Run:
             cls(staging).write_meta(status="created", step=0, inject=inject)
             (staging / METRICS).touch()
             (staging / EVENTS).touch()
-            if run.path.exists():
-                run.path.rmdir()  # an empty folder the user made; anything else was refused
-            os.replace(staging, run.path)
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(e, OSError):
+                raise RunDirError(f"cannot create {run.path}: {os_reason(e)}") from None
             raise
+        new = cls(staging)
+        new.final, new.restart = run.path, restart
         # the objects built for the checks are the run's: nothing is built twice
-        run.__dict__.update(config=cfg, task=task, resolved=full)
-        return run
+        new.__dict__.update(config=cfg, task=task, resolved=full)
+        if not staged:
+            new.commit()
+        return new
 
-    def _check_new(self, cfg: RunConfig) -> None:
+    def commit(self) -> None:
+        """Rename a staged run (:meth:`create`) into place; this object follows it."""
+        final = getattr(self, "final", None)
+        if final is None or final == self.path:
+            return
+        try:
+            if final.exists() and getattr(self, "restart", False):
+                _remove_run(final)  # the same config, never checkpointed: started again
+            elif final.exists():
+                final.rmdir()  # an empty folder the user made; anything else was refused
+            os.replace(self.path, final)
+        except OSError as e:
+            shutil.rmtree(self.path, ignore_errors=True)
+            if final.exists() and any(final.iterdir()):
+                raise RunDirError(f"{final} was created by another process meanwhile; continue it "
+                                  f"with `lenslab resume {final}`") from None
+            raise RunDirError(f"cannot create {final}: {os_reason(e)}") from None
+        self.path = final
+
+    def discard(self) -> None:
+        """Remove a staged run that will not be committed."""
+        if getattr(self, "final", None) not in (None, self.path):
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def _check_new(self, cfg: RunConfig) -> bool:
+        """Refuse a folder that holds something else; True when it holds this config's run
+        killed before its first checkpoint (to be started again)."""
         p = self.path
         if not p.exists():
-            return
+            return False
         if not p.is_dir():
             raise RunDirError(f"{p} exists and is not a folder")
         if self.is_run(p):
@@ -176,10 +217,26 @@ class Run:
                 raise RunDirError(f"{p} already holds a run with a different config "
                                   f"({'; '.join(diff[:4])}{'; ...' if len(diff) > 4 else ''}); "
                                   "choose another --out")
+            existing = Run(p)
+            if existing.latest_checkpoint(warn=lambda m: None) is None:
+                with existing.lock("train"):  # not while another process is starting it
+                    return True
             raise RunDirError(f"{p} already holds this run; continue it with `lenslab resume {p}`")
-        if any(p.iterdir()):
+        if any(x.name != ".lock" for x in p.iterdir()):
             raise RunDirError(f"{p} exists, is not empty and is not a lenslab run; "
                               "choose another --out")
+        return False
+
+    def lock(self, what: str = "") -> Lock:
+        """The folder's writer lock (``with run.lock("train"): ...``): one writer at a time."""
+        return Lock(self.path, what)
+
+    def reset(self) -> None:
+        """Start a run again from step 0: its logs and checkpoints go (it has no verified
+        checkpoint: nothing of value is lost), its config and artifacts stay."""
+        shutil.rmtree(self.checkpoints_dir, ignore_errors=True)
+        self.truncate_logs(lambda r: False)
+        self.write_meta(status="created", step=0)
 
     @staticmethod
     def clean_staging(parent: Path) -> list[Path]:
@@ -207,6 +264,11 @@ class Run:
         from lenslab.data import build_task
 
         return build_task(self.config, self.path)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Identity of the run's config: its checkpoints carry it, a foreign one is refused."""
+        return self.config.fingerprint()
 
     @cached_property
     def resolved(self) -> RunConfig:
@@ -256,7 +318,7 @@ class Run:
         dropped = 0
         for name in (METRICS, EVENTS):
             f = self.path / name
-            recs = read_jsonl(f)
+            recs = read_jsonl(f, strict=False)
             kept = [r for r in recs if keep(r)]
             dropped += len(recs) - len(kept)
             if len(kept) != len(recs) or f.exists():
@@ -270,13 +332,14 @@ class Run:
 
     def verified_steps(self) -> list[int]:
         """Steps of the checkpoints that pass verification, in increasing order."""
-        return sorted(c.step for c in self.checkpoints() if ckpt.verify(c.path) is None)
+        return sorted(c.step for c in self.checkpoints()
+                      if ckpt.verify(c.path, self.fingerprint) is None)
 
     def latest_checkpoint(self, before_step: Optional[int] = None,
                           warn: Optional[Callable[[str], None]] = None) -> Optional[Checkpoint]:
         """The newest verified checkpoint (with step < ``before_step``), or None; each one skipped
         for failing verification is reported through ``warn``."""
-        return ckpt.latest_verified(self.checkpoints_dir, before_step, warn)
+        return ckpt.latest_verified(self.checkpoints_dir, before_step, warn, self.fingerprint)
 
     def checkpoint(self, step: Optional[int] = None) -> Checkpoint:
         """The verified checkpoint at ``step`` (default: the newest), or a :class:`RunDirError`
@@ -288,7 +351,7 @@ class Run:
                                   "(`lenslab train` or `lenslab resume`)")
             return ck
         ck = next((c for c in self.checkpoints() if c.step == step), None)
-        if ck is None or ckpt.verify(ck.path) is not None:
+        if ck is None or ckpt.verify(ck.path, self.fingerprint) is not None:
             have = self.verified_steps()
             raise RunDirError(f"{self.path} has no verified checkpoint at step {step}"
                               + (f" (it has {_steps_text(have)})" if have else
@@ -298,7 +361,7 @@ class Run:
     def write_checkpoint(self, step: int, model: Any, trainer_state: dict,
                          after_model_written: Optional[Callable[[], None]] = None) -> Checkpoint:
         return ckpt.write_checkpoint(self.checkpoints_dir, step, model, trainer_state,
-                                     after_model_written)
+                                     after_model_written, self.fingerprint)
 
     def prune_checkpoints(self, keep: int, warn: Optional[Callable[[str], None]] = None) -> None:
         """Keep the newest ``keep`` checkpoints, never the newest verified one."""
@@ -324,11 +387,13 @@ class Run:
     def load_model(self, at: Union[None, int, Checkpoint] = None, device: Any = "cpu") -> Any:
         """The model at a verified checkpoint (a step, a :class:`Checkpoint`, or None for the
         newest), in eval mode. Its step is ``self.checkpoint(step).step``."""
-        from safetensors.torch import load_model
-
         ck = at if isinstance(at, Checkpoint) else self.checkpoint(at)
         model = self.build_model()
-        load_model(model, str(ck.model_file), device=str(device))
+        try:
+            weights, _ = ckpt.read_checkpoint(ck)
+            ckpt.load_weights(model, weights)
+        except ckpt.InvalidCheckpoint as e:
+            raise RunDirError(f"{ck.path}: {e}") from None
         return model.to(device).eval()
 
     # ------------------------------------------------------------------ summary
@@ -372,11 +437,18 @@ class Run:
         return dict(Counter(e.get("type", "?") for e in self.event_log()))
 
     def row(self) -> dict:
-        """One line of ``lenslab runs``."""
-        ev = ", ".join(f"{k} {v}" for k, v in sorted(self.events.items())) or "-"
-        step, top = self.step, self.max_steps
-        last = self.last_loss
-        return {"run": str(self.path), "status": self.status,
+        """One line of ``lenslab runs`` (a damaged folder says what is damaged)."""
+        try:
+            ev = ", ".join(f"{k} {v}" for k, v in sorted(self.events.items())) or "-"
+            step, top = self.step, self.max_steps
+            last = self.last_loss
+        except LensError as e:
+            return {"run": str(self.path), "status": f"damaged: {e}", "step": "-",
+                    "last loss": "-", "guard events": "-"}
+        status = self.status
+        if (self.path / META).is_file() and not self.meta():
+            status = f"damaged: {self.path / META} is not a JSON object"
+        return {"run": str(self.path), "status": status,
                 "step": f"{step}/{top}" if top else str(step),
                 "last loss": last if last is not None else "-", "guard events": ev}
 
@@ -420,3 +492,27 @@ def check_task(run: Run, accepted: Iterable[str], what: str, hint: str = "") -> 
     if task not in accepted:
         raise ConfigError(f"{run.path} trains data.task = {task!r}; {what} reads "
                           + ", ".join(accepted) + (f" ({hint})" if hint else ""))
+
+
+def os_reason(e: OSError) -> str:
+    """What an operating-system error says, in one line: ``no space left on device``."""
+    text = (e.strerror or str(e)).strip()
+    return (text[:1].lower() + text[1:]) if text else type(e).__name__
+
+
+def _remove_run(path: Path) -> None:
+    """Remove a run folder of the same config that never reached a checkpoint."""
+    shutil.rmtree(path)
+
+
+class torch_meta:
+    """Build modules on torch's meta device (sizes without memory), importing torch only here."""
+
+    def __enter__(self) -> None:
+        import torch
+
+        self._ctx = torch.device("meta")
+        self._ctx.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._ctx.__exit__(*exc)

@@ -28,10 +28,47 @@ SPIKE_FACTOR = 10.0
 _PAT = re.compile(r"^(nan|spike|kill|term)@(\d+)(?:-(\d+))?(?::(accum|ckpt))?$")
 
 
+class Ranges:
+    """Sets of data indices kept as closed ranges: ``nan@0-20000000`` is one pair, not twenty
+    million integers (in memory and in ``run.json``)."""
+
+    def __init__(self, ranges: tuple[tuple[int, int], ...] = ()):
+        self.ranges: list[tuple[int, int]] = []
+        for a, b in ranges:
+            self.add(a, b)
+
+    def add(self, a: int, b: int) -> None:
+        merged = sorted([*self.ranges, (a, b)])
+        out: list[tuple[int, int]] = []
+        for lo, hi in merged:
+            if out and lo <= out[-1][1] + 1:
+                out[-1] = (out[-1][0], max(out[-1][1], hi))
+            else:
+                out.append((lo, hi))
+        self.ranges = out
+
+    def __contains__(self, i: object) -> bool:
+        return isinstance(i, int) and any(lo <= i <= hi for lo, hi in self.ranges)
+
+    def __ior__(self, other: "Ranges") -> "Ranges":
+        for a, b in other.ranges:
+            self.add(a, b)
+        return self
+
+    def __bool__(self) -> bool:
+        return bool(self.ranges)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Ranges) and self.ranges == other.ranges
+
+    def spec(self, kind: str) -> list[str]:
+        return [f"{kind}@{a}" if a == b else f"{kind}@{a}-{b}" for a, b in self.ranges]
+
+
 @dataclass
 class Injections:
-    nan: set[int] = field(default_factory=set)
-    spike: set[int] = field(default_factory=set)
+    nan: Ranges = field(default_factory=Ranges)
+    spike: Ranges = field(default_factory=Ranges)
     kill: dict[int, str] = field(default_factory=dict)  # step -> "step" | "accum" | "ckpt"
     term: set[int] = field(default_factory=set)
     spec: str = ""
@@ -56,9 +93,9 @@ class Injections:
             if where and kind != "kill":
                 raise ConfigError(f"--inject: ':{where}' only applies to kill, in {part!r}")
             if kind == "nan":
-                inj.nan.update(range(a, hi + 1))
+                inj.nan.add(a, hi)
             elif kind == "spike":
-                inj.spike.update(range(a, hi + 1))
+                inj.spike.add(a, hi)
             elif kind == "kill":
                 if b:
                     raise ConfigError(f"--inject: kill takes one step, not a range: {part!r}")
@@ -69,8 +106,7 @@ class Injections:
 
     def persistent(self) -> str:
         """The part that describes the data (nan, spike): ``resume`` re-applies it."""
-        parts = [f"nan@{i}" for i in sorted(self.nan)] + [f"spike@{i}" for i in sorted(self.spike)]
-        return ",".join(parts)
+        return ",".join(self.nan.spec("nan") + self.spike.spec("spike"))
 
     def __bool__(self) -> bool:
         return bool(self.nan or self.spike or self.kill or self.term)

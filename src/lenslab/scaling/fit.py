@@ -85,6 +85,15 @@ def check_inputs(xs: Sequence[np.ndarray], names: Sequence[str], loss: np.ndarra
     if loss.size < n_params:
         raise DataError(f"the {form} law has {n_params} parameters but there {'is' if loss.size == 1 else 'are'} "
                         f"only {loss.size} point{'' if loss.size == 1 else 's'}; add points or use a simpler form")
+    # a law of one size variable with P parameters needs P distinct sizes; a law of several
+    # needs each to vary: otherwise many laws fit equally well and intervals would lie
+    need = n_params if len(cols) == 1 else 2
+    for x, name in zip(cols, names):
+        distinct = np.unique(x).size
+        if distinct < need:
+            raise DataError(f"the {form} law cannot be identified from these points: {name} takes "
+                            f"{distinct} distinct value{'' if distinct == 1 else 's'} and the fit "
+                            f"needs at least {need}; add runs at other sizes")
     return np.stack(cols, axis=1), loss
 
 

@@ -13,6 +13,7 @@ from lenslab.training.trainer import (
     EXIT_GAVE_UP,
     EXIT_OK,
     EXIT_PREEMPTED,
+    Stop,
     Trainer,
     TrainResult,
 )
@@ -34,20 +35,27 @@ def train(
 
     ``config`` is a :class:`RunConfig` or a path to a TOML file; ``overrides`` are
     ``SECTION.KEY=VALUE`` changes to it (the CLI's ``--set``). ``inject`` takes the fault
-    injection syntax of the CLI (``"nan@30,spike@40-45"``).
+    injection syntax of the CLI (``"nan@30,spike@40-45"``). ``memory_check=False`` skips the
+    refusal of a model or batch that clearly does not fit in memory. SIGTERM and Ctrl-C are
+    caught from the start: the run ends with a checkpoint (exit 75) or leaves no folder.
     """
-    cfg = config if isinstance(config, RunConfig) else load_config(config)
-    if overrides:
-        cfg = apply_overrides(cfg, overrides)
-    if max_steps is not None:
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": max_steps})})
-    trainer = Trainer.create(cfg, out, Injections.parse(inject), progress=progress, **kw)
-    return trainer.fit()
+    with Stop() as stop:
+        cfg = config if isinstance(config, RunConfig) else load_config(config)
+        if overrides:
+            cfg = apply_overrides(cfg, overrides)
+        if max_steps is not None:
+            cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
+                update={"max_steps": max_steps})})
+        trainer = Trainer.create(cfg, out, Injections.parse(inject), progress=progress,
+                                 stop=stop, **kw)
+        return trainer.fit()
 
 
 def resume(run_dir: str | Path, inject: Optional[str] = None, progress: bool = True,
            **kw: Any) -> TrainResult:
-    """Continue a run from its newest verified checkpoint."""
-    trainer = Trainer.open(run_dir, Injections.parse(inject) if inject else None,
-                           progress=progress, **kw)
-    return trainer.fit()
+    """Continue a run from its newest checkpoint that verifies and loads (from step 0 when it
+    has none). Nothing in the folder changes when it cannot continue."""
+    with Stop() as stop:
+        trainer = Trainer.open(run_dir, Injections.parse(inject) if inject else None,
+                               progress=progress, stop=stop, **kw)
+        return trainer.fit()

@@ -7,6 +7,7 @@ import math
 import time
 from typing import Any
 
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -40,7 +41,7 @@ class Progress:
             )
             self.bar.__enter__()
             self.task_id = self.bar.add_task(
-                self.t.cfg.name, total=self.t.cfg.train.max_steps, completed=self.t.step,
+                escape(self.t.cfg.name), total=self.t.cfg.train.max_steps, completed=self.t.step,
                 loss="-", tps="-", events=0,
             )
         return self

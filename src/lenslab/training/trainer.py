@@ -31,18 +31,27 @@ from typing import Any, Callable, Optional
 
 import torch
 from rich.console import Console
+from rich.markup import escape as escape_markup
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from lenslab.config import RunConfig
 from lenslab.data import DataCursor, task_loss, task_scored
-from lenslab.errors import CheckpointError, ConfigError, RunDirError
+from lenslab.errors import ConfigError, RunIOError
 from lenslab.html import escape
 from lenslab.models import build_model
 from lenslab.run import Checkpoint, Run
-from lenslab.run.checkpoint import load_checkpoint, step_dir_name
+from lenslab.run.checkpoint import (
+    InvalidCheckpoint,
+    load_weights,
+    read_checkpoint,
+    step_dir_name,
+    verify,
+)
+from lenslab.run.folder import os_reason
 from lenslab.run.inject import SPIKE_FACTOR, Injections, die
 from lenslab.training import distributed as D
 from lenslab.training.guard import Guard, Verdict
+from lenslab.training.memory import check_memory
 from lenslab.training.progress import Progress
 from lenslab.training.schedule import lr_at
 
@@ -96,9 +105,26 @@ def _device(cfg: RunConfig, local_rank: int) -> torch.device:
         want = "cuda" if torch.cuda.is_available() else "cpu"
     if want.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RunDirError("train.device asks for CUDA but no GPU is visible; use device = \"cpu\"")
+            raise ConfigError("train.device asks for CUDA but no GPU is visible; use "
+                              "train.device = \"cpu\" (or \"auto\")")
+        if ":" in want and int(want.split(":")[1]) >= torch.cuda.device_count():
+            raise ConfigError(f"train.device = {want!r} but this machine has "
+                              f"{torch.cuda.device_count()} GPU(s)")
         return torch.device("cuda", local_rank) if want == "cuda" else torch.device(want)
+    if want == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("train.device asks for MPS but it is not available; use \"cpu\"")
     return torch.device(want)
+
+
+def preflight(cfg: RunConfig, memory_check: bool = True) -> None:
+    """What can fail on a config before a run folder exists fails here, before it does: the
+    device is there, and the model and one step fit in its memory (see ``training/memory.py``).
+    The task, its data and the model's sizes are checked by :meth:`Run.create`."""
+    dev = _device(cfg, 0)
+    if cfg.train.tensorboard:
+        _tensorboard(None)  # a missing package is a config error, before any write
+    if memory_check:
+        check_memory(cfg, str(dev))
 
 
 def _precision(cfg: RunConfig, device: torch.device) -> Optional[torch.dtype]:
@@ -120,14 +146,16 @@ class Trainer:
         progress: bool = True,
         callbacks: Optional[list[Callable[["Trainer", dict], None]]] = None,
         console: Any = None,
+        stop: Optional["Stop"] = None,
+        lock: Any = None,
     ):
         self.run = run
-        self.run_dir = run.path
         self.inj = injections or Injections()
         self.callbacks = callbacks or []
         self.show_progress = progress
         self._console = console
-        self._stop_signal: Optional[str] = None
+        self.stop = stop or Stop()
+        self.lock = lock  # the run folder's writer lock, held until fit() ends
         self._stop_agreed = False
 
         self.task = run.task
@@ -172,6 +200,10 @@ class Trainer:
         self._last_ckpt_step = -1
         self._tb = None
 
+    @property
+    def run_dir(self) -> Path:
+        return self.run.path
+
     # ------------------------------------------------------------------ construction
     @classmethod
     def create(
@@ -179,38 +211,67 @@ class Trainer:
         cfg: RunConfig,
         run_dir: str | Path,
         injections: Optional[Injections] = None,
+        memory_check: bool = True,
         **kw: Any,
     ) -> "Trainer":
-        """Validate everything, create the run folder atomically (:meth:`Run.create`) and return
-        a trainer for it. Under torchrun, rank 0 creates the folder and the others wait for it.
+        """Validate everything, then create the run folder with its step-0 checkpoint, or
+        nothing: the folder is staged under a hidden name, the checkpoint written into it, and
+        only then is it renamed into place (:meth:`Run.create`). So a kill, a full disk or a
+        config error found late leaves no folder that neither ``train`` nor ``resume`` takes.
+
+        Under torchrun, rank 0 creates the folder (the step-0 checkpoint is written by every
+        rank together, after it appears) and the others wait for it.
         """
         run_dir = Path(run_dir)
-        if int(os.environ.get("RANK", "0")) == 0:
-            if cfg.train.tensorboard:
-                _tensorboard(None)  # a missing package is a config error, before any write
-            run = Run.create(run_dir, cfg, inject=(injections or Injections()).persistent())
-        else:  # other ranks wait for rank 0's folder
-            for _ in range(600):
-                if Run.is_run(run_dir):
-                    break
-                time.sleep(0.1)
-            run = Run.open(run_dir)
-        return cls(run, injections, **kw)
+        preflight(cfg, memory_check)
+        inject = (injections or Injections()).persistent()
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            if int(os.environ.get("RANK", "0")) == 0:
+                run = Run.create(run_dir, cfg, inject=inject)
+                lock = run.lock("train").__enter__()
+            else:  # other ranks wait for rank 0's folder
+                for _ in range(600):
+                    if Run.is_run(run_dir):
+                        break
+                    time.sleep(0.1)
+                run, lock = Run.open(run_dir), None
+            return cls(run, injections, lock=lock, **kw)
+        run = Run.create(run_dir, cfg, inject=inject, staged=True)
+        lock = run.lock("train").__enter__()  # flock follows the folder when it is renamed
+        try:
+            t = cls(run, injections, lock=lock, **kw)
+            t.save_checkpoint()  # step 0, inside the staging folder
+            run.commit()
+        except BaseException:
+            lock.__exit__(None, None, None)
+            run.discard()
+            raise
+        return t
 
     @classmethod
     def open(
-        cls, run_dir: str | Path, injections: Optional[Injections] = None, **kw: Any
+        cls, run_dir: str | Path, injections: Optional[Injections] = None,
+        memory_check: bool = True, **kw: Any
     ) -> "Trainer":
-        """A trainer for an existing run, positioned at its newest verified checkpoint."""
+        """A trainer for an existing run, positioned at its newest checkpoint that verifies and
+        loads; a run with none (killed before its first, or every one damaged) starts again
+        from step 0. Nothing in the folder changes until a checkpoint has loaded."""
         run = Run.open(run_dir)
-        inj = Injections.parse(run.meta().get("inject", ""))
-        if injections is not None:  # kill/term given now apply; nan/spike add to the saved ones
-            inj.nan |= injections.nan
-            inj.spike |= injections.spike
-            inj.kill = dict(injections.kill)
-            inj.term = set(injections.term)
-        t = cls(run, inj, **kw)
-        t._restore_latest()
+        lock = run.lock("resume").__enter__() if int(os.environ.get("RANK", "0")) == 0 else None
+        try:
+            preflight(run.config, memory_check)
+            inj = Injections.parse(run.meta().get("inject", ""))
+            if injections is not None:  # kill/term given now apply; nan/spike add to the saved
+                inj.nan |= injections.nan
+                inj.spike |= injections.spike
+                inj.kill = dict(injections.kill)
+                inj.term = set(injections.term)
+            t = cls(run, inj, lock=lock, **kw)
+            t._restore_latest()
+        except BaseException:
+            if lock is not None:
+                lock.__exit__(None, None, None)
+            raise
         return t
 
     # ------------------------------------------------------------------ helpers
@@ -224,14 +285,20 @@ class Trainer:
         if self.dist.is_main and self.show_progress:
             self.console.print(msg, highlight=False)
 
-    def event(self, type_: str, **fields: Any) -> None:
-        """Record a guard event (rank 0 writes); visible in events.jsonl, the CLI and the report."""
+    def event(self, type_: str, at: Optional[tuple[int, int]] = None, **fields: Any) -> None:
+        """Record a guard event (rank 0 writes); visible in events.jsonl, the CLI and the report.
+        ``at`` is ``(step, seq)`` when the event belongs to another moment than now."""
         if not self.dist.is_main:
             return
-        rec = {"step": self.step, "seq": self.seq, "type": type_, **fields, "time": time.time()}
-        self.run.append_event(rec)
+        step, seq = at or (self.step, self.seq)
+        rec = {"step": step, "seq": seq, "type": type_, **fields, "time": time.time()}
+        try:
+            self.run.append_event(rec)
+        except OSError as e:
+            raise self._io_error(e, "writing events.jsonl") from None
         detail = ", ".join(f"{k}={v}" for k, v in fields.items())
-        self._log(f"[bold yellow]guard[/] step {self.step}: {type_} {detail}")
+        self._log(f"[bold yellow]guard[/] step {step}: {escape_markup(type_)} "
+                  f"{escape_markup(detail)}")
 
     def _rng_state(self) -> dict:
         st = {"torch": torch.get_rng_state()}
@@ -267,20 +334,47 @@ class Trainer:
             hook = None
             if self.inj.kill.get(self.step) == "ckpt":
                 hook = die
-            self.run.write_checkpoint(self.step, self.model, state, hook)
+            try:
+                self.run.write_checkpoint(self.step, self.model, state, hook)
+            except OSError as e:
+                raise self._io_error(e, f"writing checkpoint {step_dir_name(self.step)}") from None
             self.run.prune_checkpoints(self.cfg.train.keep_checkpoints, warn=self._warn)
             self.run.write_meta(status="running", step=self.step)
         self._last_ckpt_step = self.step
         D.barrier(self.dist)
 
-    def _warn(self, msg: str) -> None:
+    def _io_error(self, e: OSError, doing: str) -> RunIOError:
+        """An operating-system fault as one line naming the path and the cause; the run is
+        marked stopped (when its folder can still be written)."""
+        ck = self.run.latest_checkpoint(warn=lambda m: None)
+        last = f"the last verified checkpoint is {ck.path.name}" if ck else "no checkpoint verifies yet"
+        msg = (f"{os_reason(e)} while {doing} in {self.run_dir}; {last}. Free the space or fix "
+               f"the folder, then `lenslab resume {self.run_dir}`")
+        try:
+            self.run.write_meta(status="stopped", step=self.step, message=msg)
+        except OSError:
+            pass
+        return RunIOError(msg)
+
+    def _warn(self, msg: str, at: Optional[tuple[int, int]] = None) -> None:
         if self.dist.is_main:
-            self.console.print(f"[bold red]warning[/] {msg}", highlight=False)
-            self.run.append_event({"step": self.step, "seq": self.seq, "type": "checkpoint_invalid",
-                          "detail": msg, "time": time.time()})
+            step, seq = at or (self.step, self.seq)
+            self.console.print(f"[bold red]warning[/] {escape_markup(msg)}", highlight=False)
+            self.run.append_event({"step": step, "seq": seq, "type": "checkpoint_invalid",
+                                   "detail": msg, "time": time.time()})
 
     def _load(self, ck: Checkpoint, *, keep_bookkeeping: bool) -> dict:
-        state = load_checkpoint(ck, self.model, map_location=self.dev)
+        """Load a verified checkpoint; an :class:`InvalidCheckpoint` leaves the trainer as it was
+        when the files are not what lenslab writes (so the caller can try an older one)."""
+        weights, state = read_checkpoint(ck, map_location=self.dev)
+        groups = [len(g["params"]) for g in self.opt.param_groups]
+        try:
+            theirs = [len(g["params"]) for g in state["optimizer"]["param_groups"]]
+        except (KeyError, TypeError):
+            theirs = None
+        if theirs != groups:  # checked before anything is loaded: the trainer stays as it was
+            raise InvalidCheckpoint("its optimizer state does not fit the model")
+        load_weights(self.model, weights)
         self.opt.load_state_dict(state["optimizer"])
         if self.scaler is not None and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
@@ -303,16 +397,41 @@ class Trainer:
         self._last_ckpt_step = self.step
         return state
 
+    def _load_newest(self, before_step: Optional[int], problems: list[str],
+                     keep_bookkeeping: bool) -> Optional[Checkpoint]:
+        """Load the newest checkpoint (with step < ``before_step``) that verifies and loads;
+        why each newer one was skipped goes into ``problems``."""
+        for ck in self.run.checkpoints():
+            if before_step is not None and ck.step >= before_step:
+                continue
+            problem = verify(ck.path, self.run.fingerprint)
+            if problem is None:
+                try:
+                    self._load(ck, keep_bookkeeping=keep_bookkeeping)
+                    return ck
+                except InvalidCheckpoint as e:
+                    problem = str(e)
+            problems.append(f"skipping checkpoint {ck.path.name}: {problem}; falling back to an "
+                            "older one")
+        return None
+
     def _restore_latest(self) -> None:
+        problems: list[str] = []
+        ck = self._load_newest(None, problems, keep_bookkeeping=False)
+        # nothing has been written so far: a resume that fails above leaves the folder as it was
         if self.dist.is_main:
             self.run.clean_partial()
-        ck = self.run.latest_checkpoint(warn=self._warn)
-        if ck is None:
-            raise CheckpointError(
-                f"no verified checkpoint in {self.run.checkpoints_dir}; start the run again with "
-                "`lenslab train`"
-            )
-        self._load(ck, keep_bookkeeping=False)
+            for msg in problems:
+                self._warn(msg)
+        if ck is None:  # killed before its first checkpoint, or every one damaged: step 0
+            if self.dist.is_main:
+                self.run.reset()
+                for msg in problems:
+                    self._warn(msg)
+            D.barrier(self.dist)
+            self.event("restart", reason="no checkpoint verifies" if problems else
+                       "no checkpoint was written", replaying_from=0)
+            return
         if self.dist.is_main:  # drop log lines of steps that will now be replayed
             self.run.truncate_logs(lambda r: r.get("seq", -1) < self.seq
                                    or r.get("type") == "checkpoint_invalid")
@@ -321,13 +440,16 @@ class Trainer:
 
     def _rollback(self) -> bool:
         first_step, a, b = self.guard.episode_range()
-        ck = self.run.latest_checkpoint(before_step=first_step + 1, warn=self._warn)
-        if ck is None:
-            return False
-        self.event("rollback", to_step=ck.step, checkpoint=ck.path.name, skip_batches=[a, b])
+        at = (self.step, self.seq)  # the events belong to the step the rollback happens at
         self.cursor.add_skip(a, b)
         skips, seq = list(self.cursor.skip), self.seq
-        self._load(ck, keep_bookkeeping=True)
+        problems: list[str] = []
+        ck = self._load_newest(first_step + 1, problems, keep_bookkeeping=True)
+        for msg in problems:
+            self._warn(msg, at)
+        if ck is None:
+            return False
+        self.event("rollback", at, to_step=ck.step, checkpoint=ck.path.name, skip_batches=[a, b])
         self.cursor.skip, self.seq = skips, seq  # seq counts every iteration ever run
         self.guard.rolled_back()
         self.event("lr_backoff", lr_scale=self.guard.lr_scale, factor=self.cfg.guard.lr_backoff)
@@ -378,7 +500,7 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.grad is not None]
         grad_norm = clip_global_norm(params, o.grad_clip)
 
-        stats = torch.stack([loss_sum.float(), torch.tensor(float(self._stop_signal is not None),
+        stats = torch.stack([loss_sum.float(), torch.tensor(float(self.stop.signal is not None),
                                                              device=self.dev)])
         D.all_reduce_sum(stats, self.dist)
         loss_val = stats[0].item() / max(n_tok, 1)
@@ -407,13 +529,22 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> TrainResult:
-        handlers = self._install_signal_handlers()
+        """Train to ``max_steps`` (or until stopped); the folder's lock is released at the end.
+
+        An operating-system fault (full disk, read-only folder) ends the run with a one-line
+        :class:`RunIOError` naming the path and the cause; the run is marked stopped."""
         try:
-            return self._fit()
+            with self.stop:
+                try:
+                    return self._fit()
+                except OSError as e:
+                    raise self._io_error(e, f"writing {e.filename or 'the run folder'}") from None
         finally:
-            self._restore_signal_handlers(handlers)
             if self._tb is not None:
                 self._tb.close()
+            if self.lock is not None:
+                self.lock.__exit__(None, None, None)
+                self.lock = None
 
     def _fit(self) -> TrainResult:
         tc = self.cfg.train
@@ -448,7 +579,7 @@ class Trainer:
         if self.step in self.inj.term:
             self.inj.term.discard(self.step)
             os.kill(os.getpid(), signal.SIGTERM)
-        if self._stop_agreed or (not self.dist.enabled and self._stop_signal):
+        if self._stop_agreed or (not self.dist.enabled and self.stop.signal):
             return self._preempt()
         if (tc.checkpoint_every and self.step % tc.checkpoint_every == 0
                 and self.step != self._last_ckpt_step):
@@ -515,10 +646,10 @@ class Trainer:
 
     def _preempt(self) -> TrainResult:
         self.save_checkpoint()
-        self.event("preempt", signal=self._stop_signal or "peer", checkpoint=step_dir_name(self.step))
+        self.event("preempt", signal=self.stop.signal or "peer", checkpoint=step_dir_name(self.step))
         if self.dist.is_main:
             self.run.write_meta(status="preempted", step=self.step)
-        msg = (f"stopped by {self._stop_signal or 'a peer rank'} at step {self.step}; checkpoint "
+        msg = (f"stopped by {self.stop.signal or 'a peer rank'} at step {self.step}; checkpoint "
                f"written. Continue with: lenslab resume {self.run_dir}")
         return TrainResult("preempted", self.step, self.run_dir, msg, self.last_loss,
                            dict(self.guard.counts))
@@ -537,30 +668,39 @@ class Trainer:
         return TrainResult("gave_up", self.step, self.run_dir, msg, self.last_loss,
                            dict(self.guard.counts))
 
-    # ------------------------------------------------------------------ signals
-    def _install_signal_handlers(self):
-        if threading.current_thread() is not threading.main_thread():
-            return None
-        old = {}
 
-        def handler(signum, frame):
-            name = signal.Signals(signum).name
-            if self._stop_signal is not None and signum == signal.SIGINT:
-                raise KeyboardInterrupt  # second Ctrl-C: stop now
-            self._stop_signal = name
-            self._log(f"[bold]{name}[/]: finishing this step, writing a checkpoint, then exiting (75)")
+class Stop:
+    """SIGTERM and SIGINT as a request to stop: the step finishes, a checkpoint is written and
+    the run exits with 75 (resumable); a second Ctrl-C stops at once.
 
-        for s in (signal.SIGTERM, signal.SIGINT):
-            old[s] = signal.signal(s, handler)
-        return old
+    ``train()`` and ``resume()`` install it before the run folder exists, so a signal at any
+    moment ends in a resumable folder or in none at all (never exit 143 with a folder that
+    neither command takes). Re-entrant: ``fit()`` installs it too, for trainers made directly.
+    """
 
-    @staticmethod
-    def _restore_signal_handlers(old) -> None:
-        if old:
-            for s, h in old.items():
+    def __init__(self) -> None:
+        self.signal: Optional[str] = None
+        self._old: dict = {}
+        self._depth = 0
+
+    def __enter__(self) -> "Stop":
+        self._depth += 1
+        if self._depth == 1 and threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGTERM, signal.SIGINT):
+                self._old[s] = signal.signal(s, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            for s, h in self._old.items():
                 signal.signal(s, h)
+            self._old = {}
 
-
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl-C: stop now
+        self.signal = signal.Signals(signum).name
 
 
 def clip_global_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:

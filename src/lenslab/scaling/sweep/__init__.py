@@ -113,11 +113,10 @@ from rich.markup import escape
 from lenslab._io import atomic_write_text
 from lenslab.errors import ConfigError
 from lenslab.html import table_html
-from lenslab.run import Run
+from lenslab.run import Lock, Run
 from lenslab.run.inject import Injections
 from lenslab.scaling.sweep.display import Display
 from lenslab.scaling.sweep.executor import FINISHED, Context, Executor, Job, LocalPool
-from lenslab.scaling.sweep.lock import SweepLock
 from lenslab.scaling.sweep.plan import GridPoint, plan, point_name
 from lenslab.scaling.sweep.predictions import write_predictions
 from lenslab.scaling.sweep.results import (
@@ -238,7 +237,7 @@ def run_sweep(sweep: Union[str, Path, SweepSpec, dict[str, Any]], out: str | Pat
     states = {p.name: run_state(p, runs_root / p.name) for p in points}
     out.mkdir(parents=True, exist_ok=True)
     sc = spec.config
-    with SweepLock(out):
+    with Lock(out, "sweep", out / "sweep.lock"):
         states = {p.name: run_state(p, runs_root / p.name) for p in points}  # again, under the lock
         Run.clean_staging(runs_root)
         resolved = sc.model_dump(mode="json", exclude_none=True)
