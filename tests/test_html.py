@@ -39,3 +39,20 @@ def test_a_page_loads_nothing_from_the_network():
     text = page.render()
     assert "default-src 'none'" in text and "t &lt;i&gt;" in text
     assert "http://" not in text and "https://" not in text
+
+
+def test_data_labels_are_text_and_log_ticks_still_mathtext():
+    import matplotlib
+
+    from lenslab.html import label
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([1, 10, 100], [1, 2, 3])
+    ax.set_xscale("log")  # its ticks are written in mathtext: 10^0, 10^1, 10^2
+    ax.set_xlabel(label("cost in $\\cmd$"))  # from data: drawn as dollars, not parsed
+    assert figure_to_svg(fig, close=False).startswith("<svg")  # an unescaped label raises here
+    assert matplotlib.rcParams["text.parse_math"]  # mathtext stays on for the tick labels
+    assert any("mathdefault" in t.get_text() for t in ax.get_xticklabels())
+    assert ax.xaxis.label.get_text() == "cost in \\$\\cmd\\$"
+    pyplot().close(fig)

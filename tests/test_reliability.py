@@ -155,6 +155,16 @@ def test_one_writer_at_a_time(tmp_path):
     assert steps == sorted(set(steps))  # no duplicated or out-of-order steps
 
 
+def test_two_trains_into_one_folder_at_once(tmp_path):
+    cfg = write_config(tmp_path / "c.toml", train={"max_steps": 10, "checkpoint_every": 0})
+    cmd = [sys.executable, "-m", "lenslab", "train", str(cfg), "--out", str(tmp_path / "run"), "-q"]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    done = sorted((p.wait(timeout=120), p.stderr.read()) for p in procs)
+    assert [code for code, _ in done] == [0, 2], done
+    err = [x for x in done[1][1].splitlines() if x.strip()]
+    assert len(err) == 1 and "Traceback" not in done[1][1], err
+
+
 # ------------------------------------------------------------------------- a checkpoint's owner
 
 

@@ -67,9 +67,6 @@ def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
-    # labels are data (column names, run folders, tokens): text, never mathtext, so a "$" in
-    # one is a dollar sign and not a parse error
-    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt
@@ -78,6 +75,17 @@ def pyplot():
 # Deterministic SVG: no timestamp, and a fixed salt for the ids matplotlib would otherwise
 # derive from a random uuid (clip paths, glyphs). The same figure gives the same bytes.
 _SVG_RC = {"svg.fonttype": "path", "svg.hashsalt": "lenslab"}
+
+
+def label(value: Any) -> str:
+    """Data (a column name, a run folder, a token) as a figure's text: a "$" in it is a dollar
+    sign, never the start of mathtext that matplotlib would fail to parse."""
+    return str(value).replace("$", r"\$")
+
+
+def tick_text(labels: Iterable[Any]) -> list[str]:
+    """Data used as tick labels (tokens, names): :func:`label` of each."""
+    return [label(x) for x in labels]
 
 
 def figure_to_svg(fig: Any, close: bool = True) -> str:

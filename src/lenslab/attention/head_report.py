@@ -17,7 +17,16 @@ import numpy as np
 
 from lenslab.attention import viewer
 from lenslab.attention.classes import HeadClass, label, parse_class
-from lenslab.html import escape, figure_block, figure_to_svg, fmt, pyplot, table_html
+from lenslab.html import (
+    escape,
+    figure_block,
+    figure_to_svg,
+    fmt,
+    pyplot,
+    table_html,
+    tick_text,
+)
+from lenslab.html import label as html_label
 from lenslab.result import Result
 
 
@@ -120,7 +129,7 @@ class HeadReport(Result):
         present = [c for c in order if any(h["class"] is c for h in self.heads)]
         ax.legend(handles=[Patch(color=c.color, label=c.value) for c in present],
                   bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8, frameon=False)
-        ax.set_title(f"{self.model}: head classes (number: the deciding score)", fontsize=10)
+        ax.set_title(html_label(f"{self.model}: head classes (number: the deciding score)"), fontsize=10)
         fig.tight_layout()
         return fig
 
@@ -155,8 +164,8 @@ class HeadReport(Result):
         ax.imshow(np.asarray(self.rollout["matrix"], dtype=float), cmap="Blues")
         n = len(strings)
         if n <= 40:
-            ax.set_xticks(range(n), strings, rotation=90, fontsize=6)
-            ax.set_yticks(range(n), strings, fontsize=6)
+            ax.set_xticks(range(n), tick_text(strings), rotation=90, fontsize=6)
+            ax.set_yticks(range(n), tick_text(strings), fontsize=6)
         ax.set_xlabel("source token (key)")
         ax.set_ylabel("position (query)")
         ax.set_title("attention rollout", fontsize=10)

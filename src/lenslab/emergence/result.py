@@ -11,7 +11,15 @@ from typing import Any
 import numpy as np
 
 from lenslab._io import num
-from lenslab.html import badge, escape, figure_block, figure_to_svg, pyplot, table_html
+from lenslab.html import (
+    badge,
+    escape,
+    figure_block,
+    figure_to_svg,
+    label,
+    pyplot,
+    table_html,
+)
 from lenslab.result import Result
 
 #: A step whose forecast surprise is at least this share of the curve's range is a jump.
@@ -227,6 +235,6 @@ def _plot_curve(ax, c: MetricCurve, log_x: bool, xlabel: str) -> None:
         ax.axvspan(min(a, b), max(a, b), color="C3", alpha=0.12)
     if log_x:
         ax.set_xscale("log")
-    ax.set_title(f"{c.name} ({c.shape})", fontsize=9)
-    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_title(label(f"{c.name} ({c.shape})"), fontsize=9)
+    ax.set_xlabel(label(xlabel), fontsize=8)
     ax.grid(True, alpha=0.25)

@@ -48,7 +48,15 @@ from lenslab._io import finite_or_none, num
 from lenslab.data import rng_for
 from lenslab.data.regression import ICLRegressionTask, RegressionProblems
 from lenslab.errors import DataError
-from lenslab.html import escape, figure_block, figure_to_svg, fmt, pyplot, table_html
+from lenslab.html import (
+    escape,
+    figure_block,
+    figure_to_svg,
+    fmt,
+    label,
+    pyplot,
+    table_html,
+)
 from lenslab.result import Result, write_result
 from lenslab.run import Run
 
@@ -323,7 +331,7 @@ class AlgorithmComparison(Result):
             ax.plot(self.ks, a["error"], marker="o", ms=3, lw=1.2, label=a["label"],
                     color=_COLORS.get(name))
         ax.plot(self.ks, self.model_error, marker="s", ms=4, lw=2.4, color="black",
-                label=self.model_name)
+                label=label(self.model_name))
         ax.axhline(1.0, color="#999", lw=0.8, ls=":")
         if len(self.trained_k) == 1:  # paired layout: trained with exactly this many examples
             ax.axvline(self.trained_k[0], color="#999", lw=0.8, ls="--", label="trained k")

@@ -26,7 +26,7 @@ from rich.progress import Progress
 from lenslab.attention import GPTLens, random_battery, score_battery
 from lenslab.data import IGNORE
 from lenslab.errors import DataError, ModelError, RunDirError
-from lenslab.html import escape, figure_block, figure_to_svg, pyplot, table_html
+from lenslab.html import escape, figure_block, figure_to_svg, label, pyplot, table_html
 from lenslab.models import GPT
 from lenslab.result import Result
 from lenslab.run import Run
@@ -320,7 +320,7 @@ def curves_figure(curves: dict[str, list[float]], marks: Optional[tuple[int, int
     fig, ax = plt.subplots(figsize=(7.6, 3.6))
     for (name, c), color in zip(curves.items(), ["#3056d3", "#e07b00", "#1b7f3b", "#8e24aa"]):
         x = np.arange(1, len(c) + 1)
-        ax.plot(x, c, lw=1.4, color=color, label=name)
+        ax.plot(x, c, lw=1.4, color=color, label=label(name))
     if marks:
         for m in marks:
             ax.axvline(m + 1, color="#999", lw=0.8, ls=":")

@@ -13,7 +13,15 @@ import numpy as np
 import torch
 
 from lenslab.errors import DataError
-from lenslab.html import badge, escape, figure_block, figure_to_svg, pyplot, table_html
+from lenslab.html import (
+    badge,
+    escape,
+    figure_block,
+    figure_to_svg,
+    pyplot,
+    table_html,
+    tick_text,
+)
 from lenslab.probes.result import PROBES, VARIANTS, ProbeResult, argmax, intervals, load
 
 
@@ -89,7 +97,7 @@ class CounterfactualTest(ProbeResult):
                                              ("acc_variant", f"accuracy, {self.variant}", "#e07b00"),
                                              ("consistency", "same answer", "#1b7f3b"))):
             ax.barh(y + (k - 1) * h, [r[key] for r in rows], height=h, color=c, label=label)
-        ax.set_yticks(y, [r["name"] for r in rows])
+        ax.set_yticks(y, tick_text(r["name"] for r in rows))
         ax.invert_yaxis()
         ax.set_xlim(0, 1)
         ax.legend(fontsize=8, frameon=False, loc="lower right")

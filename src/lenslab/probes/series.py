@@ -15,7 +15,15 @@ from rich.progress import track
 
 from lenslab._io import num
 from lenslab.errors import DataError, RunDirError
-from lenslab.html import escape, figure_block, figure_to_svg, pyplot, table_html
+from lenslab.html import (
+    escape,
+    figure_block,
+    figure_to_svg,
+    label,
+    pyplot,
+    table_html,
+    tick_text,
+)
 from lenslab.probes.dispatch import probe
 from lenslab.probes.result import TITLES
 from lenslab.result import Result, write_result
@@ -102,17 +110,17 @@ class ProbeSeries(Result):
         colors = ["#3056d3", "#e07b00", "#1b7f3b", "#8e24aa", "#c62828", "#00838f"]
         for ax, m in zip(axs[0], self.measures):
             for (key, rows), c in zip(sorted(groups.items(), key=lambda kv: str(kv[0])), colors * 9):
-                label = ", ".join(f"{a.split('.')[-1]} {v}" for a, v in zip(others, key)) or None
+                legend = label(", ".join(f"{a.split('.')[-1]} {v}" for a, v in zip(others, key))) or None
                 at = sorted({r[x] for r in rows}, key=lambda v: (str(type(v)), v))
                 mean = [np.mean([r[m] for r in rows if r[x] == v]) for v in at]
-                ax.plot([pos(v) for v in at], mean, "o-", ms=3.5, color=c, label=label)
+                ax.plot([pos(v) for v in at], mean, "o-", ms=3.5, color=c, label=legend)
                 ax.scatter([pos(r[x]) for r in rows], [r[m] for r in rows], s=8, color=c, alpha=0.4)
-            ax.set_title(m.replace("_", " "), fontsize=9)
+            ax.set_title(label(m.replace("_", " ")), fontsize=9)
             if all(0 <= r[m] <= 1 for r in self.rows):  # shares and accuracies
                 ax.set_ylim(-0.03, 1.05)
-            ax.set_xlabel(x)
+            ax.set_xlabel(label(x))
             if not numeric:
-                ax.set_xticks(range(len(levels)), [str(v) for v in levels])
+                ax.set_xticks(range(len(levels)), tick_text(levels))
             ax.grid(alpha=0.25)
         if len(groups) > 1:
             axs[0][0].legend(fontsize=7, frameon=False)

@@ -6,7 +6,14 @@ import math
 from pathlib import Path
 
 from lenslab._io import num
-from lenslab.html import badge, escape, figure_block, figure_to_svg, pyplot, table_html
+from lenslab.html import (
+    badge,
+    escape,
+    figure_block,
+    figure_to_svg,
+    pyplot,
+    table_html,
+)
 from lenslab.run import Run
 
 _MARK = {  # event type -> (marker, colour, label)
@@ -50,8 +57,8 @@ def loss_figure(run_dir: Path, title: str = ""):
             kind = "spike_logged"
         if kind not in _MARK:
             continue
-        marker, color, label = _MARK[kind]
-        lab = label if kind not in seen else None
+        marker, color, name = _MARK[kind]
+        lab = name if kind not in seen else None
         seen.add(kind)
         if kind == "rollback":
             ax.axvline(e["step"], color=color, ls="--", lw=1, label=lab, zorder=1)
@@ -65,7 +72,7 @@ def loss_figure(run_dir: Path, title: str = ""):
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (nats / token)")
     if title:
-        ax.set_title(title, fontsize=11)
+        ax.set_title(label(title), fontsize=11)
     lrs = [(m["step"], m["lr"]) for m in segs[-1]] if metrics else []
     if lrs:
         ax2 = ax.twinx()

@@ -12,7 +12,15 @@ import numpy as np
 
 from lenslab._io import plain
 from lenslab.errors import DataError
-from lenslab.html import badge, escape, figure_block, figure_to_svg, pyplot, table_html
+from lenslab.html import (
+    badge,
+    escape,
+    figure_block,
+    figure_to_svg,
+    label,
+    pyplot,
+    table_html,
+)
 from lenslab.result import Result
 from lenslab.scaling.fit import BIC_MARGIN
 from lenslab.scaling.fitted import ScalingFit
@@ -187,8 +195,8 @@ class Diagnosis(Result):
                 ax.axvspan(*b.break_interval, color="C3", alpha=0.08)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel(self.x_name)
-        ax.set_ylabel(self.y_name)
+        ax.set_xlabel(label(self.x_name))
+        ax.set_ylabel(label(self.y_name))
         ax.set_title(b.status + (f" (confidence {b.confidence:.0%})" if b.confidence is not None else ""), fontsize=10)
         ax.grid(True, which="both", alpha=0.25)
         ax.legend(fontsize=8)

@@ -11,7 +11,7 @@ import numpy as np
 
 from lenslab._io import plain
 from lenslab.errors import ConfigError, DataError
-from lenslab.html import escape, figure_block, figure_to_svg, pyplot, table_html
+from lenslab.html import escape, figure_block, figure_to_svg, label, pyplot, table_html
 from lenslab.result import Result
 from lenslab.scaling.laws import Law, compute_optimal_allocation, laplace_ic, law_from
 from lenslab.scaling.optim import HUBER_DELTA
@@ -315,7 +315,7 @@ class ScalingFit(Result):
             ax_r.scatter(self.x[:, 0], self.residuals, s=14, color="C0")
             ax_r.set_xscale("log")
             ax_r.set_ylabel("log residual")
-            ax_r.set_xlabel(self.x_names[0])
+            ax_r.set_xlabel(label(self.x_names[0]))
         fig.tight_layout()
         return fig
 
@@ -340,7 +340,7 @@ class ScalingFit(Result):
             self._plot_1d(ax, extrapolate)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_ylabel(self.y_name)
+        ax.set_ylabel(label(self.y_name))
         ax.grid(True, which="both", alpha=0.25)
         return ax
 
@@ -354,12 +354,12 @@ class ScalingFit(Result):
         top = max(hi_all, hi * 10 ** extrapolate)
         xs_in = np.geomspace(lo, hi, 200)
         xs_out = np.geomspace(hi, top, 100)
-        for xs, style, label in ((xs_in, "-", "fit"), (xs_out, "--", "extrapolation")):
+        for xs, style, text in ((xs_in, "-", "fit"), (xs_out, "--", "extrapolation")):
             band = self.predict_interval(xs)
             if band is not None:
                 ax.fill_between(xs, band[0], band[1], color="C1", alpha=0.2, lw=0,
                                 label=f"{int(self.level * 100)}% interval" if style == "-" else None)
-            ax.plot(xs, self.predict(xs), style, color="C1", lw=1.8, label=label)
+            ax.plot(xs, self.predict(xs), style, color="C1", lw=1.8, label=text)
         ax.scatter(x, self.loss, s=18, color="C0", zorder=3, label="fitted points")
         if self.heldout_x is not None and self.heldout_x.size:
             ax.scatter(self.heldout_x[:, 0], self.heldout_loss, s=30, facecolors="none",
@@ -368,7 +368,7 @@ class ScalingFit(Result):
         ax.axhline(p["E"], color="0.4", ls=":", lw=1, label=f"floor E = {p['E']:.3g}")
         for i in range(1, getattr(self.law, "k", 0) + 1):
             ax.axvline(p[f"d{i}"], color="C2", ls="-.", lw=1, label=f"break {i}" if i == 1 else None)
-        ax.set_xlabel(self.x_names[0])
+        ax.set_xlabel(label(self.x_names[0]))
         ax.legend(fontsize=8, loc="best")
 
     def _plot_parity(self, ax) -> None:
@@ -386,8 +386,8 @@ class ScalingFit(Result):
         ax.plot([lo, hi], [lo, hi], color="0.5", ls=":", lw=1, label="observed = predicted")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel(f"predicted {self.y_name}")
-        ax.set_ylabel(f"observed {self.y_name}")
+        ax.set_xlabel(label(f"predicted {self.y_name}"))
+        ax.set_ylabel(label(f"observed {self.y_name}"))
         ax.legend(fontsize=8, loc="upper left")
         ax.grid(True, which="both", alpha=0.25)
 
@@ -408,7 +408,7 @@ class ScalingFit(Result):
         cb.set_label("log10 tokens per parameter")
         p = self.params
         Cmax = float(C.max())
-        for Cs, style, label in ((np.geomspace(C.min(), Cmax, 200), "-", "compute-optimal frontier"),
+        for Cs, style, text in ((np.geomspace(C.min(), Cmax, 200), "-", "compute-optimal frontier"),
                                  (np.geomspace(Cmax, Cmax * 10 ** extrapolate, 100), "--", "extrapolation")):
             opt = compute_optimal_allocation(p["A"], p["B"], p["E"], p["alpha"], p["beta"], Cs)
             xs = {"C": Cs, "N": opt["N_opt"], "D": opt["D_opt"]}[against]
@@ -420,7 +420,7 @@ class ScalingFit(Result):
                 blo, bhi = np.nanquantile(so["loss"], q, axis=0), np.nanquantile(so["loss"], 1 - q, axis=0)
                 ax.fill_between(xs, blo, bhi, color="C1", alpha=0.2, lw=0,
                                 label=f"{int(self.level * 100)}% interval" if style == "-" else None)
-            ax.plot(xs, opt["loss"], style, color="C1", lw=1.8, label=label)
+            ax.plot(xs, opt["loss"], style, color="C1", lw=1.8, label=text)
         ax.axhline(p["E"], color="0.4", ls=":", lw=1, label=f"floor E = {p['E']:.3g}")
         ax.set_xlabel({"C": "compute C = 6ND (FLOP)", "N": "parameters N", "D": "tokens D"}[against])
         ax.legend(fontsize=7, loc="best")

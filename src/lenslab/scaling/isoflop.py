@@ -27,7 +27,7 @@ import numpy as np
 
 from lenslab._io import plain
 from lenslab.errors import DataError
-from lenslab.html import escape, figure_block, figure_to_svg, pyplot, table_html
+from lenslab.html import escape, figure_block, figure_to_svg, label, pyplot, table_html
 from lenslab.result import Result
 from lenslab.scaling.fit import check_inputs, check_level
 from lenslab.table import DataWarning
@@ -197,8 +197,8 @@ class IsoFlopFit(Result):
             if b["used"]:
                 ax.plot([b["N_opt"]], [b["loss_opt"]], "*", color=col, ms=10, mec="k", mew=0.5)
         ax.set_xscale("log")
-        ax.set_xlabel(f"parameters {self.x_names[0]}")
-        ax.set_ylabel(self.y_name)
+        ax.set_xlabel(label(f"parameters {self.x_names[0]}"))
+        ax.set_ylabel(label(self.y_name))
         ax.legend(fontsize=7, loc="best")
         ax.grid(True, which="both", alpha=0.25)
         used = [b for b in self.budgets if b["used"]]
@@ -214,7 +214,7 @@ class IsoFlopFit(Result):
             ax2.plot(grid, self.n_opt(grid), color="C1", label=f"N* ~ C^{self.a_N:.3f}")
         ax2.set_xscale("log")
         ax2.set_yscale("log")
-        ax2.set_xlabel(f"compute {self.x_names[1]} (FLOP)")
+        ax2.set_xlabel(label(f"compute {self.x_names[1]} (FLOP)"))
         ax2.set_ylabel("compute-optimal N*")
         ax2.legend(fontsize=8, loc="best")
         ax2.grid(True, which="both", alpha=0.25)
