@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from lenslab.config import config_from_dict
 from lenslab.data import IGNORE
 from lenslab.models import build_model
-from lenslab.training.trainer import Trainer, clip_global_norm
+from lenslab.training.clip import clip_global_norm
+from lenslab.training.trainer import Trainer
 
 CONFIGS = {
     "2L-d128": {"n_layer": 2, "n_head": 4, "d_model": 128},

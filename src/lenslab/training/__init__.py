@@ -9,14 +9,9 @@ from typing import Any, Optional, Sequence
 
 from lenslab.config import RunConfig, apply_overrides, load_config
 from lenslab.run.inject import Injections
-from lenslab.training.trainer import (
-    EXIT_GAVE_UP,
-    EXIT_OK,
-    EXIT_PREEMPTED,
-    Stop,
-    Trainer,
-    TrainResult,
-)
+from lenslab.training.stop import Stop
+from lenslab.training.outcome import EXIT_GAVE_UP, EXIT_OK, EXIT_PREEMPTED, TrainResult
+from lenslab.training.trainer import Trainer
 
 __all__ = ["Trainer", "TrainResult", "Injections", "train", "resume",
            "EXIT_OK", "EXIT_GAVE_UP", "EXIT_PREEMPTED"]

@@ -23,9 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -36,8 +34,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from lenslab.config import RunConfig
 from lenslab.data import DataCursor, task_loss, task_scored
-from lenslab.errors import ConfigError, RunIOError
-from lenslab.html import escape
+from lenslab.errors import RunIOError
 from lenslab.models import build_model
 from lenslab.run import Checkpoint, Run
 from lenslab.run.checkpoint import (
@@ -50,90 +47,21 @@ from lenslab.run.checkpoint import (
 from lenslab.run.folder import os_reason
 from lenslab.run.inject import SPIKE_FACTOR, Injections, die
 from lenslab.training import distributed as D
+from lenslab.training.clip import clip_global_norm
 from lenslab.training.guard import Guard, Verdict
-from lenslab.training.memory import check_memory
+from lenslab.training.outcome import TrainResult
 from lenslab.training.progress import Progress
 from lenslab.training.schedule import lr_at
+from lenslab.training.setup import (
+    device_for,
+    pick_threads,
+    precision_for,
+    preflight,
+    tensorboard_writer,
+)
+from lenslab.training.stop import Stop
 
-EXIT_OK, EXIT_GAVE_UP, EXIT_PREEMPTED = 0, 3, 75
 _TIMING_KEYS = ("elapsed_s", "tok_per_s")
-
-
-@dataclass
-class TrainResult:
-    status: str  # "completed" | "preempted" | "gave_up"
-    step: int
-    run_dir: Path
-    message: str = ""
-    final_loss: Optional[float] = None
-    events: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def exit_code(self) -> int:
-        return {"completed": EXIT_OK, "preempted": EXIT_PREEMPTED, "gave_up": EXIT_GAVE_UP}[
-            self.status
-        ]
-
-    def _repr_html_(self) -> str:
-        return (
-            f"<b>lenslab run</b> <code>{escape(self.run_dir)}</code>: {escape(self.status)} at "
-            f"step {self.step}, last loss {escape(self.final_loss)}, events {escape(self.events)}"
-        )
-
-
-def pick_threads(requested: int, n_params: int, tokens_per_step: int) -> int:
-    """Intra-op threads. 0 = auto: on tiny steps, thread hand-offs cost more than they save.
-
-    Measured on the 2-core dev machine (``benchmarks/train_throughput.py --threads-sweep`` and
-    the README): the tour's induction model (33k non-embedding parameters, 4096 tokens per step,
-    ~0.8 GFLOP per step) runs 10-30% faster on one thread; the 2-layer d=128 model at 2048
-    tokens per step (~5 GFLOP) runs ~45% faster on two. The switch sits between them.
-    """
-    if requested > 0:
-        return requested
-    env = os.environ.get("LENSLAB_THREADS", "")
-    if env.isdigit() and int(env) > 0:  # e.g. test suites and sweeps that share the cores
-        return int(env)
-    flops = 6 * n_params * tokens_per_step
-    local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun: share the cores
-    return 1 if flops < 2e9 else max(1, (os.cpu_count() or 1) // local_procs)
-
-
-def _device(cfg: RunConfig, local_rank: int) -> torch.device:
-    want = cfg.train.device
-    if want == "auto":
-        want = "cuda" if torch.cuda.is_available() else "cpu"
-    if want.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError("train.device asks for CUDA but no GPU is visible; use "
-                              "train.device = \"cpu\" (or \"auto\")")
-        if ":" in want and int(want.split(":")[1]) >= torch.cuda.device_count():
-            raise ConfigError(f"train.device = {want!r} but this machine has "
-                              f"{torch.cuda.device_count()} GPU(s)")
-        return torch.device("cuda", local_rank) if want == "cuda" else torch.device(want)
-    if want == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("train.device asks for MPS but it is not available; use \"cpu\"")
-    return torch.device(want)
-
-
-def preflight(cfg: RunConfig, memory_check: bool = True) -> None:
-    """What can fail on a config before a run folder exists fails here, before it does: the
-    device is there, and the model and one step fit in its memory (see ``training/memory.py``).
-    The task, its data and the model's sizes are checked by :meth:`Run.create`."""
-    dev = _device(cfg, 0)
-    if cfg.train.tensorboard:
-        _tensorboard(None)  # a missing package is a config error, before any write
-    if memory_check:
-        check_memory(cfg, str(dev))
-
-
-def _precision(cfg: RunConfig, device: torch.device) -> Optional[torch.dtype]:
-    p = cfg.train.precision
-    if p == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[p]
 
 
 class Trainer:
@@ -160,11 +88,11 @@ class Trainer:
 
         self.task = run.task
         self.cfg = run.resolved
-        self.dev = _device(self.cfg, int(os.environ.get("LOCAL_RANK", "0")))
+        self.dev = device_for(self.cfg, int(os.environ.get("LOCAL_RANK", "0")))
         self.dist = D.setup(self.dev.type)
         if self.dist.enabled and self.dev.type == "cuda":
             self.dev = torch.device("cuda", self.dist.local_rank)
-        self.amp_dtype = _precision(self.cfg, self.dev)
+        self.amp_dtype = precision_for(self.cfg, self.dev)
 
         torch.manual_seed(self.cfg.seed)  # same initial weights on every rank
         self.model = build_model(self.cfg.model).to(self.dev)
@@ -551,7 +479,7 @@ class Trainer:
         if self.dist.is_main:
             self.run.write_meta(status="running", step=self.step)
             if tc.tensorboard:
-                self._tb = _tensorboard(self.run_dir)
+                self._tb = tensorboard_writer(self.run_dir)
         if self._last_ckpt_step < 0:
             self.save_checkpoint()  # step 0: a rollback target and an early resume point always exist
         progress = Progress(self, enabled=self.show_progress and self.dist.is_main)
@@ -667,69 +595,3 @@ class Trainer:
             self.run.write_meta(status="gave_up", step=self.step, message=msg)
         return TrainResult("gave_up", self.step, self.run_dir, msg, self.last_loss,
                            dict(self.guard.counts))
-
-
-class Stop:
-    """SIGTERM and SIGINT as a request to stop: the step finishes, a checkpoint is written and
-    the run exits with 75 (resumable); a second Ctrl-C stops at once.
-
-    ``train()`` and ``resume()`` install it before the run folder exists, so a signal at any
-    moment ends in a resumable folder or in none at all (never exit 143 with a folder that
-    neither command takes). Re-entrant: ``fit()`` installs it too, for trainers made directly.
-    """
-
-    def __init__(self) -> None:
-        self.signal: Optional[str] = None
-        self._old: dict = {}
-        self._depth = 0
-
-    def __enter__(self) -> "Stop":
-        self._depth += 1
-        if self._depth == 1 and threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGTERM, signal.SIGINT):
-                self._old[s] = signal.signal(s, self._handler)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._depth -= 1
-        if self._depth == 0:
-            for s, h in self._old.items():
-                signal.signal(s, h)
-            self._old = {}
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        if self.signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # second Ctrl-C: stop now
-        self.signal = signal.Signals(signum).name
-
-
-def clip_global_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
-    """Global L2 norm of all gradients (before clipping); clips in place when ``max_norm > 0``.
-
-    Called exactly once per optimizer step, after unscaling. A non-finite norm is returned
-    unclipped (the guard skips that step anyway; clipping would only spread the NaN).
-    """
-    if not params:
-        return torch.zeros(())
-    norm = torch.nn.utils.get_total_norm([p.grad for p in params], norm_type=2.0, foreach=True)
-    if max_norm > 0 and torch.isfinite(norm):
-        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm, foreach=True)
-    return norm
-
-
-# ---------------------------------------------------------------------- run folders
-
-
-
-
-
-
-def _tensorboard(run_dir: Path):
-    try:
-        from torch.utils.tensorboard import (
-            SummaryWriter,  # tensorboard is an optional package
-        )
-    except ImportError:
-        raise ConfigError("train.tensorboard = true needs the tensorboard package: "
-                          "pip install 'lenslab[tensorboard]'") from None
-    return SummaryWriter(str(run_dir / "tensorboard")) if run_dir is not None else None
