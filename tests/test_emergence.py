@@ -117,9 +117,20 @@ def test_a_true_jump_is_emergent():
 
 
 def test_gentle_curves_are_inconclusive():
+    """Exact match's surprise interval straddles the threshold: the data cannot tell."""
     res = _run(GENTLE_DIGITS)
+    assert res.curves["exact_match"].shape == "unclear"
     assert res.verdict == "inconclusive"
     assert "does not jump" in res.reason
+
+
+def test_exact_match_rising_smoothly_is_not_emergent():
+    """Nothing to explain is not 'cannot tell': exact match itself rises on its trend."""
+    em = np.linspace(0.1, 0.85, 6)  # straight in log scale
+    res = _run((em ** (1 / 8)).tolist())
+    assert res.curves["exact_match"].shape == "smooth"
+    assert res.verdict == "smooth: not emergent", res.reason
+    assert "rises smoothly" in res.reason
 
 
 def test_against_pretraining_loss():
@@ -129,7 +140,8 @@ def test_against_pretraining_loss():
     res = analyze(c["scale"], c["example"], c["target"], c["prediction"], c["logprob"], losses, n_boot=100)
     d = res.to_dict()["against_loss"]
     assert d["losses"] == sorted(d["losses"], reverse=True)
-    assert d["verdict"] in ("metric artifact", "emergent", "inconclusive")
+    from lenslab.emergence.verdict import VERDICTS
+    assert d["verdict"] in VERDICTS
     assert set(d["metrics"]) == set(res.curves)
 
 
@@ -258,4 +270,4 @@ def test_a_negligible_move_of_exact_match_is_flat_not_a_jump():
                         {"exact_match": [0.0, 0.0, 0.0, 0.0, 4 / 512],
                          "token_accuracy": [0.30, 0.31, 0.33, 0.34, 0.36]})
     assert res.curves["exact_match"].shape == "flat"
-    assert res.verdict == "inconclusive"
+    assert res.verdict == "flat: not emergent"

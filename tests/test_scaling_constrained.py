@@ -125,10 +125,12 @@ def _subset():
 
 @needs_data
 def test_on_the_authors_runs_the_fit_is_as_good_as_the_published_constants():
-    """The published R_D* = 15.39, R_N* = 5.31 sit inside our intervals, and our optimum scores
-    no worse on the authors' objective. The intervals are wide: these runs identify the
-    constants weakly (the objective is nearly flat along a ridge), so the test compares fit
-    quality and coverage, not the point values."""
+    """On the 182 runs the authors fitted, with their base law held fixed: lenslab's R_D*, R_N*
+    score no worse on the authors' objective than the published 15.39 and 5.31, the published
+    constants lie inside lenslab's 95% intervals, and the losses predicted with the two pairs of
+    constants differ by at most 2% (median relative difference). The intervals are wide: these
+    runs identify the constants weakly (the objective is nearly flat along a ridge), so the
+    test compares fit quality, coverage and predictions, not the constants' digits."""
     N, D, U, L = _subset()
     base = {k: MUENNIGHOFF_2023[k] for k in ("A", "B", "E", "alpha", "beta")}
     fit = fit_data_constrained(N, D, U, L, base=base, bootstrap=100)
@@ -141,7 +143,7 @@ def test_on_the_authors_runs_the_fit_is_as_good_as_the_published_constants():
     # predictions under our constants and the published ones: same law, same runs
     ours = fit.predict(np.stack([N, D, U], 1))
     theirs = np.exp(fit.law.predict(published)[0])
-    assert np.median(np.abs(ours / theirs - 1)) < 0.02
+    assert np.median(np.abs(ours / theirs - 1)) <= 0.02
 
 
 # ------------------------------------------------------------------------------------------------

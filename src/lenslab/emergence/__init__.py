@@ -2,7 +2,8 @@
 
     from lenslab.emergence import analyze_csv
     res = analyze_csv("predictions.csv")    # scale, example, target, prediction[, logprob, loss]
-    res.verdict                             # "metric artifact" | "emergent" | "inconclusive"
+    res.verdict    # "metric artifact" | "emergent" | "smooth: not emergent" | "flat: not emergent"
+                   # | "inconclusive" (the data cannot tell)
 
 See :mod:`lenslab.emergence.verdict` for the exact definitions of "jump" and "smooth".
 """

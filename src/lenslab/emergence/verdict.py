@@ -40,8 +40,13 @@ The verdict
   predictions is smooth (the jump is produced by thresholding, Schaeffer et al. 2023);
 * ``emergent``: exact match jumps, no continuous metric is smooth, and at least one
   continuous metric also jumps within one step of where exact match jumps;
-* ``inconclusive``: anything else (exact match does not jump, or the continuous metrics are
-  unclear or flat), with the reason.
+* ``smooth: not emergent``: exact match itself rises smoothly with scale: each scale is where
+  the trend of the smaller ones pointed, so there is nothing to explain;
+* ``flat: not emergent``: exact match does not change over these scales (a capability may
+  still appear beyond them, but none appears here);
+* ``inconclusive``: the data cannot tell: too few scales, intervals too wide to decide
+  (exact match ``unclear``), or exact match jumps but the continuous metrics are unclear or
+  flat; the reason says which.
 
 BIG-bench's breakthroughness and linearity (Srivastava et al. 2022) are reported for every
 curve, with bootstrap intervals. When the table carries each model's pre-training ``loss``,
@@ -82,7 +87,8 @@ from lenslab.table import DataWarning, Table, positive_column, read_csv, size_va
 BOUNDED_METRICS = ("exact_match", "token_accuracy")
 MIN_BOUNDED_RANGE = 0.05
 #: Verdict strings.
-VERDICTS = ("metric artifact", "emergent", "inconclusive")
+VERDICTS = ("metric artifact", "emergent", "smooth: not emergent", "flat: not emergent",
+            "inconclusive")
 
 
 def forecast_surprise(u: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -169,6 +175,11 @@ def decide(curves: dict[str, MetricCurve]) -> tuple[str, str]:
     if not cont:
         return "inconclusive", "no continuous metric of the same predictions to compare with"
     em = disc[0]
+    if em.shape == "smooth":
+        return "smooth: not emergent", (f"{em.name} rises smoothly with scale: every scale is "
+                                        "where the trend of the smaller ones pointed")
+    if em.shape == "flat":
+        return "flat: not emergent", f"{em.name} does not change over these scales"
     if em.shape != "jump":
         return "inconclusive", f"{em.name} does not jump (its curve is {em.shape})"
     a, b = em.jump_between
