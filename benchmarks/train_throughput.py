@@ -30,6 +30,10 @@ from lenslab.training.trainer import Trainer
 CONFIGS = {
     "2L-d128": {"n_layer": 2, "n_head": 4, "d_model": 128},
     "4L-d256": {"n_layer": 4, "n_head": 8, "d_model": 256},
+    # nanoGPT's shakespeare_char CPU recipe (`lenslab init shakespeare`): its own batch, context
+    # and 65-character vocabulary; tokens are synthetic, which does not change the arithmetic
+    "shakespeare-char": {"n_layer": 4, "n_head": 4, "d_model": 128, "bias": False,
+                         "batch": 12, "ctx": 64, "vocab": 65},
 }
 
 
@@ -48,10 +52,13 @@ def peak_matmul_flops(device: torch.device, n: int = 2048, reps: int = 5) -> flo
 
 
 def make_cfg(shape: dict, device: str, threads: int, batch: int, ctx: int):
+    shape = dict(shape)
+    batch, ctx = shape.pop("batch", batch), shape.pop("ctx", ctx)
+    vocab = shape.pop("vocab", 256)
     return config_from_dict({
         "name": "bench", "seed": 0,
         "model": {"kind": "gpt", "n_ctx": ctx, **shape},
-        "data": {"task": "induction", "vocab_size": 256, "seq_len": ctx, "period_min": 8,
+        "data": {"task": "induction", "vocab_size": vocab, "seq_len": ctx, "period_min": 8,
                  "period_max": 32},
         "optim": {"lr": 3e-4, "batch_size": batch, "grad_clip": 1.0, "warmup_steps": 10},
         "train": {"max_steps": 10**9, "eval_every": 0, "checkpoint_every": 0,
@@ -122,6 +129,7 @@ def measure(name, shape, args, threads, tmp: Path) -> dict:
     ratios.sort()
     n = trainer.n_params
     return {"non_embedding_params": n, "threads": torch.get_num_threads(),
+            "batch": cfg.optim.batch_size, "ctx": cfg.model.n_ctx,
             "lenslab_tok_per_s": tok_guard / t_guard, "plain_tok_per_s": tok_plain / t_plain,
             "ratio": ratios[len(ratios) // 2], "ratio_of_totals": (tok_guard / t_guard) / (tok_plain / t_plain),
             "ratio_per_round_min_max": [ratios[0], ratios[-1]]}
@@ -141,7 +149,7 @@ def main() -> None:
     args.device = dev.type
     peak = peak_matmul_flops(dev)
     out = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else platform.processor() or "cpu",
-           "torch": torch.__version__, "batch": args.batch, "ctx": args.ctx,
+           "torch": torch.__version__, "default_batch": args.batch, "default_ctx": args.ctx,
            "peak_matmul_flops": peak, "configs": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name, shape in CONFIGS.items():

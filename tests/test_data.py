@@ -107,3 +107,27 @@ def test_cursor_skips_ranges_and_roundtrips():
     d = DataCursor()
     d.load_state_dict(c.state_dict())
     assert d.take() == 8 and d.skip == [(3, 5), (6, 6)]
+
+
+def test_modular_addition_logs_held_out_pairs_by_whether_their_swap_was_trained():
+    import torch
+
+    from lenslab.config import ModularAdditionData
+    from lenslab.data import ModularAdditionTask
+
+    task = ModularAdditionTask(ModularAdditionData(p=13, train_fraction=0.3), seed=0)
+    swap = task.swap_trained()
+    assert swap.shape == (len(task.test_pairs),) and 0.15 < swap.mean() < 0.45
+    a, b = task.test_pairs[swap][0]
+    assert any((r == [b, a]).all() for r in task.train_pairs)
+
+    class Commutes(torch.nn.Module):  # answers a + b only for pairs whose swap it "saw"
+        def forward(self, x):
+            seen = {(int(b), int(a)) for a, b in task.train_pairs}
+            out = torch.zeros(len(x), 3, task.vocab_size)
+            for i, (a, b, _) in enumerate(x.tolist()):
+                out[i, 2, ((a + b) % task.p) if (a, b) in seen else 0] = 1.0
+            return out
+
+    m = task.metrics(Commutes(), "cpu")
+    assert m["test_acc_swap_trained"] == 1.0 and m["test_acc_swap_held_out"] < 0.2

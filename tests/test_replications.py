@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
+from lenslab.errors import LensError
 from lenslab.replications.grokking import grokking_checks
 from lenslab.replications.lsa_gd import lsa_gd_experiment
+from lenslab.replications.shakespeare import replicate_shakespeare as run_shakespeare
 
 
 def test_shortened_lsa_gd_learns_towards_one_gd_step(tmp_path):
@@ -20,25 +26,67 @@ def test_replications_are_registered():
     from lenslab.replications import available
 
     names = available()
-    assert {"lsa-gd", "icl-regression", "grokking"} <= set(names)
+    assert {"induction", "lsa-gd", "icl-regression", "grokking", "shakespeare-char"} <= set(names)
 
 
-def _grok_metrics(acc_at):
+def _grok_metrics(held_out):
+    """Ten thousand full-batch steps: the loss falls like 2 * 0.99^s; at every evaluation the
+    pairs whose swap was trained are right, the others ``held_out(step)``."""
     recs = []
-    for s in range(0, 8000):
+    for s in range(0, 10_000):
         r = {"step": s, "loss": 2.0 * 0.99 ** s, "skipped": False}
         if (s + 1) % 100 == 0:
-            r.update(test_acc=acc_at(s + 1), train_acc=1.0, train_loss=r["loss"], test_loss=1.0)
+            r.update(test_acc=0.5, test_acc_swap_trained=1.0,
+                     test_acc_swap_held_out=held_out(s + 1), train_acc=1.0, train_loss=r["loss"],
+                     test_loss=1.0)
         recs.append(r)
     return recs
 
 
 def test_grokking_checks_read_the_targets_from_the_metrics():
-    measured, short = grokking_checks(_grok_metrics(lambda s: 0.02 if s < 5000 else 0.97))
+    measured, short = grokking_checks(_grok_metrics(lambda s: 0.02 if s < 6000 else 0.97))
     assert short == []
     assert measured["first_step_train_loss_below_1e-3"] == 758  # 2 * 0.99^757 < 1e-3
-    assert measured["first_step_test_acc_0.9"] == 5000
-    measured, short = grokking_checks(_grok_metrics(lambda s: 0.3 if s < 7000 else 0.5))
-    assert any("0.300 >= 0.15 before step 3500 (at step 100)" in s for s in short)
-    assert any("did not reach 0.9 by step 8000 (final 0.500)" in s for s in short)
-    assert measured["max_test_acc_until_3500"] == 0.3
+    assert measured["first_step_held_out_swap_held_out_0.9"] == 6000
+    assert measured["accuracy_at"][3500] == {"swap held out": 0.02, "swap trained": 1.0,
+                                             "all held out": 0.5}
+    measured, short = grokking_checks(_grok_metrics(lambda s: 0.3 if s < 9000 else 0.5))
+    assert any("0.300 >= 0.1 right at step 3500" in s for s in short)
+    assert any("did not reach 0.9 by step 10000 (final 0.500)" in s for s in short)
+
+
+SHAKESPEARE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare.txt"
+
+
+@pytest.mark.skipif(not SHAKESPEARE.is_file(), reason=f"tiny Shakespeare not found at {SHAKESPEARE} "
+                    "(clone the shared data beside the repo)")
+def test_shortened_shakespeare_char_learns_and_reports(tmp_path):
+    """nanoGPT's recipe for 60 steps on the first 200,000 characters: below the unigram loss on
+    the whole validation split, a page with the curve and samples, and a FAIL that names the
+    1.90 target (the full run is in `make replicate`)."""
+    from lenslab.replications import run
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "tinyshakespeare.txt").write_text(SHAKESPEARE.read_text()[:200_000])
+    res = run_shakespeare(tmp_path / "out", progress=False, steps=60, data_dir=data)
+    m = res.measured
+    assert m["steps"] == 60 and m["vocabulary"] == 62  # this slice lacks 3 of the 65 characters
+    assert m["val_tokens_scored"] == 19_999
+    assert m["val_loss_whole_split"] < 2.9  # unigram entropy of these characters is about 3.3
+    assert not res.passed and "1.9 nats per character" in res.line()
+    page = res.html.read_text()
+    assert "<svg" in page and "Samples" in page and "nanoGPT" in page
+    with pytest.raises(LensError, match="tinyshakespeare.txt not found in .*--data DIR"):
+        run("shakespeare-char", tmp_path / "o2", progress=False, data_dir=tmp_path / "nowhere")
+
+
+def test_init_shakespeare_points_at_the_corpus():
+    from lenslab.examples import example_config, example_toml
+
+    text = example_toml("shakespeare", "/data/shakespeare.txt")
+    assert 'paths = ["/data/shakespeare.txt"]' in text and "karpathy/char-rnn" in text
+    cfg = example_config("shakespeare")
+    assert (cfg.model.n_layer, cfg.model.d_model, cfg.model.n_ctx, cfg.optim.batch_size) == (4, 128, 64, 12)
+    with pytest.raises(LensError, match="generates its data"):
+        example_config("induction", "x.txt")

@@ -43,6 +43,8 @@ _LAZY: dict[str, Any] = {
     "RunInfo": ("lenslab.run", "Run"),  # the name of lenslab 0.1's run summary, which a Run is
     "list_runs": "lenslab.run",
     "load_run": "lenslab.run",
+    "sample": "lenslab.run.sample",
+    "generate": "lenslab.models.sample",
     # results
     "write_result": "lenslab.result",
     "read_result": "lenslab.result",

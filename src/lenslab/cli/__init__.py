@@ -28,7 +28,7 @@ from lenslab.run.folder import os_reason
 __all__ = ["app", "main"]
 
 _PANELS = {
-    "Runs": ("init", "train", "resume", "runs", "report", "tour"),
+    "Runs": ("init", "train", "resume", "runs", "report", "sample", "tour"),
     "Attention lab": ("heads", "view", "paraphrase"),
     "In-context learning lab": ("icl", "compare", "algorithms", "replicate"),
     "Scaling and emergence lab": ("sweep", "fit", "diagnose", "emergence"),

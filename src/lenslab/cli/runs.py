@@ -1,4 +1,4 @@
-"""Commands on runs: init, train, resume, runs, report, tour."""
+"""Commands on runs: init, train, resume, runs, report, sample, tour."""
 
 from __future__ import annotations
 
@@ -13,13 +13,17 @@ from lenslab.cli.app import app, console, say
 
 
 @app.command()
-def init(task: str = typer.Argument(
-        ..., help="induction | modular_addition | addition | text | lstm | icl_regression | repeat "
-        "| sequence")):
+def init(
+    task: str = typer.Argument(
+        ..., help="induction | modular_addition | addition | text | shakespeare | lstm | "
+        "icl_regression | repeat | sequence"),
+    data: Optional[str] = typer.Option(
+        None, "--data", help="the corpus file (text, shakespeare): written into data.paths"),
+):
     """Print a complete, commented example config for TASK (TOML) to stdout."""
     from lenslab.examples import example_toml
 
-    sys.stdout.write(example_toml(task))
+    sys.stdout.write(example_toml(task, data))
 
 
 @app.command()
@@ -104,6 +108,29 @@ def report(run_dir: Path = typer.Argument(..., help="run folder")):
     from lenslab.report.run import write_run_report
 
     say("report", "green", write_run_report(run_dir))
+
+
+@app.command()
+def sample(
+    run_dir: Path = typer.Argument(..., help="run folder"),
+    prompt: Optional[str] = typer.Argument(
+        None, help="text to continue (a text run; default a newline), or token ids \"3 17 5\""),
+    tokens: int = typer.Option(200, "--tokens", "-n", min=0, help="tokens to generate"),
+    temperature: float = typer.Option(1.0, "--temperature", "-t", min=0.0,
+                                      help="divide the logits by T (0: always the likeliest)"),
+    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="draw from the k likeliest tokens"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="the same seed, the same text"),
+    samples: int = typer.Option(1, "--samples", min=1, max=1000, help="independent samples"),
+    step: Optional[int] = typer.Option(None, "--step", min=0, help="checkpoint (default: newest)"),
+):
+    """Print text sampled from a run's model (a text run decodes with its own vocabulary)."""
+    from lenslab.run.sample import printable
+    from lenslab.run.sample import sample as sample_run
+
+    s = sample_run(run_dir, prompt, tokens=tokens, temperature=temperature, top_k=top_k,
+                   seed=seed, samples=samples, step=step)
+    sep = "\n" + "-" * 40 + "\n"
+    sys.stdout.write(sep.join(printable(t) for t in s.texts) + "\n")
 
 
 @app.command()

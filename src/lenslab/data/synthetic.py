@@ -134,9 +134,21 @@ class ModularAdditionTask:
             x, y = self._xy(pairs)
             logits = model(x.to(device))[:, 2].float().cpu()
             target = y[:, 2]
-            out[f"{split}_acc"] = (logits.argmax(-1) == target).float().mean().item()
+            right = (logits.argmax(-1) == target).float()
+            out[f"{split}_acc"] = right.mean().item()
             out[f"{split}_loss"] = torch.nn.functional.cross_entropy(logits, target).item()
+            if split == "test":  # commutativity is learned first: held-out pairs split by
+                swap = self.swap_trained()  # whether their swap (b, a) was trained
+                for name, rows in (("swap_trained", swap), ("swap_held_out", ~swap)):
+                    if rows.any():
+                        out[f"test_acc_{name}"] = right[torch.from_numpy(rows)].mean().item()
         return out
+
+    def swap_trained(self) -> np.ndarray:
+        """``[n_test]``: whether each held-out pair's swap ``(b, a)`` is a training pair."""
+        p = self.p
+        trained = set((self.train_pairs[:, 0] * p + self.train_pairs[:, 1]).tolist())
+        return np.array([int(b) * p + int(a) in trained for a, b in self.test_pairs], dtype=bool)
 
 
 class AdditionTask:

@@ -139,16 +139,45 @@ class TextTask:
             raise DataError(f"characters not in the corpus vocabulary: {missing[:10]!r}")
         return [stoi[c] for c in text]
 
+    def decode(self, ids) -> str:
+        """Text of token ids (bytes that do not form UTF-8 become U+FFFD)."""
+        ids = [int(i) for i in ids]
+        if self._tokenizer is not None:
+            return self._tokenizer.decode(ids)
+        if self.cfg.level == "byte":
+            return bytes(ids).decode("utf-8", errors="replace")
+        return "".join(self._itos[i] for i in ids)
+
     def token_str(self, ids):
         if self._tokenizer is not None:
             return [self._tokenizer.id_to_token(int(i)) or "" for i in ids]
         return [self._itos[int(i)] for i in ids]
 
     @torch.no_grad()
-    def metrics(self, model, device, n: int = 4, batch_size: int = 32) -> dict[str, float]:
+    def full_val_loss(self, model, device="cpu", batch_size: int = 256) -> float:
+        """Mean loss over every token of the validation split: consecutive windows of
+        ``seq_len`` (each token predicted once, from up to ``seq_len - 1`` tokens before it in
+        its window, the contexts training saw); the last partial window is scored too."""
+        ids = self.val_ids
+        n = len(ids) - 1  # tokens that have a next token
         tot, cnt = 0.0, 0
-        for x, y in self.eval_batches(n, batch_size):
-            loss = mean_loss(model, x.to(device), y.to(device))
-            tot += loss.sum().item()
-            cnt += loss.numel()
-        return {"val_loss": tot / max(cnt, 1)}
+        starts = np.arange(0, n, self.seq_len)
+        for i in range(0, len(starts), batch_size):
+            chunk = starts[i:i + batch_size]
+            full = chunk[chunk + self.seq_len <= n]
+            if len(full):
+                x, y = self._windows(ids, full)
+                loss = mean_loss(model, x.to(device), y.to(device))
+                tot += loss.sum().item()
+                cnt += loss.numel()
+            for s in chunk[chunk + self.seq_len > n]:  # the tail: one shorter window
+                w = torch.from_numpy(ids[s:n + 1])[None]
+                loss = mean_loss(model, w[:, :-1].to(device), w[:, 1:].to(device))
+                tot += loss.sum().item()
+                cnt += loss.numel()
+        return tot / max(cnt, 1)
+
+    def metrics(self, model, device) -> dict[str, float]:
+        """Nothing beyond the trainer's ``val_loss`` (``train.eval_batches`` windows of the
+        validation split); :meth:`full_val_loss` scores all of it."""
+        return {}

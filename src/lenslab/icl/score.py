@@ -110,12 +110,18 @@ def icl_score(curve: np.ndarray, early: Optional[int] = None, late: Optional[int
             "loss_early": float(curve[early]), "loss_late": float(curve[late])}
 
 
+def repeat_length(n_ctx: int, vocab: int) -> int:
+    """Distinct tokens in :func:`repeated_token_loss`'s sequences: 32, or what the context and
+    the vocabulary allow."""
+    return max(2, min(32, n_ctx // 2, vocab))
+
+
 @torch.no_grad()
 def repeated_token_loss(model: torch.nn.Module, vocab: int, n_ctx: int, n: int = 32,
                         length: Optional[int] = None, seed: int = 0) -> float:
     """Loss on the second copy of a random sequence of distinct tokens (its first token
     excluded: nothing announces the repeat). Olsson et al.'s "loss on repeated tokens"."""
-    L = length or min(32, n_ctx // 2)
+    L = length or repeat_length(n_ctx, vocab)
     g = np.random.default_rng(seed)
     x = np.stack([g.choice(vocab, size=L, replace=vocab < L) for _ in range(n)])
     seq = torch.from_numpy(np.concatenate([x, x], axis=1))

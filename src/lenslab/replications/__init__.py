@@ -2,9 +2,11 @@
 
 One module per result: :mod:`~lenslab.replications.induction` (Olsson et al. 2022),
 :mod:`~lenslab.replications.lsa_gd` (von Oswald et al. 2023),
-:mod:`~lenslab.replications.icl_regression` (Garg et al. 2022) and
-:mod:`~lenslab.replications.grokking` (Power et al. 2022; Nanda et al. 2023). Each registers a
-function ``(out_dir, progress) -> Replication`` with :func:`register`: it trains what it needs
+:mod:`~lenslab.replications.icl_regression` (Garg et al. 2022),
+:mod:`~lenslab.replications.grokking` (Power et al. 2022; Nanda et al. 2023) and
+:mod:`~lenslab.replications.shakespeare` (nanoGPT's shakespeare_char on a CPU). Each registers a
+function ``(out_dir, progress) -> Replication`` with :func:`register` (those that read public
+data also take ``data_dir``, see :func:`data_file`): it trains what it needs
 into run folders under ``out_dir`` (from scratch), measures with the labs, writes
 ``out_dir/<name>.html`` (the paper's numbers beside lenslab's) and ``<name>.json``, and says
 whether every target was met.
@@ -13,6 +15,8 @@ whether every target was met.
 from __future__ import annotations
 
 import importlib
+import inspect
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -21,13 +25,13 @@ from typing import Callable
 
 from lenslab._io import atomic_write_json
 from lenslab.config import RunConfig
-from lenslab.errors import LensError
+from lenslab.errors import DataError, LensError
 from lenslab.html import Page, badge, escape
 from lenslab.result import dumps_pretty
 from lenslab.training import train
 
 #: The modules that register replications when imported.
-MODULES = ("induction", "lsa_gd", "icl_regression", "grokking")
+MODULES = ("induction", "lsa_gd", "icl_regression", "grokking", "shakespeare")
 
 
 @dataclass
@@ -62,13 +66,47 @@ def available() -> dict[str, str]:
     return {k: v[1] for k, v in _REGISTRY.items()}
 
 
-def run(name: str, out_dir: str | Path, progress: bool = True) -> Replication:
+def run(name: str, out_dir: str | Path, progress: bool = True,
+        data_dir: str | Path | None = None) -> Replication:
+    """Run one replication into ``out_dir``. ``data_dir``: where public data files are (see
+    :func:`data_file`); only the replications that read one use it."""
     names = available()
     if name not in names:
         raise LensError(f"unknown replication {name!r}; choose one of: {', '.join(sorted(names))}")
+    fn = _REGISTRY[name][0]
+    kw = {"data_dir": data_dir} if "data_dir" in inspect.signature(fn).parameters else {}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return _REGISTRY[name][0](out, progress)
+    return fn(out, progress, **kw)
+
+
+#: Where :func:`data_file` looks when no folder is given: $LENSLAB_DATA, then ``../shared/data``
+#: beside the working directory and beside the source checkout.
+DATA_ENV = "LENSLAB_DATA"
+
+
+def data_file(name: str, data_dir: str | Path | None = None) -> Path:
+    """A public data file the replications read (e.g. ``tinyshakespeare.txt``): in
+    ``data_dir`` when given, else in $LENSLAB_DATA, ``./../shared/data`` or the shared data
+    beside this checkout. Missing: a one-line :class:`DataError` saying where to get it."""
+    if data_dir is not None:
+        dirs = [Path(data_dir).expanduser()]
+    else:
+        dirs = [Path(os.environ[DATA_ENV]).expanduser()] if os.environ.get(DATA_ENV) else []
+        dirs += [Path("..") / "shared" / "data",
+                 Path(__file__).resolve().parents[3].parent / "shared" / "data"]
+    for d in dirs:
+        if (d / name).is_file():
+            return d / name
+    where = SOURCES.get(name, "")
+    raise DataError(f"{name} not found in {', '.join(str(d) for d in dirs)}; "
+                    + (f"get it from {where} and " if where else "")
+                    + f"pass its folder with --data DIR (or set {DATA_ENV})")
+
+
+#: Public files and where they come from.
+SOURCES = {"tinyshakespeare.txt": "https://raw.githubusercontent.com/karpathy/char-rnn/master/"
+                                  "data/tinyshakespeare/input.txt"}
 
 
 # -- shared by the replications --------------------------------------------------------------

@@ -9,8 +9,8 @@ from typing import Any, Optional, Sequence
 
 from lenslab.config import RunConfig, apply_overrides, load_config
 from lenslab.run.inject import Injections
-from lenslab.training.stop import Stop
 from lenslab.training.outcome import EXIT_GAVE_UP, EXIT_OK, EXIT_PREEMPTED, TrainResult
+from lenslab.training.stop import Stop
 from lenslab.training.trainer import Trainer
 
 __all__ = ["Trainer", "TrainResult", "Injections", "train", "resume",
