@@ -3,8 +3,6 @@ prints it safely, and a synthetic run samples in its own tokens."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
