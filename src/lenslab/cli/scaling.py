@@ -42,7 +42,8 @@ def _check_out(out: Path) -> None:
 def fit_command(results: Path, form: str = "power", x: Optional[str] = None, y: str = "loss",
                 holdout_last: int = 0, bootstrap: int = 200, out: Path = Path("fit"), tie: Optional[bool] = None,
                 max_breaks: int = 2, level: float = 0.95, seed: int = 0,
-                base: Optional[str] = None, where: Optional[list[str]] = None) -> dict[str, Any]:
+                base: Optional[str] = None, where: Optional[list[str]] = None,
+                window: int = 5) -> dict[str, Any]:
     """``lenslab fit``: fit a law to a results table; write ``fit.json``, ``fit.html``, ``fit.png``."""
     from lenslab.result import write_result
     from lenslab.scaling import fit_table
@@ -50,7 +51,8 @@ def fit_command(results: Path, form: str = "power", x: Optional[str] = None, y: 
     _check_out(out)
     res = _run_with_warnings(lambda: fit_table(results, form, x=x, y=y, holdout_last=holdout_last,
                                                bootstrap=bootstrap, level=level, seed=seed, tie=tie,
-                                               max_breaks=max_breaks, base=base, where=where or ()))
+                                               max_breaks=max_breaks, base=base, where=where or (),
+                                               window=window))
     res.source = str(results)
     write_result(res, out)
     d = res.to_dict()
@@ -70,6 +72,11 @@ def fit_command(results: Path, form: str = "power", x: Optional[str] = None, y: 
         co = d["compute_optimal"]
         console.print(f"compute-optimal: N ~ C^{co['exponent_a']:.3f}, {co['tokens_per_parameter']:.3g} tokens "
                    f"per parameter at C = {co['reference_compute']:.3g}", highlight=False)
+    if d.get("cross_check") and "window" in d:
+        console.print(f"{d['window']['rule']}; cross-check by variable projection of the "
+                      f"Chinchilla form: alpha {d['cross_check']['alpha']:.3f}, beta "
+                      f"{d['cross_check']['beta']:.3f}, a_N {d['cross_check']['a_N']:.3f}",
+                      highlight=False, markup=False)
     if d.get("selection"):
         chosen = next(r for r in d["selection"] if r["chosen"])
         console.print(f"breaks chosen: {chosen['breaks']} (of {len(d['selection']) - 1} tried)", highlight=False)
@@ -202,11 +209,14 @@ def fit(
     seed: int = typer.Option(0, "--seed", help="bootstrap seed"),
     where: Optional[list[str]] = typer.Option(
         None, "--where", help="keep rows with COLUMN=VALUE, COLUMN!=VALUE or COLUMN~REGEX (repeat)"),
+    window: int = typer.Option(
+        5, "--window", help="isoflop: distinct sizes around each budget's best run that its "
+        "parabola is fitted to (0: the whole profile)"),
 ):
     """Fit a scaling law (power, Chinchilla, broken, data-constrained; or isoFLOP minima) with
     bootstrap intervals."""
     fit_command(results, form, x, y, holdout_last, bootstrap, out, tie, max_breaks, level, seed,
-                base, where)
+                base, where, window)
 
 @app.command("diagnose")
 def diagnose(

@@ -15,7 +15,7 @@ from lenslab.errors import ConfigError, DataError
 from lenslab.scaling.constrained import fit_data_constrained
 from lenslab.scaling.fit import fit_broken, fit_chinchilla, fit_power
 from lenslab.scaling.fitted import ScalingFit
-from lenslab.scaling.isoflop import IsoFlopFit, fit_isoflop
+from lenslab.scaling.isoflop import WINDOW, IsoFlopFit, fit_isoflop
 from lenslab.table import Table, drop_missing, positive_column, read_csv
 
 FORMS = ("power", "chinchilla", "broken", "data-constrained", "isoflop")
@@ -24,7 +24,7 @@ FORMS = ("power", "chinchilla", "broken", "data-constrained", "isoflop")
 def fit_table(source: Any, form: str = "power", *, x: str | Sequence[str] | None = None, y: str = "loss",
               holdout_last: int = 0, bootstrap: int = 0, level: float = 0.95, seed: int = 0,
               tie: bool | None = None, max_breaks: int = 2, base: Any = None,
-              where: Sequence[str] = ()) -> ScalingFit:
+              where: Sequence[str] = (), window: int = WINDOW) -> ScalingFit:
     """Fit a law to a results table (a CSV path, a sweep folder, or a :class:`Table`).
 
     ``x`` names the size column (default ``N``); for the Chinchilla form it is two columns,
@@ -37,7 +37,8 @@ def fit_table(source: Any, form: str = "power", *, x: str | Sequence[str] | None
     base fitted when none is given, tied unless ``tie=False``, as the authors fitted it; the
     Chinchilla form is untied unless ``tie=True``). The ``isoflop`` form takes ``"N,C"`` (``C`` derived as
     ``6 N D`` when only ``D`` is there) and returns an
-    :class:`~lenslab.scaling.isoflop.IsoFlopFit`. ``where`` keeps the rows that meet every
+    :class:`~lenslab.scaling.isoflop.IsoFlopFit` (``window``: distinct sizes per budget's
+    parabola, around its best run; 0 for the whole profile). ``where`` keeps the rows that meet every
     ``COLUMN=VALUE``, ``COLUMN!=VALUE`` or ``COLUMN~REGEX`` (one setup of a table of several).
     """
     if form not in FORMS:
@@ -101,7 +102,7 @@ def fit_table(source: Any, form: str = "power", *, x: str | Sequence[str] | None
         res = fit_chinchilla(fx[0], fx[1], L[fit_mask], tie=bool(tie), x_names=(xs[0], xs[1]), **kw)
     elif form == "isoflop":
         res = fit_isoflop(fx[0], fx[1], L[fit_mask], bootstrap=bootstrap, level=level, seed=seed, y_name=y,
-                          x_names=(xs[0], xs[1]))
+                          x_names=(xs[0], xs[1]), window=window)
     elif form == "data-constrained":
         res = fit_data_constrained(fx[0], fx[1], fx[2], L[fit_mask], base=base, tie=tie is not False,
                                    x_names=(xs[0], xs[1], xs[2]), **kw)
