@@ -131,3 +131,28 @@ def test_modular_addition_logs_held_out_pairs_by_whether_their_swap_was_trained(
 
     m = task.metrics(Commutes(), "cpu")
     assert m["test_acc_swap_trained"] == 1.0 and m["test_acc_swap_held_out"] < 0.2
+
+
+def test_addition_with_a_fixed_training_set_never_evaluates_on_it():
+    """n_train distinct questions from the seed; training draws only those, evaluation and the
+    probes only others (a sample-efficiency study's held-out set)."""
+    from lenslab.config import AdditionData
+    from lenslab.data.synthetic import AdditionTask
+
+    def questions(x):
+        a = (x[:, 0:3] * torch.tensor([100, 10, 1])).sum(1)
+        b = (x[:, 4:7] * torch.tensor([100, 10, 1])).sum(1)
+        return set((a * 1000 + b).tolist())
+
+    t = AdditionTask(AdditionData(n_train=500, format="plain"), seed=4)
+    pool = set((t.train_pairs[:, 0] * 1000 + t.train_pairs[:, 1]).tolist())
+    assert len(pool) == 500
+    assert all(questions(t.batch(i, 64)[0]) <= pool for i in range(5))
+    held = set().union(*(questions(x) for x, _ in t.eval_batches(4, 256)))
+    assert not held & pool and len(held) > 900
+    a, b = t.held_out(np.random.default_rng(0), 2000)
+    assert not set((a * 1000 + b).tolist()) & pool
+    again = AdditionTask(AdditionData(n_train=500, format="plain"), seed=4)
+    assert np.array_equal(again.train_pairs, t.train_pairs)
+    with pytest.raises(ValueError, match="at most half"):
+        AdditionData(digits=1, n_train=60)

@@ -163,6 +163,18 @@ class AdditionData(_Strict):
     digits: PosInt = 3
     base: Annotated[int, Field(ge=2, le=36)] = 10
     format: Literal["plain", "reversed"] = "reversed"
+    n_train: Optional[PosInt] = Field(
+        None, description="distinct training questions, drawn once from the seed; evaluation "
+        "and probes use only other questions (default: a fresh question every time)")
+
+    @model_validator(mode="after")
+    def _room(self) -> "AdditionData":
+        total = self.base ** (2 * self.digits)
+        if self.n_train is not None and self.n_train > total // 2:
+            raise ValueError(f"n_train = {self.n_train} leaves too few held-out questions: "
+                             f"{self.digits}-digit addition in base {self.base} has {total}; "
+                             f"use at most half ({total // 2})")
+        return self
 
 
 class TextData(_Strict):

@@ -10,7 +10,7 @@ import torch
 from lenslab.config import AdditionData, InductionData, ModularAdditionData
 from lenslab.data.base import IGNORE, mean_loss, rng_for
 
-_TRAIN, _EVAL = 0, 1  # stream ids, so train and eval batches never share randomness
+_TRAIN, _EVAL, _POOL = 0, 1, 2  # stream ids: train and eval batches never share randomness
 
 
 class InductionTask:
@@ -157,6 +157,10 @@ class AdditionTask:
     Tokens: digits ``0..base-1``, then ``+`` and ``=``. Operands are zero-padded to ``digits``,
     the answer to ``digits + 1``; ``format = "reversed"`` writes the answer least significant
     digit first (the order in which carries are computed), ``plain`` most significant first.
+
+    With ``n_train`` set, training draws from a fixed set of that many distinct questions
+    (``train_pairs``, drawn once from the seed), and evaluation and :meth:`held_out` draw only
+    questions outside it: the setting of sample-efficiency studies (Lee et al. 2023).
     """
 
     name = "addition"
@@ -170,6 +174,36 @@ class AdditionTask:
         n = cfg.digits
         self.answer_len = n + 1
         self.seq_len = 3 * n + 2  # a + b = c, minus the last token (inputs)
+        self._hi = cfg.base ** n
+        self.train_pairs = None if cfg.n_train is None else self._draw_pool(cfg.n_train)
+        self._trained = (None if self.train_pairs is None else
+                         np.sort(self.train_pairs[:, 0] * self._hi + self.train_pairs[:, 1]))
+
+    def _draw_pool(self, k: int) -> np.ndarray:
+        """``k`` distinct questions ``[k, 2]`` from the seed's own stream."""
+        rng = rng_for(self.seed, _POOL)
+        total = self._hi * self._hi
+        if total <= 1 << 24:
+            keys = rng.choice(total, size=k, replace=False)
+        else:  # too many questions to permute: draw, drop repeats, top up
+            keys = np.unique(rng.integers(0, total, k))
+            while keys.size < k:
+                keys = np.unique(np.concatenate([keys, rng.integers(0, total, k - keys.size)]))
+            keys = rng.permutation(keys)[:k]
+        return np.stack([keys // self._hi, keys % self._hi], axis=1)
+
+    def held_out(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` questions ``(a [n], b [n])`` that are not training questions."""
+        a, b = rng.integers(0, self._hi, n), rng.integers(0, self._hi, n)
+        if self._trained is None:
+            return a, b
+        while True:
+            keys = a * self._hi + b
+            pos = np.searchsorted(self._trained, keys).clip(max=self._trained.size - 1)
+            seen = self._trained[pos] == keys
+            if not seen.any():
+                return a, b
+            a[seen], b[seen] = rng.integers(0, self._hi, seen.sum()), rng.integers(0, self._hi, seen.sum())
 
     def _digits(self, v: np.ndarray, width: int) -> np.ndarray:
         out = np.empty((len(v), width), dtype=np.int64)
@@ -193,16 +227,16 @@ class AdditionTask:
         y[:, -self.answer_len:] = seq[:, -self.answer_len:]
         return torch.from_numpy(x.copy()), torch.from_numpy(y.copy())
 
-    def _sample(self, rng: np.random.Generator, n: int):
-        hi = self.base ** self.cfg.digits
-        return self.encode(rng.integers(0, hi, n), rng.integers(0, hi, n))
-
     def batch(self, index: int, batch_size: int):
-        return self._sample(rng_for(self.seed, _TRAIN, index), batch_size)
+        rng = rng_for(self.seed, _TRAIN, index)
+        if self.train_pairs is not None:
+            a, b = self.train_pairs[rng.integers(0, len(self.train_pairs), batch_size)].T
+            return self.encode(a, b)
+        return self.encode(rng.integers(0, self._hi, batch_size), rng.integers(0, self._hi, batch_size))
 
     def eval_batches(self, n: int, batch_size: int):
         for i in range(n):
-            yield self._sample(rng_for(self.seed, _EVAL, i), batch_size)
+            yield self.encode(*self.held_out(rng_for(self.seed, _EVAL, i), batch_size))
 
     def token_str(self, ids):
         return ["+" if i == self.plus else "=" if i == self.eq else np.base_repr(int(i), 36)

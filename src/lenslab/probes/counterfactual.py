@@ -156,9 +156,7 @@ def counterfactual(run_dir: str | Path, variant: str = "swap", step: Optional[in
         for label, rows in (("swap trained", swap_trained), ("swap held out", ~swap_trained)):
             groups.append({"name": label, **_group_measures(ok_a[rows], ok_b[rows], same[rows])})
     else:  # addition: fresh operands and their swaps; greedy answers compared whole
-        rng = np.random.default_rng(seed)
-        hi = task.base ** task.cfg.digits
-        a, b = rng.integers(0, hi, n), rng.integers(0, hi, n)
+        a, b = task.held_out(np.random.default_rng(seed), n)  # never a training question
         x, y = task.encode(a, b)
         xs, _ = task.encode(b, a)
         answer = y[:, -task.answer_len:].numpy()
