@@ -156,3 +156,34 @@ def test_addition_with_a_fixed_training_set_never_evaluates_on_it():
     assert np.array_equal(again.train_pairs, t.train_pairs)
     with pytest.raises(ValueError, match="at most half"):
         AdditionData(digits=1, n_train=60)
+
+
+def test_unpadded_addition_is_written_as_numbers_are():
+    """pad = false: 7+35=42 and its end token; the answer (and only it, with the end token) is
+    scored; greedy answers are read up to the end token, whatever the question's length."""
+    from lenslab.config import AdditionData
+    from lenslab.data.synthetic import AdditionTask
+
+    t = AdditionTask(AdditionData(pad=False, format="reversed"), seed=0)
+    x, y = t.encode(np.array([7, 999]), np.array([35, 1]))
+    assert "".join(t.token_str(x[0].tolist())) == "7+35=24$$$$$"
+    assert "".join(t.token_str(x[1].tolist())) == "999+1=0001$$"
+    scored = [t.token_str([v])[0] for v in y[0].tolist() if v != -100]
+    assert scored == ["2", "4", "$"] and (y[0, :4] == -100).all()
+
+    class Oracle(torch.nn.Module):
+        """Answers as the data does: the next token of the sequence the question starts."""
+
+        def forward(self, seq):
+            out = torch.zeros(*seq.shape, t.vocab_size)
+            for i, row in enumerate(seq.tolist()):
+                eq = row.index(t.eq)
+                a = int("".join(map(str, row[:row.index(t.plus)])))
+                b = int("".join(map(str, row[row.index(t.plus) + 1:eq])))
+                full = row[:eq + 1] + t._question(a, b)[1] + [t.end] * 8
+                out[i, -1, full[len(row)]] = 1
+            return out
+
+    targets, preds = t.answers(Oracle(), "cpu", np.array([7, 123, 5]), np.array([35, 0, 995]))
+    assert targets == preds == [[2, 4], [3, 2, 1], [0, 0, 0, 1]]
+    assert t.metrics(Oracle(), "cpu", n=1, batch_size=16) == {"exact_match": 1.0, "digit_acc": 1.0}

@@ -163,6 +163,8 @@ class AdditionData(_Strict):
     digits: PosInt = 3
     base: Annotated[int, Field(ge=2, le=36)] = 10
     format: Literal["plain", "reversed"] = "reversed"
+    pad: bool = Field(True, description="zero-pad operands and answer to fixed widths; false: "
+                      "numbers as written, the answer closed by an end token (Lee et al. 2023)")
     n_train: Optional[PosInt] = Field(
         None, description="distinct training questions, drawn once from the seed; evaluation "
         "and probes use only other questions (default: a fresh question every time)")

@@ -158,6 +158,11 @@ class AdditionTask:
     the answer to ``digits + 1``; ``format = "reversed"`` writes the answer least significant
     digit first (the order in which carries are computed), ``plain`` most significant first.
 
+    With ``pad = False`` numbers are written as they are (``7+35=42``; Lee et al. 2023's
+    format), the answer closed by an end token ``$`` that is scored too, and the rest of the
+    window filled with end tokens that are not; questions then differ in length, and greedy
+    answers (:meth:`answers`) are read up to the end token.
+
     With ``n_train`` set, training draws from a fixed set of that many distinct questions
     (``train_pairs``, drawn once from the seed), and evaluation and :meth:`held_out` draw only
     questions outside it: the setting of sample-efficiency studies (Lee et al. 2023).
@@ -169,11 +174,12 @@ class AdditionTask:
         self.cfg = cfg
         self.seed = seed
         self.base = cfg.base
-        self.plus, self.eq = cfg.base, cfg.base + 1
-        self.vocab_size = cfg.base + 2
+        self.plus, self.eq, self.end = cfg.base, cfg.base + 1, cfg.base + 2
+        self.vocab_size = cfg.base + (2 if cfg.pad else 3)
         n = cfg.digits
-        self.answer_len = n + 1
-        self.seq_len = 3 * n + 2  # a + b = c, minus the last token (inputs)
+        self.answer_len = n + 1  # the longest answer, in digits
+        # a + b = c (and the end token when unpadded), minus the last token: the inputs
+        self.seq_len = 3 * n + 2 if cfg.pad else 3 * n + 3
         self._hi = cfg.base ** n
         self.train_pairs = None if cfg.n_train is None else self._draw_pool(cfg.n_train)
         self._trained = (None if self.train_pairs is None else
@@ -212,7 +218,32 @@ class AdditionTask:
             v = v // self.base
         return out
 
+    def _written(self, v: int) -> list[int]:
+        """Digits of ``v`` without leading zeros, most significant first."""
+        out = []
+        while True:
+            v, r = divmod(v, self.base)
+            out.append(r)
+            if v == 0:
+                return out[::-1]
+
+    def _question(self, a: int, b: int) -> tuple[list[int], list[int]]:
+        """Unpadded question tokens (through ``=``) and answer tokens (through the end)."""
+        c = self._written(a + b)
+        if self.cfg.format == "reversed":
+            c = c[::-1]
+        return self._written(a) + [self.plus] + self._written(b) + [self.eq], c + [self.end]
+
     def encode(self, a: np.ndarray, b: np.ndarray):
+        """Inputs ``[n, seq_len]`` and targets (IGNORE except the answer) for questions a + b."""
+        if not self.cfg.pad:
+            seq = np.full((len(a), self.seq_len + 1), self.end, dtype=np.int64)
+            y = np.full((len(a), self.seq_len), IGNORE, dtype=np.int64)
+            for i, (ai, bi) in enumerate(zip(a.tolist(), b.tolist())):
+                q, c = self._question(ai, bi)
+                seq[i, :len(q) + len(c)] = q + c
+                y[i, len(q) - 1:len(q) + len(c) - 1] = c
+            return torch.from_numpy(seq[:, :-1].copy()), torch.from_numpy(y)
         n = self.cfg.digits
         c = self._digits(a + b, n + 1)
         if self.cfg.format == "reversed":
@@ -239,8 +270,30 @@ class AdditionTask:
             yield self.encode(*self.held_out(rng_for(self.seed, _EVAL, i), batch_size))
 
     def token_str(self, ids):
-        return ["+" if i == self.plus else "=" if i == self.eq else np.base_repr(int(i), 36)
-                for i in map(int, ids)]
+        return ["+" if i == self.plus else "=" if i == self.eq else "$" if i == self.end
+                else np.base_repr(int(i), 36) for i in map(int, ids)]
+
+    @torch.no_grad()
+    def answers(self, model, device, a: np.ndarray, b: np.ndarray) -> tuple[list[list[int]], list[list[int]]]:
+        """Target and greedy answer digits for questions ``a + b``, as written (in the task's
+        order, without the end token): ``(targets, predictions)``, lists of digit lists."""
+        if self.cfg.pad:
+            x, y = self.encode(a, b)
+            pred = self.predict(model, device, x).tolist()
+            return y[:, -self.answer_len:].tolist(), pred
+        qs = [self._question(ai, bi) for ai, bi in zip(a.tolist(), b.tolist())]
+        targets = [c[:-1] for _, c in qs]
+        preds: list[list[int]] = [[] for _ in qs]
+        by_len: dict[int, list[int]] = {}
+        for i, (q, _) in enumerate(qs):
+            by_len.setdefault(len(q), []).append(i)
+        for rows in by_len.values():  # one batch per question length
+            seq = torch.tensor([qs[i][0] for i in rows], device=device)
+            for _ in range(self.answer_len + 1):
+                seq = torch.cat([seq, model(seq)[:, -1].argmax(-1, keepdim=True)], dim=1)
+            for i, row in zip(rows, seq[:, len(qs[rows[0]][0]):].tolist()):
+                preds[i] = row[:row.index(self.end)] if self.end in row else row
+        return targets, preds
 
     @torch.no_grad()
     def predict(self, model, device, x: torch.Tensor) -> torch.Tensor:
@@ -253,12 +306,14 @@ class AdditionTask:
 
     @torch.no_grad()
     def metrics(self, model, device, n: int = 2, batch_size: int = 256) -> dict[str, float]:
+        """Exact match and per-digit accuracy (digits compared as written) of greedy answers
+        to the held-out questions of :meth:`eval_batches`."""
         em = digit = 0.0
         total = 0
-        for x, y in self.eval_batches(n, batch_size):
-            pred = self.predict(model, device, x)
-            target = y[:, -self.answer_len:]
-            em += (pred == target).all(1).float().sum().item()
-            digit += (pred == target).float().mean(1).sum().item()
-            total += len(x)
+        for i in range(n):
+            a, b = self.held_out(rng_for(self.seed, _EVAL, i), batch_size)
+            for t, p in zip(*self.answers(model, device, a, b)):
+                em += t == p
+                digit += sum(u == v for u, v in zip(t, p)) / len(t)
+                total += 1
         return {"exact_match": em / total, "digit_acc": digit / total}

@@ -157,11 +157,11 @@ def counterfactual(run_dir: str | Path, variant: str = "swap", step: Optional[in
             groups.append({"name": label, **_group_measures(ok_a[rows], ok_b[rows], same[rows])})
     else:  # addition: fresh operands and their swaps; greedy answers compared whole
         a, b = task.held_out(np.random.default_rng(seed), n)  # never a training question
-        x, y = task.encode(a, b)
-        xs, _ = task.encode(b, a)
-        answer = y[:, -task.answer_len:].numpy()
-        ga, gb = task.predict(model, "cpu", x).numpy(), task.predict(model, "cpu", xs).numpy()
-        ok_a, ok_b, same = (ga == answer).all(1), (gb == answer).all(1), (ga == gb).all(1)
+        answer, ga = task.answers(model, "cpu", a, b)
+        _, gb = task.answers(model, "cpu", b, a)
+        ok_a = np.array([p == t for p, t in zip(ga, answer)])
+        ok_b = np.array([p == t for p, t in zip(gb, answer)])
+        same = np.array([p == q for p, q in zip(ga, gb)])
     diff = ok_a.astype(float) - ok_b.astype(float)
     ci_same, ci_diff = intervals(np.stack([same.astype(float), diff], axis=1),
                                   np.ones(len(diff)), bootstrap, seed)

@@ -31,7 +31,7 @@ from lenslab.result import dumps_pretty
 from lenslab.training import train
 
 #: The modules that register replications when imported.
-MODULES = ("induction", "lsa_gd", "icl_regression", "grokking", "shakespeare")
+MODULES = ("induction", "lsa_gd", "icl_regression", "grokking", "shakespeare", "addition_format")
 
 
 @dataclass

@@ -77,8 +77,8 @@ def _distinct(rng: np.random.Generator, space: int, n: int) -> np.ndarray:
     return np.fromiter(seen, dtype=np.int64, count=n)
 
 
-def _digits_str(task: Any, digits: np.ndarray) -> list[str]:
-    """Rows of digit ids ``[n, k]`` in plain order -> strings (base-36 characters)."""
+def _digits_str(task: Any, digits: Any) -> list[str]:
+    """Rows of digit ids in plain order -> strings (base-36 characters)."""
     return ["".join(np.base_repr(int(d), 36) for d in row) for row in digits]
 
 
@@ -89,22 +89,21 @@ def answer(model: Any, task: Any, a: np.ndarray, b: np.ndarray, batch_size: int 
     and ``logprobs [n]`` in nats.
     """
     targets, preds, lps = [], [], []
-    k = task.answer_len
     rev = task.cfg.format == "reversed"
     with torch.no_grad():
         for s in range(0, len(a), batch_size):
-            x, y = task.encode(a[s:s + batch_size], b[s:s + batch_size])
-            p = task.predict(model, torch.device("cpu"), x)  # [n, k] in the task's order
+            aa, bb = a[s:s + batch_size], b[s:s + batch_size]
+            x, y = task.encode(aa, bb)
             logits = model(x).float()
             logp = torch.log_softmax(logits, dim=-1)
             mask = y != IGNORE
             tok = logp.gather(-1, y.clamp(min=0).unsqueeze(-1)).squeeze(-1)
             lps.append((tok * mask).sum(1).double().numpy())
-            t = y[:, -k:]
+            t, p = task.answers(model, torch.device("cpu"), aa, bb)  # as written
             if rev:
-                t, p = t.flip(1), p.flip(1)
-            targets += _digits_str(task, t.numpy())
-            preds += _digits_str(task, p.numpy())
+                t, p = [r[::-1] for r in t], [r[::-1] for r in p]
+            targets += _digits_str(task, t)
+            preds += _digits_str(task, p)
     return targets, preds, np.concatenate(lps) if lps else np.zeros(0)
 
 
