@@ -280,3 +280,49 @@ def test_head_taxonomy_agrees_with_the_rule_probe(runs):
 
     assert "induction" not in classes(runs["shortcut"])
     assert "induction" in classes(runs["induction"])
+
+
+def test_question_formation_data_is_ambiguous_only_where_it_should_be():
+    from lenslab.config import QuestionData
+    from lenslab.data import QuestionTask
+    from lenslab.data.grammar import AUX
+
+    auxes = set(AUX[False] + AUX[True])
+    for share, ambiguous in ((0.0, True), (1.0, False)):
+        task = QuestionTask(QuestionData(disambiguating=share), seed=0)
+        x, y = task.batch(0, 256)
+        assert x.shape[1] <= task.seq_len
+        moved_other = 0
+        for row, tgt in zip(x.tolist(), y.tolist()):
+            words = task.token_str(row + [t for t in tgt[-1:] if t != IGNORE])
+            words = [w for w in words if w != "<pad>"]
+            k = words.index(".")
+            src, kind, out = words[:k], words[k + 1], words[k + 2:]
+            if kind == "decl":
+                assert out[:len(src)] == src
+                continue
+            main = next(i for i, w in enumerate(src) if w == out[0] and w in auxes
+                        and src[:i] + src[i + 1:] == out[1:len(src)])
+            first = next(i for i, w in enumerate(src) if w in auxes)
+            moved_other += main != first
+        # ambiguous data: the moved auxiliary is always the first; disambiguating: it is not
+        assert (moved_other == 0) == ambiguous
+    q = task.questions(200, rc_subject=True)
+    assert (q["hierarchical"] != q["linear"]).all()  # the probe asks where the rules disagree
+    pred = np.zeros(q["x"].shape, dtype=np.int64)
+    pred[np.arange(200), q["at"]] = q["linear"]
+    hit = task.first_words(pred, q)
+    assert hit["linear"].all() and not hit["hierarchical"].any()
+    assert not task.exact(pred, q).any()
+
+
+def test_the_rule_probe_reads_a_question_formation_run(tmp_path):
+    run = _train(tmp_path, "question", "question", 40,
+                 ["model.n_layer=1", "model.d_model=32", "train.eval_every=20"])
+    res = rule_test(run, n=200, bootstrap=100)
+    assert res.task == "question" and res.rules == ["hierarchical", "linear"]
+    assert 0 <= sum(res.shares.values()) <= 1 and res.history["step"] == [20, 40]
+    assert type(res).from_dict(json.loads(json.dumps(res.to_dict()))).to_html() == res.to_html()
+    code, out, err = cli("probe", str(run))
+    assert code == 0, err
+    assert "hierarchical" in (run / "analysis" / "probe.html").read_text()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lenslab.errors import LensError
@@ -26,7 +27,33 @@ def test_replications_are_registered():
     from lenslab.replications import available
 
     names = available()
-    assert {"induction", "lsa-gd", "icl-regression", "grokking", "shakespeare-char"} <= set(names)
+    assert {"induction", "lsa-gd", "icl-regression", "grokking", "shakespeare-char",
+            "addition-format", "length-positions", "question-formation"} <= set(names)
+
+
+def _length_test(position, exact):
+    from lenslab.probes.length import LengthTest
+
+    lengths = list(range(1, 21))
+    return LengthTest("run", 100, "copy", f"GPT, {position} positions", [1, 10], lengths, exact,
+                      [[e, e] for e in exact], exact, float(np.mean(exact[:10])), 10, 0.9, 256)
+
+
+def test_length_positions_checks_compare_past_the_trained_lengths():
+    from lenslab.replications.length_positions import length_checks
+
+    fade = [1.0] * 10 + [0.6, 0.4, 0.2] + [0.0] * 7  # 0.12 past the range on average
+    cliff = [1.0] * 10 + [0.0] * 10
+    measured, short = length_checks({"none": _length_test("none", fade),
+                                     "learned": _length_test("learned", cliff),
+                                     "rope": _length_test("rope", cliff)})
+    assert short == [] and measured["none"]["past_range"] == pytest.approx(0.12)
+    weak = [0.8] * 10 + [0.05] + [0.0] * 9
+    measured, short = length_checks({"none": _length_test("none", weak),
+                                     "learned": _length_test("learned", cliff)})
+    assert any("none positions copy only 0.800" in s for s in short)
+    assert any("no positions get 0.005, learned positions 0.000: not 0.1 better" in s
+               for s in short)
 
 
 def _grok_metrics(held_out):

@@ -273,16 +273,38 @@ class SequenceData(_Strict):
         return self
 
 
+class QuestionData(_Strict):
+    """English question formation from a small grammar (McCoy et al. 2020's design): a
+    declarative, a task word, then the same sentence again (``decl``) or as a yes/no question
+    (``quest``: the main clause's auxiliary moves to the front).
+
+    ``her newt that does giggle doesn't swim . quest doesn't her newt that does giggle swim ?``
+
+    Training questions are *ambiguous*: their subject has no relative clause, so the main
+    auxiliary is also the first one, and two rules fit: move the main auxiliary (hierarchical,
+    the rule we mean) or move the first (linear). Declaratives of every shape are trained. The
+    probe asks questions of sentences whose subject carries a relative clause with an
+    auxiliary of its own, where the rules disagree. ``disambiguating`` is the fraction of
+    training questions drawn from those sentences, where only the hierarchical rule fits.
+    """
+
+    task: Literal["question"] = "question"
+    question_share: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.5, description="fraction of training examples that are questions (the rest: decl)")
+    disambiguating: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.0, description="fraction of training questions whose subject has a relative clause")
+
+
 DataConfig = Annotated[
     Union[InductionData, ModularAdditionData, AdditionData, TextData, ICLRegressionData,
-          RepeatData, SequenceData],
+          RepeatData, SequenceData, QuestionData],
     Field(discriminator="task"),
 ]
 
 
 #: Every data.task, in the order the docs list them.
 DATA_TASKS = ("induction", "modular_addition", "addition", "text", "icl_regression", "repeat",
-              "sequence")
+              "sequence", "question")
 
 
 # ----------------------------------------------------------------------------- training

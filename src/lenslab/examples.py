@@ -10,7 +10,7 @@ from lenslab.config import DATA_TASKS, RunConfig, config_from_dict
 from lenslab.errors import ConfigError
 
 TASKS = ("induction", "modular_addition", "addition", "text", "shakespeare", "lstm",
-         "icl_regression", "repeat", "sequence")
+         "icl_regression", "repeat", "sequence", "question")
 
 #: Where the examples that read a corpus expect it (``lenslab init TASK --data PATH`` changes it),
 #: and where the public file comes from.
@@ -103,6 +103,15 @@ _EXAMPLES: dict[str, dict[str, Any]] = {
                  "eval_max_len": 16},
         "optim": {"lr": 1e-3, "schedule": "constant", "batch_size": 64, "betas": [0.9, 0.999]},
         "train": {"max_steps": 800, "eval_every": 100, "checkpoint_every": 100},
+    },
+    "question": {
+        # Yes/no questions whose training examples fit two rules: move the main auxiliary or
+        # the first. `lenslab probe RUN` says which the model took (McCoy et al. 2020's test).
+        "name": "question",
+        "model": {"kind": "gpt", "n_layer": 4, "n_head": 4, "d_model": 128, "n_ctx": 34},
+        "data": {"task": "question", "question_share": 0.5, "disambiguating": 0.0},
+        "optim": {"lr": 1e-3, "warmup_steps": 100, "batch_size": 64, "betas": [0.9, 0.98]},
+        "train": {"max_steps": 3000, "eval_every": 250, "checkpoint_every": 500},
     },
     "lstm": {
         "name": "lstm-induction",

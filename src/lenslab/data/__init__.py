@@ -12,6 +12,7 @@ from lenslab.config import (
     InductionData,
     LSAConfig,
     ModularAdditionData,
+    QuestionData,
     RepeatData,
     RunConfig,
     SequenceData,
@@ -27,6 +28,7 @@ from lenslab.data.base import (
     task_scored,
 )
 from lenslab.data.generalization import RepeatTask, SequenceTask
+from lenslab.data.grammar import QuestionTask
 from lenslab.data.regression import ICLRegressionTask
 from lenslab.data.synthetic import AdditionTask, InductionTask, ModularAdditionTask
 from lenslab.data.text import TextTask
@@ -36,7 +38,7 @@ __all__ = [
     "IGNORE", "DataCursor", "Task", "mean_loss", "rng_for", "task_loss", "task_scored",
     "build_task", "resolve_config",
     "InductionTask", "ModularAdditionTask", "AdditionTask", "TextTask", "ICLRegressionTask",
-    "RepeatTask", "SequenceTask",
+    "RepeatTask", "SequenceTask", "QuestionTask",
 ]
 
 
@@ -56,6 +58,8 @@ def build_task(cfg: RunConfig, run_dir: Optional[Path] = None) -> Task:
         return RepeatTask(d, cfg.seed)
     if isinstance(d, SequenceData):
         return SequenceTask(d, cfg.seed)
+    if isinstance(d, QuestionData):
+        return QuestionTask(d, cfg.seed)
     raise TypeError(type(d).__name__)
 
 

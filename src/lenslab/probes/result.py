@@ -16,7 +16,7 @@ from lenslab.result import Result
 from lenslab.run import Run
 
 #: Tasks each probe reads, for the error a run of another task gets.
-PROBES = {"repeat": "rules", "sequence": "length", "modular_addition": "counterfactual",
+PROBES = {"repeat": "rules", "question": "rules", "sequence": "length", "modular_addition": "counterfactual",
           "addition": "counterfactual"}
 VARIANTS = {"swap": "each question with its operands swapped (b + a for a + b): the answer is "
                     "the same under addition"}

@@ -31,7 +31,8 @@ from lenslab.result import dumps_pretty
 from lenslab.training import train
 
 #: The modules that register replications when imported.
-MODULES = ("induction", "lsa_gd", "icl_regression", "grokking", "shakespeare", "addition_format")
+MODULES = ("induction", "lsa_gd", "icl_regression", "grokking", "shakespeare", "addition_format",
+           "length_positions", "question_formation")
 
 
 @dataclass
