@@ -51,7 +51,7 @@ def test_length_positions_checks_compare_past_the_trained_lengths():
     weak = [0.8] * 10 + [0.05] + [0.0] * 9
     measured, short = length_checks({"none": _length_test("none", weak),
                                      "learned": _length_test("learned", cliff)})
-    assert any("none positions copy only 0.800" in s for s in short)
+    assert any("no positions: only 0.800 of the trained lengths" in s for s in short)
     assert any("no positions get 0.005, learned positions 0.000: not 0.1 better" in s
                for s in short)
 

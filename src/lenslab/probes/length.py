@@ -158,6 +158,7 @@ def length_generalization(run_dir: str | Path, step: Optional[int] = None,
             break
         holds_to = L
     m = cfg.model
-    desc = f"GPT, {m.position} positions" if m.kind == "gpt" else m.kind.upper()
+    desc = (("GPT, no positions" if m.position == "none" else f"GPT, {m.position} positions")
+            if m.kind == "gpt" else m.kind.upper())
     return LengthTest(str(run_dir), at, task.cfg.op, desc, [lo, hi], lengths,
                       exact, ci, token, in_range, holds_to, threshold, int(n))

@@ -126,10 +126,11 @@ class RuleTest(ProbeResult):
                       "evaluation during training (64 sequences each).")
         if len(self.history.get("step", [])) < 2:
             panels = panels.split(" Right:")[0]
+        lead = "Left: s" if panels else "S"
         return (f"<p>{badge(self.verdict, kind)} {escape(self.summary)}. {escape(where)}</p>"
                 + table_html(rows, digits=3)
                 + figure_block(figure_to_svg(self.figure()),
-                               "Left: share of the answers each rule gives where they disagree, "
+                               f"{lead}hare of the answers each rule gives where they disagree, "
                                "with 95% intervals." + panels))
 
 

@@ -31,6 +31,7 @@ from lenslab.replications import (
 )
 
 POSITIONS = ("none", "learned", "rope")
+LABELS = {"none": "no positions", "learned": "learned positions", "rope": "rotary positions"}
 MAX_LEN = 10  # trained lengths 1..MAX_LEN, probed to 2 * MAX_LEN
 IN_RANGE_AT_LEAST = 0.9  # every model must copy in its training range, or nothing is judged
 MARGIN = 0.1  # NoPE's exact match past the range, above each explicit encoding's by this much
@@ -64,7 +65,7 @@ def length_checks(tests: dict[str, LengthTest]) -> tuple[dict, list[str]]:
     measured = {p: {"in_range": t.in_range, "past_range": past_range(t), "holds_to": t.holds_to,
                     "exact_match_by_length": dict(zip(t.lengths, t.exact_match))}
                 for p, t in tests.items()}
-    short = [f"{p} positions copy only {m['in_range']:.3f} of the trained lengths exactly "
+    short = [f"{LABELS[p]}: only {m['in_range']:.3f} of the trained lengths copied exactly "
              f"(< {IN_RANGE_AT_LEAST})" for p, m in measured.items()
              if m["in_range"] < IN_RANGE_AT_LEAST]
     if "none" in measured:
@@ -72,7 +73,7 @@ def length_checks(tests: dict[str, LengthTest]) -> tuple[dict, list[str]]:
         for p in ("learned", "rope"):
             if p in measured and nope - measured[p]["past_range"] < MARGIN:
                 short.append(f"past the trained lengths no positions get {nope:.3f}, "
-                             f"{p} positions {measured[p]['past_range']:.3f}: not {MARGIN} "
+                             f"{LABELS[p]} {measured[p]['past_range']:.3f}: not {MARGIN} "
                              "better")
     return measured, short
 
@@ -105,7 +106,7 @@ def replicate_length_positions(out: Path, progress: bool = True, steps: int = 40
                 f"{MAX_LEN} symbols and asked up to {2 * MAX_LEN}.")
     page.add("Result", verdict_html(not short, short, targets), "result")
     if tests:
-        rows = [{"positions": p, f"exact match, lengths 1-{MAX_LEN}": t.in_range,
+        rows = [{"positions": LABELS[p], f"exact match, lengths 1-{MAX_LEN}": t.in_range,
                  f"exact match, lengths {MAX_LEN + 1}-{2 * MAX_LEN}": past_range(t),
                  "in-range accuracy holds to length": t.holds_to}
                 for p, t in tests.items()]

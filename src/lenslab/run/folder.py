@@ -9,6 +9,7 @@ A run is a folder; this module is the only code that knows its layout::
       events.jsonl         guard events
       checkpoints/step-NNNNNN/   model.safetensors, trainer.pt, MANIFEST.json (see checkpoint.py)
       analysis/<kind>.json       results of analyses (see lenslab.result), .html and .png beside
+      tensorboard/         TensorBoard's event files, with train.tensorboard (see tensorboard.py)
       report.html          the run's page (lenslab.report)
 
 The trainer writes through a :class:`Run`; every analysis reads through one (its config, task,
@@ -40,7 +41,7 @@ from lenslab.run.checkpoint import Checkpoint
 from lenslab.run.lock import Lock
 
 CONFIG, META, METRICS, EVENTS = "config.toml", "run.json", "metrics.jsonl", "events.jsonl"
-CHECKPOINTS, ANALYSIS, REPORT = "checkpoints", "analysis", "report.html"
+CHECKPOINTS, ANALYSIS, REPORT, TENSORBOARD = "checkpoints", "analysis", "report.html", "tensorboard"
 STAGING = ".creating-"  # hidden staging folders: .NAME.creating-PID
 
 
@@ -95,6 +96,11 @@ class Run:
     @property
     def checkpoints_dir(self) -> Path:
         return self.path / CHECKPOINTS
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        """TensorBoard's event files (:mod:`lenslab.run.tensorboard`)."""
+        return self.path / TENSORBOARD
 
     @property
     def analysis_dir(self) -> Path:

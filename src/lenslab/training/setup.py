@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Optional
 
 import torch
 
 from lenslab.config import RunConfig
 from lenslab.errors import ConfigError
+from lenslab.run import tensorboard
 from lenslab.training.memory import check_memory
 
 
@@ -55,7 +55,7 @@ def preflight(cfg: RunConfig, memory_check: bool = True) -> None:
     The task, its data and the model's sizes are checked by :meth:`Run.create`."""
     dev = device_for(cfg, 0)
     if cfg.train.tensorboard:
-        tensorboard_writer(None)  # a missing package is a config error, before any write
+        tensorboard.require()  # a missing package is a config error, before any write
     if memory_check:
         check_memory(cfg, str(dev))
 
@@ -69,12 +69,3 @@ def precision_for(cfg: RunConfig, device: torch.device) -> Optional[torch.dtype]
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[p]
 
 
-def tensorboard_writer(run_dir: Path):
-    try:
-        from torch.utils.tensorboard import (
-            SummaryWriter,  # tensorboard is an optional package
-        )
-    except ImportError:
-        raise ConfigError("train.tensorboard = true needs the tensorboard package: "
-                          "pip install 'lenslab[tensorboard]'") from None
-    return SummaryWriter(str(run_dir / "tensorboard")) if run_dir is not None else None

@@ -46,6 +46,7 @@ from lenslab.run.checkpoint import (
 )
 from lenslab.run.folder import os_reason
 from lenslab.run.inject import SPIKE_FACTOR, Injections, die
+from lenslab.run.tensorboard import TensorBoardLog
 from lenslab.training import distributed as D
 from lenslab.training.clip import clip_global_norm
 from lenslab.training.guard import Guard, Verdict
@@ -57,7 +58,6 @@ from lenslab.training.setup import (
     pick_threads,
     precision_for,
     preflight,
-    tensorboard_writer,
 )
 from lenslab.training.stop import Stop
 
@@ -224,6 +224,8 @@ class Trainer:
             self.run.append_event(rec)
         except OSError as e:
             raise self._io_error(e, "writing events.jsonl") from None
+        if self._tb is not None:
+            self._tb.event(rec)
         detail = ", ".join(f"{k}={v}" for k, v in fields.items())
         self._log(f"[bold yellow]guard[/] step {step}: {escape_markup(type_)} "
                   f"{escape_markup(detail)}")
@@ -377,6 +379,8 @@ class Trainer:
             self._warn(msg, at)
         if ck is None:
             return False
+        if self._tb is not None:  # the steps from the checkpoint on are replayed
+            self._tb.replay_from(self.step)
         self.event("rollback", at, to_step=ck.step, checkpoint=ck.path.name, skip_batches=[a, b])
         self.cursor.skip, self.seq = skips, seq  # seq counts every iteration ever run
         self.guard.rolled_back()
@@ -478,8 +482,9 @@ class Trainer:
         tc = self.cfg.train
         if self.dist.is_main:
             self.run.write_meta(status="running", step=self.step)
-            if tc.tensorboard:
-                self._tb = tensorboard_writer(self.run_dir)
+            if tc.tensorboard:  # values of the steps about to be replayed are discarded
+                self._tb = TensorBoardLog(self.run.tensorboard_dir, self.step,
+                                          self.run.event_log())
         if self._last_ckpt_step < 0:
             self.save_checkpoint()  # step 0: a rollback target and an early resume point always exist
         progress = Progress(self, enabled=self.show_progress and self.dist.is_main)
@@ -540,8 +545,7 @@ class Trainer:
                                   or not verdict.ok):
             self.run.append_metric(rec)
             if self._tb is not None:
-                for k in ("loss", "lr", "grad_norm"):
-                    self._tb.add_scalar(f"train/{k}", rec[k], self.step)
+                self._tb.train(rec)
         for cb in self.callbacks:
             cb(self, rec)
         self.seq += 1

@@ -115,6 +115,7 @@ from lenslab.errors import ConfigError
 from lenslab.html import table_html
 from lenslab.run import Lock, Run
 from lenslab.run.inject import Injections
+from lenslab.run.tensorboard import write_hparams
 from lenslab.scaling.sweep.display import Display
 from lenslab.scaling.sweep.executor import FINISHED, Context, Executor, Job, LocalPool
 from lenslab.scaling.sweep.plan import GridPoint, plan, point_name
@@ -196,6 +197,15 @@ def parse_inject(inject: Union[None, str, dict[str, str]], names: list[str]) -> 
     return pairs
 
 
+def log_hparams(point: GridPoint, row: dict[str, Any], run_dir: Path) -> None:
+    """A completed run that logs to TensorBoard gets its grid values as hyperparameters, with
+    its final losses, so TensorBoard's HParams table lists the sweep."""
+    if not point.config.train.tensorboard or row.get("status") != "completed":
+        return
+    write_hparams(Run(run_dir).tensorboard_dir, point.axes,
+                  {k: row[k] for k in ("loss", "val_loss") if k in row})
+
+
 def run_sweep(sweep: Union[str, Path, SweepSpec, dict[str, Any]], out: str | Path, *,
               inject: Union[None, str, dict[str, str]] = None, progress: bool = True,
               workers: Optional[int] = None, threads: Optional[int] = None,
@@ -254,6 +264,9 @@ def run_sweep(sweep: Union[str, Path, SweepSpec, dict[str, Any]], out: str | Pat
                 done.add(job.point.name)
             rows = [run_row(p, runs_root / p.name, sc.loss_window) for p in points]
             write_results(rows, out, meta)
+            if job is not None and job.outcome in FINISHED:
+                log_hparams(job.point, next(r for r in rows if r["name"] == job.point.name),
+                            runs_root / job.point.name)
             display.advance(len(done))
             return rows
 
