@@ -7,7 +7,7 @@ PIP     := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 STAMP   := $(VENV)/.stamp-install
 THREADS ?= 2
 
-.PHONY: tour test install replicate bench clean browser
+.PHONY: tour test install replicate bench clean system
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,15 +22,19 @@ install: $(STAMP)
 tour: $(STAMP)
 	$(BIN)/lenslab tour --out runs/tour
 
-test: $(STAMP) browser
+test: $(STAMP) system
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -x --durations=15
 
-# The viewer's hostile-token test runs in headless Chromium (Debian's package).
-browser:
-	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
-	  { (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || \
-	    echo "warning: could not install chromium; browser tests will be skipped"; }
+# Debian packages some tests use: Chromium (the viewer's hostile-token test, in a real browser)
+# and slurm-wlm with munge (a real one-node Slurm for the sweep's cluster executor). Missing
+# ones are installed in one apt-get call; where that fails, those tests skip and say why.
+system:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing="chromium"; \
+	command -v slurmctld >/dev/null 2>&1 && command -v munged >/dev/null 2>&1 || missing="$$missing slurm-wlm munge"; \
+	[ -z "$$missing" ] || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null 2>&1 || \
+	  echo "warning: could not install$$missing; the tests that need them will be skipped"; }
 
 # Published results reproduced on this CPU, each ending PASS NAME or FAIL NAME: why.
 replicate: $(STAMP)

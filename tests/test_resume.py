@@ -53,6 +53,8 @@ def test_sigterm_writes_a_checkpoint_and_exits_75(tmp_path, reference):
     assert r.returncode == 0, r.stderr
     assert metrics(run) == metrics(ref)
     assert final_weights(run) == final_weights(ref)
+    types = [e["type"] for e in events(run)]  # the stop stays on record after the resume
+    assert types[types.index("preempt") + 1] == "resume"
 
 
 def test_external_sigterm_during_training(tmp_path):

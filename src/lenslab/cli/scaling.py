@@ -140,12 +140,29 @@ def emergence_command(predictions: Path, out: Path, bootstrap: int = 1000, token
     return d
 
 
+def sweep_status_command(sweep: Path, out: Path) -> int:
+    """``lenslab sweep --status``: each grid point's state, step and Slurm job; starts nothing."""
+    from lenslab.scaling.sweep import sweep_status
+
+    rows = sweep_status(sweep, out)
+    t = RichTable(title=f"{len(rows)} grid points in {out}")
+    for c in ("name", "status", "step", "job", "queue"):
+        t.add_column(c, justify="right" if c == "step" else "left", overflow="fold")
+    for r in rows:
+        t.add_row(r["name"], r["status"], f"{r['step']}/{r['steps']}", r["job"] or "-",
+                  r["queue"] or "-")
+    console.print(t)
+    return 0
+
+
 def sweep_command(sweep: Path, out: Path, workers: Optional[int] = None, threads: Optional[int] = None,
-                  inject: Optional[str] = None, quiet: bool = False) -> int:
+                  inject: Optional[str] = None, quiet: bool = False, executor: Optional[str] = None,
+                  wait: bool = True) -> int:
     """``lenslab sweep``: train (or resume) every grid point, write the results table; the exit code."""
     from lenslab.scaling import run_sweep
 
-    res = run_sweep(sweep, out, inject=inject, progress=not quiet, workers=workers, threads=threads)
+    res = run_sweep(sweep, out, inject=inject, progress=not quiet, workers=workers, threads=threads,
+                    executor=executor, wait=wait)
     show_status = any(r["status"] != "completed" for r in res.rows)
     cols = [c for c in ("name", "status", "N", "D", "loss", "val_loss", "exact_match", "digit_acc", "epochs",
                         "guard_events") if any(c in r for r in res.rows) and (c != "status" or show_status)]
@@ -162,6 +179,10 @@ def sweep_command(sweep: Path, out: Path, workers: Optional[int] = None, threads
         say(f"{name}:", "yellow", msg)
     extra = f", {res.predictions.name}" if res.predictions is not None else ""
     wrote(out / "results.csv", f"results.json{extra}")
+    if res.submitted:
+        say("submitted:", "green", f"{len(res.submitted)} runs are queued on Slurm; `lenslab sweep "
+            f"{sweep} --out {out} --status` shows them, the same command without --status "
+            "collects the results (and resubmits what was lost)")
     if res.exit_code == 75:
         say("interrupted:", "yellow", f"continue with `lenslab sweep {sweep} --out {out}`")
     elif res.exit_code:
@@ -179,9 +200,19 @@ def sweep(
     inject: Optional[str] = typer.Option(
         None, "--inject", help="faults for tests: kill@20 (every new run) or NAME=kill@20;NAME2=nan@5"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
+    executor: Optional[str] = typer.Option(
+        None, "--executor", help="local | slurm (overrides executor.kind of the sweep file)"),
+    wait: bool = typer.Option(True, "--wait/--no-wait",
+                              help="slurm: wait for the array (default), or return once submitted"),
+    status: bool = typer.Option(False, "--status", help="show each grid point's state and Slurm "
+                                "job, start nothing"),
 ):
-    """Train a grid of runs (resumable; several at once) and write the results table."""
-    code = sweep_command(sweep_file, out, workers, threads, inject, quiet)
+    """Train a grid of runs (resumable; several at once, or as a Slurm job array) and write the
+    results table."""
+    if status:
+        sweep_status_command(sweep_file, out)
+        return
+    code = sweep_command(sweep_file, out, workers, threads, inject, quiet, executor, wait)
     if code:
         raise typer.Exit(code)
 

@@ -45,6 +45,14 @@ CHECKPOINTS, ANALYSIS, REPORT, TENSORBOARD = "checkpoints", "analysis", "report.
 STAGING = ".creating-"  # hidden staging folders: .NAME.creating-PID
 
 
+def slurm_job() -> str:
+    """This process's Slurm job as squeue names it (``ARRAY_TASK`` for an array task), or ""."""
+    e = os.environ
+    if e.get("SLURM_ARRAY_JOB_ID") and e.get("SLURM_ARRAY_TASK_ID"):
+        return f"{e['SLURM_ARRAY_JOB_ID']}_{e['SLURM_ARRAY_TASK_ID']}"
+    return e.get("SLURM_JOB_ID", "")
+
+
 def pid_alive(pid: object) -> bool:
     """Whether a process with this id exists on this machine."""
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
@@ -302,6 +310,11 @@ class Run:
         meta.update(fields)
         meta.update({"updated": time.time(), "pid": os.getpid(), "host": socket.gethostname(),
                      "world_size": int(os.environ.get("WORLD_SIZE", "1"))})
+        job = slurm_job()
+        if job:  # a sweep's Slurm executor reads it to not start a queued or running run twice
+            meta["slurm_job"] = job
+        else:
+            meta.pop("slurm_job", None)
         if "message" not in fields and fields.get("status") in ("running", "completed"):
             meta.pop("message", None)
         atomic_write_json(self.path / META, meta)

@@ -363,8 +363,10 @@ class Trainer:
                        "no checkpoint was written", replaying_from=0)
             return
         if self.dist.is_main:  # drop log lines of steps that will now be replayed
+            # a stop (preempt) happened whatever is replayed: its event stays, like a damaged
+            # checkpoint's
             self.run.truncate_logs(lambda r: r.get("seq", -1) < self.seq
-                                   or r.get("type") == "checkpoint_invalid")
+                                   or r.get("type") in ("checkpoint_invalid", "preempt"))
         D.barrier(self.dist)
         self.event("resume", checkpoint=ck.path.name, replaying_from=self.step)
 

@@ -101,7 +101,9 @@ the local pool), :mod:`~.results` (the table), :mod:`~.predictions`, :mod:`~.loc
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +129,7 @@ from lenslab.scaling.sweep.results import (
     write_results,
 )
 from lenslab.scaling.sweep.spec import (
+    ExecutorConfig,
     SweepConfig,
     SweepSpec,
     load_sweep,
@@ -138,7 +141,7 @@ from lenslab.scaling.sweep.state import run_state
 #: Exit code of a sweep that was interrupted (like a preempted run) or left runs unfinished.
 EXIT_INTERRUPTED, EXIT_UNFINISHED = 75, 1
 
-__all__ = ["run_sweep", "SweepResult", "SweepConfig", "SweepSpec", "GridPoint", "Executor",
+__all__ = ["run_sweep", "sweep_status", "make_executor", "SweepResult", "SweepConfig", "SweepSpec", "GridPoint", "Executor",
            "LocalPool", "Job", "Context", "load_sweep", "make_spec", "sweep_from_dict", "plan",
            "point_name", "run_state", "run_row", "read_results", "write_results",
            "table_columns", "write_predictions", "EXIT_INTERRUPTED", "EXIT_UNFINISHED"]
@@ -161,10 +164,15 @@ class SweepResult:
         return [r["name"] for r in self.rows if r["status"] not in ("completed", "gave_up")]
 
     @property
+    def submitted(self) -> list[str]:
+        """Runs handed to a scheduler that were not waited for (``wait=False``)."""
+        return [n for n, o in self.outcome.items() if o == "submitted"]
+
+    @property
     def exit_code(self) -> int:
         if self.interrupted:
             return EXIT_INTERRUPTED
-        return EXIT_UNFINISHED if self.unfinished else 0
+        return EXIT_UNFINISHED if set(self.unfinished) - set(self.submitted) else 0
 
     def _repr_html_(self) -> str:
         cols = [c for c in ("name", "status", "N", "D", "loss", "val_loss", "exact_match", "digit_acc",
@@ -197,6 +205,54 @@ def parse_inject(inject: Union[None, str, dict[str, str]], names: list[str]) -> 
     return pairs
 
 
+def sweep_status(sweep: Union[str, Path, dict, SweepSpec], out: str | Path) -> list[dict[str, Any]]:
+    """Each grid point's state, last step and Slurm job (with squeue's word for it, where
+    ``squeue`` is on the path), from the run folders and the scheduler; starts nothing."""
+    spec = sweep if isinstance(sweep, SweepSpec) else (
+        make_spec(sweep) if isinstance(sweep, dict) else load_sweep(sweep))
+    out = Path(out)
+    try:
+        known = json.loads((out / "slurm" / "jobs.json").read_text())
+    except (OSError, ValueError):
+        known = {}
+    queue: dict[str, str] = {}
+    if shutil.which("squeue"):
+        from lenslab.scaling.sweep.slurm import squeue
+
+        try:
+            queue = squeue()
+        except ConfigError:
+            queue = {}
+    rows = []
+    for p in plan(spec):
+        run_dir = out / "runs" / p.name
+        row: dict[str, Any] = {"name": p.name, "status": "pending", "step": 0,
+                               "steps": p.steps, "job": known.get(p.name, "")}
+        if Run.is_run(run_dir):
+            meta = Run(run_dir).meta()
+            row.update(status=meta.get("status", "created"), step=meta.get("step", 0))
+            row["job"] = meta.get("slurm_job") or row["job"]
+        row["queue"] = queue.get(row["job"], "").lower() if row["job"] else ""
+        rows.append(row)
+    return rows
+
+
+def make_executor(settings: ExecutorConfig, executor: Union[None, str, Executor] = None,
+                  wait: bool = True) -> Executor:
+    """The executor a sweep runs on: ``executor`` when it is one, else the kind it names (or
+    the file's ``[executor] kind``) with the file's settings."""
+    if isinstance(executor, Executor):
+        return executor
+    kind = executor or settings.kind
+    if kind not in ("local", "slurm"):
+        raise ConfigError(f"--executor must be local or slurm, not {kind!r}")
+    if kind == "slurm":
+        from lenslab.scaling.sweep.slurm import SlurmPool
+
+        return SlurmPool(settings, wait)
+    return LocalPool()
+
+
 def log_hparams(point: GridPoint, row: dict[str, Any], run_dir: Path) -> None:
     """A completed run that logs to TensorBoard gets its grid values as hyperparameters, with
     its final losses, so TensorBoard's HParams table lists the sweep."""
@@ -209,7 +265,7 @@ def log_hparams(point: GridPoint, row: dict[str, Any], run_dir: Path) -> None:
 def run_sweep(sweep: Union[str, Path, SweepSpec, dict[str, Any]], out: str | Path, *,
               inject: Union[None, str, dict[str, str]] = None, progress: bool = True,
               workers: Optional[int] = None, threads: Optional[int] = None,
-              executor: Optional[Executor] = None) -> SweepResult:
+              executor: Union[None, str, Executor] = None, wait: bool = True) -> SweepResult:
     """Train every grid point of ``sweep`` into ``out/runs`` and write the results table.
 
     ``sweep`` is a path to a sweep TOML, a dict with its keys, or a :class:`SweepSpec`.
@@ -218,6 +274,10 @@ def run_sweep(sweep: Union[str, Path, SweepSpec, dict[str, Any]], out: str | Pat
     ``"NAME=kill@20;NAME2=nan@5"`` per run. Returns a :class:`SweepResult`; its ``exit_code``
     is 0 when every run completed (or the guard gave up on it), 75 when interrupted, 1 when
     runs are left unfinished (rerun to resume them).
+
+    ``executor``: ``"local"`` or ``"slurm"`` overrides the file's ``[executor] kind``; an
+    :class:`Executor` object is used as given. ``wait=False`` (Slurm) returns once the array is
+    submitted; running the sweep again collects the results and resubmits what was lost.
     """
     t0 = time.perf_counter()
     if isinstance(sweep, SweepSpec):
@@ -239,6 +299,8 @@ def run_sweep(sweep: Union[str, Path, SweepSpec, dict[str, Any]], out: str | Pat
         spec = SweepSpec(spec.config.model_copy(update=upd), spec.base, spec.source)
     points = plan(spec)
     inj = parse_inject(inject, [p.name for p in points])
+    runner = make_executor(spec.config.executor, executor, wait)
+    runner.check()  # bad executor settings: a one-line error before anything is written
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder")
@@ -282,7 +344,6 @@ def run_sweep(sweep: Union[str, Path, SweepSpec, dict[str, Any]], out: str | Pat
             display.print(f"sweep {escape(sc.name)}: {len(points)} runs, {skipped} already done, {len(jobs)} to run "
                           f"({sc.workers} workers x {sc.resolved_threads()} threads) into "
                           f"{escape(str(out))}")
-            runner = executor or LocalPool()
             runner.run(jobs, Context(out, spec, inj, display, refresh))
         outcome.update(runner.outcome)
         rows = refresh()

@@ -105,6 +105,10 @@ class Executor(abc.ABC):
         self.stopping = False
         self.ctx: Optional[Context] = None
 
+    def check(self) -> None:
+        """Raise a one-line :class:`~lenslab.errors.ConfigError` for settings that cannot work,
+        before the sweep writes or submits anything."""
+
     @abc.abstractmethod
     def run(self, jobs: list[Job], ctx: Context) -> None:
         """Train or resume every job; return when all are finished or the sweep stops."""

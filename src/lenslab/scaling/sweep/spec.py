@@ -9,7 +9,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -102,6 +102,27 @@ class Grid(_Strict):
         return self
 
 
+class ExecutorConfig(_Strict):
+    """The ``[executor]`` table: where the grid points run. ``kind = "local"`` (subprocesses of
+    this machine, ``workers`` at a time) or ``"slurm"`` (one job array through submitit, one
+    array task per grid point still to do; the run folders must be on a file system every
+    node sees)."""
+
+    kind: Literal["local", "slurm"] = "local"
+    partition: Optional[str] = Field(None, description="Slurm partition (default: the cluster's)")
+    time_min: PosInt = Field(60, description="time limit of each array task, minutes")
+    cpus_per_run: PosInt = Field(1, description="CPUs per task (the run's torch threads)")
+    gpus_per_node: int = Field(0, ge=0, description="GPUs per node of a run (torchrun per node)")
+    nodes: PosInt = Field(1, description="nodes per run (> 1: a multi-node torchrun)")
+    mem_gb: Optional[float] = Field(None, gt=0, description="memory per node, GiB")
+    array_parallelism: PosInt = Field(64, description="array tasks running at once")
+    signal_delay_s: int = Field(90, ge=10, description="SIGUSR2 this long before the time limit: "
+                                                       "the run checkpoints and requeues")
+    sbatch: dict[str, Union[str, int, bool]] = Field(
+        default_factory=dict, description="extra sbatch options, e.g. {account = \"lab\"}")
+    poll_s: float = Field(5.0, gt=0, description="seconds between squeue polls while waiting")
+
+
 class SweepConfig(_Strict):
     """A validated sweep file. ``base`` is a run config: a path or an inline table."""
 
@@ -114,6 +135,7 @@ class SweepConfig(_Strict):
     loss_window: float = Field(0.1, gt=0, le=1, description="share of the last steps averaged for loss")
     predictions: int = Field(512, ge=0, description="addition sweeps: problems each model answers "
                                                     "for predictions.csv (0: none)")
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
 
     def resolved_threads(self) -> int:
         return self.threads or max(1, (os.cpu_count() or 1) // self.workers)

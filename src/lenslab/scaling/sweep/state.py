@@ -54,8 +54,10 @@ def run_state(point: GridPoint, run_dir: Path) -> str:
         return "completed"
     if status == "gave_up":
         return "gave_up"
-    if status in ("running", "created") and meta.get("host") == socket.gethostname() \
+    if status in ("running", "created") and not meta.get("slurm_job") \
+            and meta.get("host") == socket.gethostname() \
             and meta.get("pid") != os.getpid() and pid_alive(meta.get("pid")):
+        # (a run of a Slurm job is the Slurm executor's to judge, from squeue)
         raise RunDirError(f"grid point {point.name} is still being trained by process {meta['pid']} "
                           f"(an earlier sweep's worker?); wait for it to finish or stop it, then rerun")
     if run.latest_checkpoint(warn=lambda m: None) is None:
