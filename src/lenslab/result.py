@@ -51,6 +51,8 @@ KINDS: dict[str, str] = {
     "fit": "lenslab.scaling.forms:fit_from_dict",
     "diagnosis": "lenslab.scaling.diagnosis:Diagnosis",
     "emergence": "lenslab.emergence.result:EmergenceResult",
+    "patching": "lenslab.interventions.patching:PatchingResult",
+    "logit-lens": "lenslab.interventions.lens:LogitLens",
 }
 
 _COMMAND: ContextVar[str] = ContextVar("lenslab_command", default="")

@@ -19,7 +19,14 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from lenslab.cli import attention, icl, probes, runs, scaling  # noqa: F401 - they register commands
+from lenslab.cli import (  # noqa: F401 - they register commands
+    attention,
+    icl,
+    interventions,
+    probes,
+    runs,
+    scaling,
+)
 from lenslab.cli.app import app, err
 from lenslab.errors import LensError, RunIOError
 from lenslab.result import set_command

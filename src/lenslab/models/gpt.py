@@ -27,6 +27,12 @@ from lenslab.errors import ModelError
 
 # attn_hook(layer_index, pattern)  # pattern: [batch, head, q, k], rows sum to 1
 AttnHook = Callable[[int, torch.Tensor], None]
+# resid_hook(layer_index, x) -> x: the residual stream [batch, T, d_model] entering block
+# ``layer_index`` (index n_layer: entering the final norm); z_hook(layer_index, z) -> z: each
+# head's output before the output projection, [batch, head, T, d_head]. Return the tensor to
+# use instead (the interventions lab patches through these); return it unchanged to read it.
+ResidHook = Callable[[int, torch.Tensor], torch.Tensor]
+ZHook = Callable[[int, torch.Tensor], torch.Tensor]
 
 
 #: Query rows per block of the explicit attention path.
@@ -106,6 +112,7 @@ class CausalSelfAttention(nn.Module):
         x: torch.Tensor,  # [B, T, D]
         attn_hook: Optional[AttnHook] = None,
         head_scale: Optional[torch.Tensor] = None,  # [H], multiplies each head's output
+        z_hook: Optional[ZHook] = None,
     ) -> torch.Tensor:
         B, T, D = x.shape
         q, k, v = self.qkv(x).split(D, dim=2)
@@ -124,6 +131,8 @@ class CausalSelfAttention(nn.Module):
                 attn_hook(self.layer, att)  # read-only: the output is already computed
             if head_scale is not None:
                 y = y * head_scale.view(1, -1, 1, 1).to(y.dtype)
+        if z_hook is not None:
+            y = z_hook(self.layer, y)
         y = y.transpose(1, 2).contiguous().view(B, T, D)
         return self.resid_drop(self.proj(y))
 
@@ -156,8 +165,8 @@ class Block(nn.Module):
             self.ln2 = _norm(cfg)
             self.mlp = MLP(cfg)
 
-    def forward(self, x, attn_hook=None, head_scale=None):
-        x = x + self.attn(self.ln1(x), attn_hook, head_scale)
+    def forward(self, x, attn_hook=None, head_scale=None, z_hook=None):
+        x = x + self.attn(self.ln1(x), attn_hook, head_scale, z_hook)
         if self.mlp is not None:
             x = x + self.mlp(self.ln2(x))
         return x
@@ -243,6 +252,8 @@ class GPT(nn.Module):
         attn_hook: Optional[AttnHook] = None,
         head_scale: Optional[torch.Tensor] = None,  # [layer, head] multipliers (ablation)
         return_resid: bool = False,
+        resid_hook: Optional[ResidHook] = None,
+        z_hook: Optional[ZHook] = None,
     ) -> torch.Tensor:
         B, T = idx.shape[:2]
         if T > self.cfg.n_ctx:
@@ -262,7 +273,11 @@ class GPT(nn.Module):
         x = self.drop(h)
         for i, block in enumerate(self.blocks):
             hs = head_scale[i] if head_scale is not None else None
-            x = block(x, attn_hook, hs)
+            if resid_hook is not None:
+                x = resid_hook(i, x)
+            x = block(x, attn_hook, hs, z_hook)
+        if resid_hook is not None:
+            x = resid_hook(len(self.blocks), x)
         x = self.ln_f(x)
         if return_resid:
             return x

@@ -1,0 +1,64 @@
+"""``lenslab patch`` and ``lenslab lens``: the interventions lab."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from lenslab.cli.app import app, console, wrote
+
+
+@app.command()
+def patch(
+    run_dir: Path = typer.Argument(..., help="a GPT run folder (induction or repeat task)"),
+    what: str = typer.Option("heads", "--what", help="heads | head_pos | resid | direct"),
+    direction: str = typer.Option("denoise", "--direction", help="denoise (clean into "
+                                  "corrupted) | noise (corrupted into clean)"),
+    pairs: int = typer.Option(64, "--pairs", min=8, help="clean/corrupted prompt pairs"),
+    length: Optional[int] = typer.Option(None, "--length", min=8, help="tokens per prompt "
+                                         "(default: the task's sequence length)"),
+    step: Optional[int] = typer.Option(None, "--step", help="checkpoint (default: newest)"),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=100, help="resamples for intervals"),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="where patching.json/html/png go (default RUN_DIR/analysis)"),
+):
+    """Does a component carry the answer? Activation patching with intervals and nulls."""
+    from rich.markup import escape
+
+    from lenslab.interventions import patch_run
+    from lenslab.result import write_result
+    from lenslab.run import Run
+
+    res = patch_run(run_dir, what, direction, pairs, step, bootstrap, length=length)
+    path = write_result(res, out_dir if out_dir is not None else Run(run_dir))
+    console.print(f"patching ({res.direction}, {res.what}) at step {res.step}: "
+                  f"{escape(res.summary)}", highlight=False)
+    for name, (e, lo, hi) in res.joint.items():
+        if not res.nothing_to_restore:
+            console.print(f"  jointly, {escape(name)}: {e:.3f} ({lo:.3f} to {hi:.3f})",
+                          highlight=False)
+    wrote(path, path.with_suffix(".html"), path.with_suffix(".png"))
+
+
+@app.command()
+def lens(
+    run_dir: Path = typer.Argument(..., help="a GPT run folder (induction or repeat task)"),
+    prompts: int = typer.Option(256, "--prompts", min=8, help="prompts"),
+    length: Optional[int] = typer.Option(None, "--length", min=8, help="tokens per prompt"),
+    step: Optional[int] = typer.Option(None, "--step", help="checkpoint (default: newest)"),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="where logit-lens.json/html/png go (default RUN_DIR/analysis)"),
+):
+    """The logit lens: the answer's rank and probability after each layer."""
+    from rich.markup import escape
+
+    from lenslab.interventions import lens_run
+    from lenslab.result import write_result
+    from lenslab.run import Run
+
+    res = lens_run(run_dir, prompts, step, length=length)
+    path = write_result(res, out_dir if out_dir is not None else Run(run_dir))
+    console.print(f"logit lens at step {res.step}: {escape(res.summary)}", highlight=False)
+    wrote(path, path.with_suffix(".html"), path.with_suffix(".png"))

@@ -1,0 +1,72 @@
+"""Interventions: does a component carry the answer?
+
+* :func:`activation_patching` (:mod:`~lenslab.interventions.patching`): clean and corrupted
+  prompts; each component's activation copied from one run into the other, per head, per head
+  and position, per layer and position of the residual stream, or each head's direct effect on
+  the logits; effects normalised between the corrupted (0) and clean (1) runs, with bootstrap
+  intervals over prompt pairs and two nulls (a patch between two clean prompts with the same
+  answer, and a random direction of the same norm). Result kind ``patching``.
+* :func:`logit_lens` (:mod:`~lenslab.interventions.lens`): the answer's rank and probability
+  after each layer. Result kind ``logit-lens``.
+* :func:`patch_run` and :func:`lens_run`: both on a run folder, with prompts the task makes
+  (induction: :func:`induction_prompts`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from lenslab.errors import DataError
+from lenslab.interventions.lens import LogitLens, logit_lens
+from lenslab.interventions.patching import (
+    WHAT,
+    PatchingResult,
+    Prompts,
+    activation_patching,
+    induction_prompts,
+)
+
+__all__ = ["activation_patching", "logit_lens", "induction_prompts", "patch_run", "lens_run",
+           "PatchingResult", "LogitLens", "Prompts", "WHAT"]
+
+
+def task_prompts(run, n: int, seed: int = 0, length: Optional[int] = None) -> Prompts:
+    """Clean/corrupted prompts for a run's task (induction-like tasks: repeated tokens)."""
+    cfg = run.config
+    if cfg.model.kind != "gpt":
+        raise DataError(f"{run.path}: patching reads lenslab GPT runs, not model.kind = "
+                        f"{cfg.model.kind!r}")
+    if cfg.data.task not in ("induction", "repeat"):
+        raise DataError(f"{run.path}: the task {cfg.data.task!r} makes no clean/corrupted "
+                        "prompts yet; patching reads induction and repeat runs")
+    T = min(length or cfg.data.seq_len, cfg.model.n_ctx)
+    return induction_prompts(run.resolved.model.vocab_size, T, n, seed)
+
+
+def patch_run(run_dir: str | Path, what: str = "heads", direction: str = "denoise",
+              n: int = 64, step: Optional[int] = None, bootstrap: int = 1000, seed: int = 0,
+              length: Optional[int] = None) -> PatchingResult:
+    """:func:`activation_patching` on a run's model at ``step`` (default: the last verified),
+    with prompts its task makes; heads of each layer are also patched jointly."""
+    from lenslab.run import Run
+
+    run = Run.open(run_dir)
+    ck = run.checkpoint(step)
+    model = run.load_model(ck)
+    prompts = task_prompts(run, n, seed, length)
+    joint = {f"all heads of layer {layer}": [(layer, h) for h in range(model.n_head)]
+             for layer in range(model.n_layer)}
+    return activation_patching(model, prompts, what, direction, joint, bootstrap, seed,
+                               str(run.path), ck.step)
+
+
+def lens_run(run_dir: str | Path, n: int = 256, step: Optional[int] = None, seed: int = 0,
+             length: Optional[int] = None) -> LogitLens:
+    """:func:`logit_lens` on a run's model with the clean prompts its task makes."""
+    from lenslab.run import Run
+
+    run = Run.open(run_dir)
+    ck = run.checkpoint(step)
+    p = task_prompts(run, n, seed, length)
+    return logit_lens(run.load_model(ck), p.clean, p.answer, str(run.path), ck.step, p.description)

@@ -1,0 +1,89 @@
+"""The interventions lab on the replications' two-layer induction model and its one-layer
+control: the circuit is found by patching, its heads' direct effects are where they should be,
+the logit lens sees the copy happen in layer 1, the control has nothing to restore, and
+patching is exact where it must be."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import cli
+
+import lenslab
+from lenslab.interventions import (
+    PatchingResult,
+    activation_patching,
+    induction_prompts,
+    lens_run,
+    patch_run,
+)
+from lenslab.interventions.patching import cache, run_patched
+
+
+@pytest.fixture(scope="module")
+def heads(induction_runs):
+    return patch_run(induction_runs[2], "heads", n=64, bootstrap=300, length=32)
+
+
+def test_the_layer1_heads_carry_the_answer_and_clear_their_null(heads):
+    assert not heads.nothing_to_restore
+    effect, lo, hi = heads.joint["all heads of layer 1"]
+    assert effect >= 0.8 and lo >= 0.8
+    carriers = {name for name, _, margin in heads.carriers()}
+    assert any(name.startswith("L1") for name in carriers)
+    assert all(m > 0 for _, _, m in heads.carriers())  # margins over the null are reported
+
+
+def test_no_layer0_head_restores_the_answer_by_its_direct_effect(induction_runs):
+    direct = patch_run(induction_runs[2], "direct", n=64, bootstrap=300, length=32)
+    assert max(direct.effect[0]) <= 0.2  # layer 0 acts through layer 1, not on the logits
+    assert max(direct.effect[1]) > 0.2
+
+
+def test_the_logit_lens_sees_the_copy_in_layer_1(induction_runs):
+    lens = lens_run(induction_runs[2], n=128, length=32)
+    assert lens.layers == ["embed", "L0", "L1"]
+    assert lens.median_rank[1] >= 10 and lens.median_rank[2] <= 1
+
+
+def test_the_one_layer_control_has_nothing_to_restore(induction_runs):
+    res = patch_run(induction_runs[1], "heads", n=64, bootstrap=300, length=32)
+    assert res.nothing_to_restore and res.carriers() == []
+    assert res.summary.startswith("nothing to restore")
+    assert "<table" not in res.to_html()  # no normalised effects of noise
+
+
+def test_patching_is_exact_where_it_must_be(induction_runs):
+    run = lenslab.load_run(induction_runs[2])
+    model = run.load_model(run.checkpoint())
+    p = induction_prompts(64, 32, 16, seed=1)
+    base = run_patched(model, p.corrupt, p.answer)
+    resid, z = cache(model, p.corrupt)
+    own = run_patched(model, p.corrupt, p.answer, z={(1, 2): (slice(None), z[1][:, 2])})
+    assert torch.equal(own, base)  # a component patched with its own activation: no change
+    clean = run_patched(model, p.clean, p.answer)
+    resid_c, _ = cache(model, p.clean)
+    for layer in range(model.n_layer + 1):  # the whole stream from the clean run: clean
+        out = run_patched(model, p.corrupt, p.answer, resid={layer: (slice(None), resid_c[layer])})
+        assert torch.equal(out, clean)
+
+
+def test_patching_writes_a_result_that_reads_back(heads, induction_runs, tmp_path):
+    back = PatchingResult.from_dict(json.loads(json.dumps(heads.to_dict())))
+    assert back.to_html() == heads.to_html()
+    code, out, err = cli("patch", str(induction_runs[2]), "--pairs", "16", "--bootstrap", "100",
+                         "--length", "24", "--out", str(tmp_path))
+    assert code == 0, err
+    assert "carry the answer" in out and (tmp_path / "patching.html").is_file()
+    code, out, err = cli("patch", str(induction_runs[2]), "--what", "layers")
+    assert code == 2 and "what must be one of" in err
+
+
+def test_bad_prompts_are_one_line_errors():
+    with pytest.raises(lenslab.errors.DataError, match="period"):
+        induction_prompts(8, 32, 4, period=20)
+    with pytest.raises(lenslab.errors.DataError, match="direction"):
+        p = induction_prompts(64, 16, 4)
+        activation_patching(None, p, direction="sideways")
