@@ -52,6 +52,7 @@ KINDS: dict[str, str] = {
     "diagnosis": "lenslab.scaling.diagnosis:Diagnosis",
     "emergence": "lenslab.emergence.result:EmergenceResult",
     "patching": "lenslab.interventions.patching:PatchingResult",
+    "path-patching": "lenslab.interventions.paths:PathResult",
     "logit-lens": "lenslab.interventions.lens:LogitLens",
 }
 

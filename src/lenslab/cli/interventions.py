@@ -1,4 +1,4 @@
-"""``lenslab patch`` and ``lenslab lens``: the interventions lab."""
+"""``lenslab patch``, ``lenslab path`` and ``lenslab lens``: the interventions lab."""
 
 from __future__ import annotations
 
@@ -39,7 +39,46 @@ def patch(
         if not res.nothing_to_restore:
             console.print(f"  jointly, {escape(name)}: {e:.3f} ({lo:.3f} to {hi:.3f})",
                           highlight=False)
+    if res.attribution_spearman is not None:
+        console.print(f"  attribution patching agrees with it at Spearman "
+                      f"{res.attribution_spearman:.2f} over the heads", highlight=False)
     wrote(path, path.with_suffix(".html"), path.with_suffix(".png"))
+
+
+def _head(spec: str) -> tuple[int, int]:
+    import re
+
+    from lenslab.errors import DataError
+    m = re.fullmatch(r"L(\d+)H(\d+)", spec.strip(), flags=re.IGNORECASE)
+    if not m:
+        raise DataError(f"a head is written L<layer>H<head>, like L0H3, not {spec!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+@app.command()
+def path(
+    run_dir: Path = typer.Argument(..., help="a GPT run folder (induction or repeat task)"),
+    sender: str = typer.Option(..., "--sender", help="the sending head, e.g. L0H3"),
+    receivers: Optional[str] = typer.Option(
+        None, "--receivers", help="receiving heads, e.g. L1H0,L1H2 (default: the next layer's)"),
+    pairs: int = typer.Option(64, "--pairs", min=8, help="clean/corrupted prompt pairs"),
+    length: Optional[int] = typer.Option(None, "--length", min=8, help="tokens per prompt"),
+    step: Optional[int] = typer.Option(None, "--step", help="checkpoint (default: newest)"),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="where path-patching.json/html go (default RUN_DIR/analysis)"),
+):
+    """Path patching: a sender head's effect through the receivers' queries, keys or values."""
+    from rich.markup import escape
+
+    from lenslab.interventions import path_run
+    from lenslab.result import write_result
+    from lenslab.run import Run
+
+    recv = [_head(h) for h in receivers.split(",")] if receivers else None
+    res = path_run(run_dir, _head(sender), recv, pairs, step, length=length)
+    path_ = write_result(res, out_dir if out_dir is not None else Run(run_dir))
+    console.print(f"path patching at step {res.step}: {escape(res.summary)}", highlight=False)
+    wrote(path_, path_.with_suffix(".html"))
 
 
 @app.command()

@@ -6,6 +6,10 @@
   the logits; effects normalised between the corrupted (0) and clean (1) runs, with bootstrap
   intervals over prompt pairs and two nulls (a patch between two clean prompts with the same
   answer, and a random direction of the same norm). Result kind ``patching``.
+* :func:`path_patching` and :func:`attribution_patching` (:mod:`~lenslab.interventions.paths`):
+  a sender head's effect through the receivers' queries, keys or values only (result kind
+  ``path-patching``), and first-order estimates of every head's effect from one backward pass,
+  with their Spearman agreement with real patching.
 * :func:`logit_lens` (:mod:`~lenslab.interventions.lens`): the answer's rank and probability
   after each layer. Result kind ``logit-lens``.
 * :func:`patch_run` and :func:`lens_run`: both on a run folder, with prompts the task makes
@@ -26,9 +30,16 @@ from lenslab.interventions.patching import (
     activation_patching,
     induction_prompts,
 )
+from lenslab.interventions.paths import (
+    PathResult,
+    attribution_agreement,
+    attribution_patching,
+    path_patching,
+)
 
-__all__ = ["activation_patching", "logit_lens", "induction_prompts", "patch_run", "lens_run",
-           "PatchingResult", "LogitLens", "Prompts", "WHAT"]
+__all__ = ["activation_patching", "path_patching", "attribution_patching",
+           "attribution_agreement", "logit_lens", "induction_prompts", "patch_run", "path_run",
+           "lens_run", "PatchingResult", "PathResult", "LogitLens", "Prompts", "WHAT"]
 
 
 def task_prompts(run, n: int, seed: int = 0, length: Optional[int] = None) -> Prompts:
@@ -57,8 +68,35 @@ def patch_run(run_dir: str | Path, what: str = "heads", direction: str = "denois
     prompts = task_prompts(run, n, seed, length)
     joint = {f"all heads of layer {layer}": [(layer, h) for h in range(model.n_head)]
              for layer in range(model.n_layer)}
-    return activation_patching(model, prompts, what, direction, joint, bootstrap, seed,
-                               str(run.path), ck.step)
+    res = activation_patching(model, prompts, what, direction, joint, bootstrap, seed,
+                              str(run.path), ck.step)
+    if what == "heads" and direction == "denoise" and not res.nothing_to_restore:
+        est = attribution_patching(model, prompts)
+        res.attribution = est.tolist()
+        res.attribution_spearman = attribution_agreement(est, res.effect)
+    return res
+
+
+def path_run(run_dir: str | Path, sender: tuple[int, int], receivers: Optional[list] = None,
+             n: int = 64, step: Optional[int] = None, bootstrap: int = 1000, seed: int = 0,
+             length: Optional[int] = None) -> PathResult:
+    """:func:`path_patching` on a run's model: ``sender`` to ``receivers`` (default: every
+    head of the next layer) through their queries, keys and values."""
+    from lenslab.run import Run
+
+    run = Run.open(run_dir)
+    ck = run.checkpoint(step)
+    model = run.load_model(ck)
+    sl, sh = sender
+    if not (0 <= sl < model.n_layer and 0 <= sh < model.n_head):
+        raise DataError(f"sender L{sl}H{sh} is not a head of this {model.n_layer}-layer, "
+                        f"{model.n_head}-head model")
+    if receivers is None:
+        if sl + 1 >= model.n_layer:
+            raise DataError(f"L{sl}H{sh} is in the last layer: no head receives from it")
+        receivers = [(sl + 1, h) for h in range(model.n_head)]
+    return path_patching(model, task_prompts(run, n, seed, length), sender, receivers,
+                         bootstrap=bootstrap, seed=seed, run_dir=str(run.path), step=ck.step)
 
 
 def lens_run(run_dir: str | Path, n: int = 256, step: Optional[int] = None, seed: int = 0,

@@ -189,6 +189,8 @@ class PatchingResult(Result):
     n_pairs: int
     prompts: str = ""
     joint: dict[str, list[float]] = field(default_factory=dict)  # name -> [effect, low, high]
+    attribution: list[list[float]] = field(default_factory=list)  # first-order estimates (heads)
+    attribution_spearman: float | None = None  # their agreement with the real effects
 
     kind = "patching"
     title = "Activation patching"
@@ -260,7 +262,17 @@ class PatchingResult(Result):
         rows = [{"component": n, "effect": e, "margin over null": m} for n, e, m in self.carriers()]
         rows += [{"component": f"jointly: {k}", "effect": v[0],
                   "margin over null": f"interval {v[1]:.3f} to {v[2]:.3f}"} for k, v in self.joint.items()]
-        return (head + (table_html(rows, digits=3) if rows else "")
+        attr = ""
+        if self.attribution and self.attribution_spearman is not None:
+            attr = (f"<p>Attribution patching (one forward and one backward pass, first order): "
+                    f"Spearman correlation {self.attribution_spearman:.2f} with the effects "
+                    "above, over the heads. "
+                    + escape(", ".join(f"{r}{c} {self.attribution[i][j]:.2f}"
+                                       for i, r in enumerate(self.rows)
+                                       for j, c in enumerate(self.cols)))
+                    + ". A head that acts through a later head's saturated attention gets an "
+                      "estimate near 0 whatever its real effect.</p>")
+        return (head + (table_html(rows, digits=3) if rows else "") + attr
                 + figure_block(figure_to_svg(self.figure()),
                                "Normalised effect of patching each component (* : its 95% "
                                "interval clears both nulls)."))

@@ -33,6 +33,9 @@ AttnHook = Callable[[int, torch.Tensor], None]
 # use instead (the interventions lab patches through these); return it unchanged to read it.
 ResidHook = Callable[[int, torch.Tensor], torch.Tensor]
 ZHook = Callable[[int, torch.Tensor], torch.Tensor]
+# qkv_hook(layer_index, q, k, v) -> (q, k, v): each [batch, head, T, d_head], after rotary
+QKVHook = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor],
+                   tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 #: Query rows per block of the explicit attention path.
@@ -113,15 +116,12 @@ class CausalSelfAttention(nn.Module):
         attn_hook: Optional[AttnHook] = None,
         head_scale: Optional[torch.Tensor] = None,  # [H], multiplies each head's output
         z_hook: Optional[ZHook] = None,
+        qkv_hook: Optional[QKVHook] = None,
     ) -> torch.Tensor:
         B, T, D = x.shape
-        q, k, v = self.qkv(x).split(D, dim=2)
-        q = q.view(B, T, self.n_head, self.d_head).transpose(1, 2)  # [B, H, T, dh]
-        k = k.view(B, T, self.n_head, self.d_head).transpose(1, 2)
-        v = v.view(B, T, self.n_head, self.d_head).transpose(1, 2)
-        if self.rotary:
-            q = apply_rotary(q, self.rope_cos, self.rope_sin)
-            k = apply_rotary(k, self.rope_cos, self.rope_sin)
+        q, k, v = self.heads_qkv(x)
+        if qkv_hook is not None:
+            q, k, v = qkv_hook(self.layer, q, k, v)
         drop = self.dropout if self.training else 0.0
         if attn_hook is None and head_scale is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
@@ -135,6 +135,19 @@ class CausalSelfAttention(nn.Module):
             y = z_hook(self.layer, y)
         y = y.transpose(1, 2).contiguous().view(B, T, D)
         return self.resid_drop(self.proj(y))
+
+    def heads_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values of every head, ``[B, H, T, dh]`` each (rotary applied),
+        from the normed input ``x [B, T, D]``."""
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).split(D, dim=2)
+        q = q.view(B, T, self.n_head, self.d_head).transpose(1, 2)
+        k = k.view(B, T, self.n_head, self.d_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, self.d_head).transpose(1, 2)
+        if self.rotary:
+            q = apply_rotary(q, self.rope_cos, self.rope_sin)
+            k = apply_rotary(k, self.rope_cos, self.rope_sin)
+        return q, k, v
 
 
 class MLP(nn.Module):
@@ -165,8 +178,8 @@ class Block(nn.Module):
             self.ln2 = _norm(cfg)
             self.mlp = MLP(cfg)
 
-    def forward(self, x, attn_hook=None, head_scale=None, z_hook=None):
-        x = x + self.attn(self.ln1(x), attn_hook, head_scale, z_hook)
+    def forward(self, x, attn_hook=None, head_scale=None, z_hook=None, qkv_hook=None):
+        x = x + self.attn(self.ln1(x), attn_hook, head_scale, z_hook, qkv_hook)
         if self.mlp is not None:
             x = x + self.mlp(self.ln2(x))
         return x
@@ -254,6 +267,7 @@ class GPT(nn.Module):
         return_resid: bool = False,
         resid_hook: Optional[ResidHook] = None,
         z_hook: Optional[ZHook] = None,
+        qkv_hook: Optional[QKVHook] = None,
     ) -> torch.Tensor:
         B, T = idx.shape[:2]
         if T > self.cfg.n_ctx:
@@ -275,7 +289,7 @@ class GPT(nn.Module):
             hs = head_scale[i] if head_scale is not None else None
             if resid_hook is not None:
                 x = resid_hook(i, x)
-            x = block(x, attn_hook, hs, z_hook)
+            x = block(x, attn_hook, hs, z_hook, qkv_hook)
         if resid_hook is not None:
             x = resid_hook(len(self.blocks), x)
         x = self.ln_f(x)
