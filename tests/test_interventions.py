@@ -15,6 +15,7 @@ import lenslab
 from lenslab.interventions import (
     PatchingResult,
     activation_patching,
+    attribution_patching,
     induction_prompts,
     lens_run,
     patch_run,
@@ -46,14 +47,15 @@ def test_path_patching_finds_the_composition_through_the_keys(heads, induction_r
     assert res.effect[v] <= 0.05 and res.effect[res.via.index("q")] <= 0.05
 
 
-def test_attribution_patching_estimates_the_direct_heads(heads):
+def test_attribution_patching_ranks_heads_like_real_patching(heads, induction_runs):
+    assert heads.attribution_spearman >= 0.8  # AtP* (with the QK fix), over every head
     est = heads.attribution
-    # the layer-1 heads write to the logits almost linearly: first order is close
     assert all(abs(a - e) <= 0.15 for a, e in zip(est[1], heads.effect[1]))
-    # layer 0 acts through layer 1's saturated attention: the estimate misses it (AtP*'s
-    # QK fix is the known remedy), which the agreement reported says
-    assert max(abs(a) for a in est[0]) < 0.05 < max(heads.effect[0])
-    assert heads.attribution_spearman is not None  # reported beside the real effects
+    # without the fix, layer 0's effect through layer 1's saturated attention is invisible
+    run = lenslab.load_run(induction_runs[2])
+    plain = attribution_patching(run.load_model(run.checkpoint()),
+                                 induction_prompts(64, 32, 64, seed=0), qk_fix=False)
+    assert abs(plain[0]).max() < 0.05 < max(heads.effect[0])
 
 
 def test_no_layer0_head_restores_the_answer_by_its_direct_effect(induction_runs):

@@ -264,14 +264,14 @@ class PatchingResult(Result):
                   "margin over null": f"interval {v[1]:.3f} to {v[2]:.3f}"} for k, v in self.joint.items()]
         attr = ""
         if self.attribution and self.attribution_spearman is not None:
-            attr = (f"<p>Attribution patching (one forward and one backward pass, first order): "
+            attr = (f"<p>Attribution patching (one forward and one backward pass): "
                     f"Spearman correlation {self.attribution_spearman:.2f} with the effects "
                     "above, over the heads. "
                     + escape(", ".join(f"{r}{c} {self.attribution[i][j]:.2f}"
                                        for i, r in enumerate(self.rows)
                                        for j, c in enumerate(self.cols)))
-                    + ". A head that acts through a later head's saturated attention gets an "
-                      "estimate near 0 whatever its real effect.</p>")
+                    + " (AtP*: a later layer's attention pattern is recomputed exactly, so "
+                      "effects through saturated attention are not lost).</p>")
         return (head + (table_html(rows, digits=3) if rows else "") + attr
                 + figure_block(figure_to_svg(self.figure()),
                                "Normalised effect of patching each component (* : its 95% "
