@@ -93,12 +93,16 @@ def test_patching_is_exact_where_it_must_be(induction_runs):
 
 
 def test_patching_writes_a_result_that_reads_back(heads, induction_runs, tmp_path):
-    back = PatchingResult.from_dict(json.loads(json.dumps(heads.to_dict())))
-    assert back.to_html() == heads.to_html()
+    d = json.loads(json.dumps(heads.to_dict()))
+    assert PatchingResult.from_dict(d).to_html() == heads.to_html()
+    comp = {(c["layer"], c["head"]): c for c in d["components"]}
+    assert len(comp) == 8 and comp[(1, 0)]["effect"] == heads.effect[1][0]
+    assert {"interval", "null", "carries"} <= set(comp[(1, 0)])
+    assert [j["layer"] for j in d["joint"]] == [0, 1]
     code, out, err = cli("patch", str(induction_runs[2]), "--pairs", "16", "--bootstrap", "100",
                          "--length", "24", "--out", str(tmp_path))
     assert code == 0, err
-    assert "carry the answer" in out and (tmp_path / "patching.html").is_file()
+    assert "carry the answer" in out and (tmp_path / "patch.html").is_file()
     code, out, err = cli("patch", str(induction_runs[2]), "--what", "layers")
     assert code == 2 and "what must be one of" in err
 

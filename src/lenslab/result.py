@@ -51,7 +51,7 @@ KINDS: dict[str, str] = {
     "fit": "lenslab.scaling.forms:fit_from_dict",
     "diagnosis": "lenslab.scaling.diagnosis:Diagnosis",
     "emergence": "lenslab.emergence.result:EmergenceResult",
-    "patching": "lenslab.interventions.patching:PatchingResult",
+    "patch": "lenslab.interventions.patching:PatchingResult",
     "path-patching": "lenslab.interventions.paths:PathResult",
     "logit-lens": "lenslab.interventions.lens:LogitLens",
 }

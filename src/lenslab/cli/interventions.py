@@ -22,7 +22,7 @@ def patch(
     step: Optional[int] = typer.Option(None, "--step", help="checkpoint (default: newest)"),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=100, help="resamples for intervals"),
     out_dir: Optional[Path] = typer.Option(
-        None, "--out", "-o", help="where patching.json/html/png go (default RUN_DIR/analysis)"),
+        None, "--out", "-o", help="where patch.json/html/png go (default RUN_DIR/analysis)"),
 ):
     """Does a component carry the answer? Activation patching with intervals and nulls."""
     from rich.markup import escape

@@ -5,7 +5,7 @@
   and position, per layer and position of the residual stream, or each head's direct effect on
   the logits; effects normalised between the corrupted (0) and clean (1) runs, with bootstrap
   intervals over prompt pairs and two nulls (a patch between two clean prompts with the same
-  answer, and a random direction of the same norm). Result kind ``patching``.
+  answer, and a random direction of the same norm). Result kind ``patch``.
 * :func:`path_patching` and :func:`attribution_patching` (:mod:`~lenslab.interventions.paths`):
   a sender head's effect through the receivers' queries, keys or values only (result kind
   ``path-patching``), and first-order estimates of every head's effect from one backward pass,

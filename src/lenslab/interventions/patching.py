@@ -29,6 +29,7 @@ restore and no normalised effect is given.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -192,16 +193,46 @@ class PatchingResult(Result):
     attribution: list[list[float]] = field(default_factory=list)  # first-order estimates (heads)
     attribution_spearman: float | None = None  # their agreement with the real effects
 
-    kind = "patching"
+    kind = "patch"
     title = "Activation patching"
 
+    def components(self) -> list[dict]:
+        """Every component as the file lists it: ``layer``, ``head`` where it is one,
+        ``position`` where it is one, ``effect``, ``interval``, ``null`` (the upper end of the
+        larger null) and ``carries``."""
+        out = []
+        for i, r in enumerate(self.rows):
+            m = re.fullmatch(r"(?:resid )?L?(\d+)(?:H(\d+))?", r.replace(" ", "")) or \
+                re.fullmatch(r"resid(\d+)", r.replace(" ", ""))
+            layer = int(m.group(1)) if m else i
+            for j, c in enumerate(self.cols):
+                comp: dict = {"layer": layer}
+                if self.what in ("heads", "direct"):
+                    comp["head"] = int(c.lstrip("H"))
+                else:
+                    if self.what == "head_pos" and m and m.lastindex and m.group(2) is not None:
+                        comp["head"] = int(m.group(2))
+                    comp["position"] = int(c)
+                comp.update(effect=self.effect[i][j], interval=[self.low[i][j], self.high[i][j]],
+                            null=self.null_high[i][j],
+                            carries=(not self.nothing_to_restore
+                                     and self.low[i][j] > self.null_high[i][j]))
+                out.append(comp)
+        return out
+
     def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "nothing_to_restore": self.nothing_to_restore,
+        d = dataclasses.asdict(self)
+        d["joint"] = [{"name": k, "layer": int(k.rsplit(" ", 1)[-1]) if k.rsplit(" ", 1)[-1].isdigit() else None,
+                       "effect": v[0], "interval": [v[1], v[2]]} for k, v in self.joint.items()]
+        return {**d, "components": self.components(), "nothing_to_restore": self.nothing_to_restore,
                 "summary": self.summary}
 
     @classmethod
     def from_dict(cls, d: dict) -> "PatchingResult":
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+        fields = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
+        if isinstance(fields.get("joint"), list):
+            fields["joint"] = {j["name"]: [j["effect"], *j["interval"]] for j in fields["joint"]}
+        return cls(**fields)
 
     @property
     def nothing_to_restore(self) -> bool:
