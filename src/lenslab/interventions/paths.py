@@ -167,9 +167,11 @@ def _causal_softmax(q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, tor
     return s.masked_fill(future, 0.0), a
 
 
-def attribution_patching(model, prompts: Prompts, qk_fix: bool = True) -> np.ndarray:
+def attribution_patching(model, prompts: Prompts, qk_fix: bool = True,
+                         per_position: bool = False) -> np.ndarray:
     """First-order estimates of every head's denoising effect ``[layer, head]`` (normalised:
-    0 corrupted, 1 clean), from one forward and one backward pass.
+    0 corrupted, 1 clean), from one forward and one backward pass; ``per_position``: of every
+    head at every position, ``[layer, head, position]`` (first order only: no QK fix).
 
     ``qk_fix`` (AtP*'s fix for saturated attention, Kramar et al. 2024): the first-order
     estimate of a head's effect through a later layer's attention pattern is replaced by the
@@ -177,6 +179,8 @@ def attribution_patching(model, prompts: Prompts, qk_fix: bool = True) -> np.nda
     clean write, the softmax taken exactly), multiplied by the gradient of the metric with
     respect to that pattern. Without it, a head whose effect passes through attention that
     is saturated in the corrupted run gets an estimate near 0 whatever its real effect."""
+    if per_position and qk_fix:
+        raise DataError("the QK fix is per head; ask per_position with qk_fix=False")
     model.eval()
     p = prompts
     _, z_clean = cache(model, p.clean)
@@ -203,8 +207,9 @@ def attribution_patching(model, prompts: Prompts, qk_fix: bool = True) -> np.nda
     grads = torch.autograd.grad(m, kept)
     # m is the batch mean, so each gradient already carries 1/n: the sum over the batch is
     # the mean estimate
-    est = torch.stack([((zc - zk.detach()) * g).sum(dim=(0, 2, 3))
-                       for zc, zk, g in zip(z_clean, kept, grads)])  # [L, H]
+    dims = (0, 3) if per_position else (0, 2, 3)
+    est = torch.stack([((zc - zk.detach()) * g).sum(dim=dims)
+                       for zc, zk, g in zip(z_clean, kept, grads)])  # [L, H] or [L, H, T]
     if qk_fix:
         with torch.no_grad():
             for layer in range(model.n_layer):
