@@ -1,7 +1,7 @@
 """``lenslab tour``: a small version of every lab on the CPU, written into one report.html.
 
-One module per chapter (:mod:`training`, :mod:`attention`, :mod:`icl`, :mod:`scaling`,
-:mod:`generalization`), each a function ``chapter(out_dir, page, quick) -> html`` that calls the
+One module per chapter (:mod:`training`, :mod:`attention`, :mod:`interventions`, :mod:`icl`,
+:mod:`scaling`, :mod:`generalization`), each a function ``chapter(out_dir, page, quick) -> html`` that calls the
 trainer and the labs and composes their results; no analysis lives here. A chapter that fails is
 shown as failed in the report (with the error) and the others still run; the report is rewritten
 after every chapter, so an interrupted tour still leaves what it finished.
@@ -18,7 +18,14 @@ from rich.console import Console
 
 from lenslab.errors import LensError
 from lenslab.html import Page, escape
-from lenslab.tour import attention, generalization, icl, scaling, training
+from lenslab.tour import (
+    attention,
+    generalization,
+    icl,
+    interventions,
+    scaling,
+    training,
+)
 
 Chapter = tuple[str, str, Callable[[Path, Page, bool], str]]  # (anchor, title, builder)
 
@@ -28,6 +35,7 @@ def chapters() -> list[Chapter]:
     return [
         ("training", "Training under guard", training.chapter),
         ("attention", "Inside the model", attention.chapter),
+        ("interventions", "Does it matter?", interventions.chapter),
         ("icl", "Learning in context", icl.chapter),
         ("scaling", "Scaling", scaling.chapter),
         ("generalization", "Generalization", generalization.chapter),
