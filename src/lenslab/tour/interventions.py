@@ -17,7 +17,7 @@ def chapter(out: Path, page: Page, quick: bool) -> str:
     attention chapter wrote, when it did."""
     run = out / "runs" / "induction"
     n, boot = (32, 200) if quick else (64, 500)
-    cmd = f"lenslab patch {run} --length {LENGTH} --pairs {n}"
+    cmd = f"lenslab patch {run} --length {LENGTH} --n {n}"
     heads = patch_run(run, "heads", n=n, bootstrap=boot, length=LENGTH)
     write_result(heads, run / "analysis", cmd)
     classes: dict = {}
