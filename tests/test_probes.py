@@ -322,6 +322,8 @@ def test_the_rule_probe_reads_a_question_formation_run(tmp_path):
     res = rule_test(run, n=200, bootstrap=100)
     assert res.task == "question" and res.rules == ["hierarchical", "linear"]
     assert 0 <= sum(res.shares.values()) <= 1 and res.history["step"] == [20, 40]
+    assert set(res.by_group) <= {"object", "subject, intransitive", "subject, transitive"}
+    assert sum(g["n"] for g in res.by_group.values()) == 200
     assert type(res).from_dict(json.loads(json.dumps(res.to_dict()))).to_html() == res.to_html()
     code, out, err = cli("probe", str(run))
     assert code == 0, err

@@ -119,6 +119,19 @@ class _Grammar:
         return Sentence(words, main, first)
 
 
+def clause_kind(s: Sentence) -> str:
+    """The relative clause on the subject: ``object`` (``that the yak does visit``: the
+    auxiliary follows a noun), ``subject, intransitive`` (``that does giggle``) or ``subject,
+    transitive`` (``that does visit the yak``): the auxiliary follows the relativizer), or
+    ``none``. McCoy et al. report first-word accuracy by these kinds."""
+    if not s.rc_subject:
+        return "none"
+    w = s.words
+    if w[3] in DETS:
+        return "object"
+    return "subject, intransitive" if w[4] in INTRANS else "subject, transitive"
+
+
 class QuestionTask:
     """Declaratives and questions as token sequences: ``decl . TASK out``, padded at the end.
 
@@ -199,7 +212,8 @@ class QuestionTask:
         return {"x": x, "y": y, "at": np.array([len(s.words) + 1 for s in sents]),
                 "hierarchical": np.array([self.ids[s.words[s.main]] for s in sents]),
                 "linear": np.array([self.ids[s.words[s.first]] for s in sents]),
-                "sentences": [" ".join(s.words) + " ." for s in sents]}
+                "sentences": [" ".join(s.words) + " ." for s in sents],
+                "clause": np.array([clause_kind(s) for s in sents])}
 
     def first_words(self, pred: np.ndarray, q: dict) -> dict[str, np.ndarray]:
         """Per question, whether the model's first word is each rule's (``[n]`` booleans)."""

@@ -35,6 +35,7 @@ class RuleTest(ProbeResult):
     trained_period: int = 0  # repeat: the period of the training sequences
     history: dict[str, list] = field(default_factory=dict)  # step and follows_<rule> during training
     task: str = "repeat"  # the run's data.task
+    by_group: dict[str, dict[str, float]] = field(default_factory=dict)  # question: per clause
 
     probe = "rules"
 
@@ -127,8 +128,15 @@ class RuleTest(ProbeResult):
         if len(self.history.get("step", [])) < 2:
             panels = panels.split(" Right:")[0]
         lead = "Left: s" if panels else "S"
+        groups = ""
+        if self.by_group:
+            groups = ("<p>By the kind of relative clause on the subject (McCoy et al. report "
+                      "the same split):</p>" + table_html(
+                          [{"relative clause": g, "questions": int(v.get("n", 0)),
+                            **{r: v[r] for r in self.rules}} for g, v in self.by_group.items()],
+                          digits=3))
         return (f"<p>{badge(self.verdict, kind)} {escape(self.summary)}. {escape(where)}</p>"
-                + table_html(rows, digits=3)
+                + table_html(rows, digits=3) + groups
                 + figure_block(figure_to_svg(self.figure()),
                                f"{lead}hare of the answers each rule gives where they disagree, "
                                "with 95% intervals." + panels))
@@ -195,8 +203,12 @@ def _question_test(run_dir, model, task, at: int, n: int, bootstrap: int, seed: 
     ci = intervals(hits, np.ones(n), bootstrap, seed)
     easy = task.questions(n, rc_subject=False, seed=seed)
     acc = float(task.exact(argmax(model, easy["x"]), easy).mean())
+    groups = {str(g): {"n": float((q["clause"] == g).sum()),
+                  **{r: float(hit[r][q["clause"] == g].mean()) for r in task.rules}}
+              for g in sorted(set(q["clause"]))}
     return RuleTest(
         str(run_dir), at, task.intended, list(task.rules),
         {r: float(hits[:, i].mean()) for i, r in enumerate(task.rules)},
         {r: [float(ci[i, 0]), float(ci[i, 1])] for i, r in enumerate(task.rules)},
-        int(n), int(n), acc, history=_history(run_dir, task.rules, at), task="question")
+        int(n), int(n), acc, history=_history(run_dir, task.rules, at), task="question",
+        by_group=groups)

@@ -45,7 +45,9 @@ CONTROL_SHARE = 0.1  # the control's share of disambiguating training questions
 CONTROL_AT_LEAST = 0.9  # ... and its share of hierarchical first words
 #: McCoy et al.'s repository, GRU encoder-decoder with location attention, mean of three runs.
 PUBLISHED_GRU = {"main auxiliary first": 0.8003, "first auxiliary first": 0.1673,
-                 "test questions exact": 0.8163}
+                 "test questions exact": 0.8163, "main auxiliary first, object RC": 0.7025,
+                 "main auxiliary first, subject RC, transitive": 0.9149,
+                 "main auxiliary first, subject RC, intransitive": 0.7782}
 
 
 def question_config(disambiguating: float = 0.0, steps: int = 3000, seed: int = 0) -> RunConfig:
@@ -71,7 +73,7 @@ def question_checks(ambiguous: RuleTest | None, control: RuleTest | None) -> tup
         if t is not None:
             measured[name] = {"verdict": t.verdict, "in_distribution_exact": t.in_distribution_acc,
                               "shares": t.shares, "intervals": t.intervals,
-                              "questions": t.n_sequences}
+                              "questions": t.n_sequences, "by_relative_clause": t.by_group}
     if ambiguous is not None:
         if ambiguous.in_distribution_acc < IN_DOMAIN_AT_LEAST:
             short.append(f"ambiguous data: in-distribution questions {ambiguous.in_distribution_acc:.3f} "
