@@ -132,15 +132,27 @@ class SweepTask:
 
     def checkpoint(self, *args: Any, **kwargs: Any):
         """SIGUSR2 (the time limit is near, or a preemption): the run is asked to stop (it
-        writes a checkpoint and exits 75), then submitit requeues this task, which resumes."""
+        writes a checkpoint and exits 75), then submitit requeues this task, which resumes.
+
+        This runs in a signal handler while ``__call__`` waits on the run's process, holding
+        the ``Popen``'s wait lock: so the run is signalled by pid and watched through its
+        folder (the trainer marks it stopped once its checkpoint is written), never through
+        ``Popen.wait``, which would deadlock here."""
         import submitit
 
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGUSR2)
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
             try:
-                self._proc.wait(timeout=600)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
+                os.kill(proc.pid, signal.SIGUSR2)
+            except ProcessLookupError:
+                pass
+            run = Path(self.run_dir)
+            deadline = time.time() + 600
+            while time.time() < deadline:
+                status = Run(run).meta().get("status") if Run.is_run(run) else None
+                if status not in ("running", "created"):
+                    break
+                time.sleep(0.5)
         return submitit.helpers.DelayedSubmission(SweepTask(self.train_args, self.run_dir,
                                                             self.nodes, self.gpus_per_node))
 
