@@ -67,6 +67,22 @@ def cli(*args: str) -> tuple[int, str, str]:
     return code, o.getvalue(), e.getvalue()
 
 
+def cli_proc(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """:func:`cli` in-process, answered like :func:`run_cli` (for tests that need no real
+    process: no signals, no kills), without an interpreter and torch start-up per call."""
+    old = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update(env or {})
+    try:
+        code, out, err = cli(*args)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return subprocess.CompletedProcess(list(args), code, out, err)
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
     """``python -m lenslab ARGS`` in a subprocess (real signals, real exit codes)."""
     e = dict(os.environ)

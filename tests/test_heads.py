@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import cli_proc
 
 from lenslab.attention import GPTLens
 from lenslab.attention.heads import classify, read_prompt_file
@@ -72,7 +72,7 @@ def test_minilm_classes_match_facts_computed_independently(minilm):
 
 
 def test_heads_cli_writes_json_and_html(induction_runs, tmp_path):
-    r = run_cli("heads", str(induction_runs[2]), "--out", str(tmp_path / "h"))
+    r = cli_proc("heads", str(induction_runs[2]), "--out", str(tmp_path / "h"))
     assert r.returncode == 0, r.stderr
     data = json.loads((tmp_path / "h" / "heads.json").read_text())
     assert len(data["heads"]) == 8 and data["command"].startswith("lenslab heads")
@@ -85,7 +85,7 @@ def test_heads_cli_writes_json_and_html(induction_runs, tmp_path):
 
 
 def test_heads_cli_bad_input(tmp_path, induction_runs):
-    r = run_cli("heads", str(tmp_path / "missing"), "--out", str(tmp_path / "o"),
+    r = cli_proc("heads", str(tmp_path / "missing"), "--out", str(tmp_path / "o"),
                 env={"HF_HUB_OFFLINE": "1"})
     assert r.returncode == 2 and "Traceback" not in r.stderr
     bad = tmp_path / "p.txt"
@@ -93,8 +93,8 @@ def test_heads_cli_bad_input(tmp_path, induction_runs):
     with pytest.raises(DataError, match="not UTF-8"):
         read_prompt_file(bad)
     lstm_cfg = tmp_path / "lstm.toml"
-    r = run_cli("init", "lstm")
+    r = cli_proc("init", "lstm")
     lstm_cfg.write_text(r.stdout.replace("max_steps = 1000", "max_steps = 2"))
-    assert run_cli("train", str(lstm_cfg), "--out", str(tmp_path / "lstm"), "-q").returncode == 0
-    r = run_cli("heads", str(tmp_path / "lstm"), "--out", str(tmp_path / "o2"))
+    assert cli_proc("train", str(lstm_cfg), "--out", str(tmp_path / "lstm"), "-q").returncode == 0
+    r = cli_proc("heads", str(tmp_path / "lstm"), "--out", str(tmp_path / "o2"))
     assert r.returncode == 2 and "no attention" in r.stderr

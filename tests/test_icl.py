@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import cli_proc
 
 import lenslab
 from lenslab.errors import DataError, RunDirError
@@ -68,17 +68,17 @@ def test_transformer_against_lstm_on_the_same_data(induction_runs, tmp_path):
 
 
 def test_icl_cli_and_bad_input(induction_runs, tmp_path):
-    r = run_cli("icl", str(induction_runs[2]), "--out", str(tmp_path / "icl"))
+    r = cli_proc("icl", str(induction_runs[2]), "--out", str(tmp_path / "icl"))
     assert r.returncode == 0, r.stderr
     data = json.loads((tmp_path / "icl" / "icl.json").read_text())
     assert data["icl_score"] < 0 and data["phase_change"]["detected"]
     assert "<svg" in (tmp_path / "icl" / "icl.html").read_text()
-    r = run_cli("icl", str(induction_runs[2]), "--out", str(tmp_path / "x"), "--late", "200")
+    r = cli_proc("icl", str(induction_runs[2]), "--out", str(tmp_path / "x"), "--late", "200")
     assert r.returncode == 2 and "do not fit" in r.stderr and "Traceback" not in r.stderr
     bare = tmp_path / "bare"
     shutil.copytree(induction_runs[1], bare)
     shutil.rmtree(bare / "checkpoints")
     with pytest.raises(RunDirError, match="no verified checkpoint"):
         measure_icl(bare)
-    r = run_cli("replicate", "nonsense")
+    r = cli_proc("replicate", "nonsense")
     assert r.returncode == 2 and "induction" in r.stderr

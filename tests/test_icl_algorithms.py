@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli, tiny_dict
+from conftest import cli_proc, tiny_dict
 
 from lenslab.config import ICLRegressionData, LSAConfig, config_from_dict
 from lenslab.data import build_task, resolve_config
@@ -218,7 +218,7 @@ def test_cli_algorithms_writes_json_and_html_and_refuses_token_runs(tmp_path):
     res = lenslab.train(_regression_cfg(), run, progress=False)
     assert res.status == "completed" and np.isfinite(res.final_loss)
     out = tmp_path / "out"
-    p = run_cli("algorithms", str(run), "--out", str(out), "--problems", "40")
+    p = cli_proc("algorithms", str(run), "--out", str(out), "--problems", "40")
     assert p.returncode == 0, p.stderr
     d = json.loads((out / "algorithms.json").read_text())
     assert "closest" in p.stdout and d["verdicts"][-1]["closest"] in p.stdout
@@ -229,7 +229,7 @@ def test_cli_algorithms_writes_json_and_html_and_refuses_token_runs(tmp_path):
     tok = tmp_path / "tok"
     tok.mkdir()
     (tok / "config.toml").write_text(config_from_dict(tiny_dict()).to_toml())
-    p = run_cli("algorithms", str(tok))
+    p = cli_proc("algorithms", str(tok))
     assert p.returncode == 2
     assert "token-level run" in p.stderr and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1

@@ -32,6 +32,10 @@ def chapter(out: Path, page: Page, quick: bool) -> str:
                                   "importance (rise of the loss on repeated random tokens when "
                                   "the head is zeroed)."))
     parts.append(rep.viewer_html(title="Attention of the tour's GPT"))
+    if quick:  # the pretrained model's taxonomy and paraphrases take most of this chapter
+        parts.append("<div class='note'>The MiniLM taxonomy and the paraphrase comparison run "
+                     "in the full tour (<code>lenslab tour</code>, without --quick).</div>")
+        return "".join(parts)
     try:
         minilm = load_lens("minilm")
     except Exception as e:  # noqa: BLE001 - the package is optional for users; say what is missing
