@@ -29,7 +29,6 @@ restore and no normalised effect is given.
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -199,19 +198,23 @@ class PatchingResult(Result):
     def components(self) -> list[dict]:
         """Every component as the file lists it: ``layer``, ``head`` where it is one,
         ``position`` where it is one, ``effect``, ``interval``, ``null`` (the upper end of the
-        larger null) and ``carries``."""
+        larger null) and ``carries``. Rows and columns are named as :func:`activation_patching`
+        names them: ``L1`` x ``H2`` (heads, direct), ``L1H2`` x ``7`` (head_pos), ``resid 1``
+        x ``7`` (resid)."""
         out = []
         for i, r in enumerate(self.rows):
-            m = re.fullmatch(r"(?:resid )?L?(\d+)(?:H(\d+))?", r.replace(" ", "")) or \
-                re.fullmatch(r"resid(\d+)", r.replace(" ", ""))
-            layer = int(m.group(1)) if m else i
+            if self.what == "resid":
+                where = {"layer": int(r.split()[-1])}
+            elif self.what == "head_pos":
+                layer, head = r[1:].split("H")
+                where = {"layer": int(layer), "head": int(head)}
+            else:
+                where = {"layer": int(r[1:])}
             for j, c in enumerate(self.cols):
-                comp: dict = {"layer": layer}
+                comp = dict(where)
                 if self.what in ("heads", "direct"):
-                    comp["head"] = int(c.lstrip("H"))
+                    comp["head"] = int(c[1:])
                 else:
-                    if self.what == "head_pos" and m and m.lastindex and m.group(2) is not None:
-                        comp["head"] = int(m.group(2))
                     comp["position"] = int(c)
                 comp.update(effect=self.effect[i][j], interval=[self.low[i][j], self.high[i][j]],
                             null=self.null_high[i][j],
@@ -222,7 +225,8 @@ class PatchingResult(Result):
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d["joint"] = [{"name": k, "layer": int(k.rsplit(" ", 1)[-1]) if k.rsplit(" ", 1)[-1].isdigit() else None,
+        last = {k: k.rsplit(" ", 1)[-1] for k in self.joint}  # "all heads of layer 1" -> "1"
+        d["joint"] = [{"name": k, "layer": int(last[k]) if last[k].isdigit() else None,
                        "effect": v[0], "interval": [v[1], v[2]]} for k, v in self.joint.items()]
         return {**d, "components": self.components(), "nothing_to_restore": self.nothing_to_restore,
                 "summary": self.summary}
