@@ -57,12 +57,10 @@ def test_a_sweep_on_slurm_gives_the_local_results(slurm_env, tmp_path):
     assert len(set(jobs.values())) == 4 and len({j.split("_")[0] for j in jobs.values()}) == 1
     for name, jid in jobs.items():  # one array; each run knows its task
         assert lenslab.load_run(tmp_path / "slurm" / "runs" / name).meta()["slurm_job"] == jid
-    code, out, err = cli("sweep", "x.toml", "--out", str(tmp_path / "slurm"), "--status")
-    assert code == 2  # the sweep file is needed to name the grid points
-    sweep = tmp_path / "sweep.toml"
-    sweep.write_text(tomli_w.dumps(sweep_dict()))
-    code, out, err = cli("sweep", str(sweep), "--out", str(tmp_path / "slurm"), "--status")
+    code, out, err = cli("sweep", str(tmp_path / "slurm"), "--status")  # the folder alone
     assert code == 0 and out.count("completed") == 4 and jobs["L2-d16-h2-s20-seed3"] in out
+    code, out, err = cli("sweep", str(tmp_path / "slurm"))
+    assert code == 2 and "--out is needed" in err
 
 
 def test_a_requeued_task_resumes_and_a_second_sweep_submits_nothing(slurm_env, tmp_path):

@@ -193,8 +193,10 @@ def sweep_command(sweep: Path, out: Path, workers: Optional[int] = None, threads
 
 @app.command("sweep")
 def sweep(
-    sweep_file: Path = typer.Argument(..., help="sweep TOML: base run config and grid (see lenslab.scaling.sweep)"),
-    out: Path = typer.Option(..., "--out", "-o", help="sweep folder: runs/, results.csv, results.json"),
+    sweep_file: Path = typer.Argument(..., help="sweep TOML: base run config and grid (see "
+                                      "lenslab.scaling.sweep); with --status, a sweep folder"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                       help="sweep folder: runs/, results.csv, results.json"),
     workers: Optional[int] = typer.Option(None, "--workers", help="runs at the same time (overrides the file)"),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch threads per run (overrides the file)"),
     inject: Optional[str] = typer.Option(
@@ -209,6 +211,12 @@ def sweep(
 ):
     """Train a grid of runs (resumable; several at once, or as a Slurm job array) and write the
     results table."""
+    if out is None:
+        if status and (sweep_file / "sweep.toml").is_file():  # the folder keeps its sweep
+            out, sweep_file = sweep_file, sweep_file / "sweep.toml"
+        else:
+            raise ConfigError("--out is needed: the sweep folder to write (with --status, a "
+                              "sweep folder alone will do)")
     if status:
         sweep_status_command(sweep_file, out)
         return
