@@ -64,7 +64,12 @@ def chapter(out: Path, page: Page, quick: bool) -> str:
         f"the transformer copies from context (loss {g['loss_late']:.2f} at position "
         f"{g['late'] + 1}), while {escape(lstm_says)}. Kaplan et al. 2020 (fig. 7) describe LSTMs "
         "keeping up early in the context and falling behind later.</p>" + cmp_.to_html())
-    parts.append("<h3>Which algorithm runs in context?</h3>" + regression_section(out / "runs", quick))
+    if quick:  # two more trainings; tests/test_icl_algorithms.py covers the section itself
+        parts.append("<h3>Which algorithm runs in context?</h3><div class='note'>In the full "
+                     "tour (<code>lenslab tour</code>, without --quick).</div>")
+    else:
+        parts.append("<h3>Which algorithm runs in context?</h3>"
+                     + regression_section(out / "runs", quick))
     return "".join(parts)
 
 
