@@ -386,7 +386,8 @@ def activation_patching(model, prompts: Prompts, what: str = "heads", direction:
         return f
 
     if what == "direct":
-        r_c, z_s_clean = cache(model, p.clean)
+        # the clean run's cache: the source's when denoising, else computed here
+        r_c, z_s_clean = (r_s, z_s) if direction == "denoise" else cache(model, p.clean)
         r_clean_final = r_c[L]
     if what in ("heads", "direct"):
         rows = [f"L{layer}" for layer in range(L)]

@@ -131,9 +131,8 @@ def path_patching(model, prompts: Prompts, sender: tuple[int, int],
     p = prompts
     n = p.clean.shape[0]
     r_t, z_t = cache(model, p.corrupt)
-    _, z_s = cache(model, p.clean)
+    r_c, z_s = cache(model, p.clean)
     _, z_b = cache(model, p.clean_b)
-    r_c, _ = cache(model, p.clean)
     m_clean = answer_logprob(model(p.clean), p.answer).numpy()
     m_corrupt = answer_logprob(model(p.corrupt), p.answer).numpy()
     delta = _head_out(model, sl, sh, z_s[sl][:, sh] - z_t[sl][:, sh])

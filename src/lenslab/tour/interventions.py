@@ -39,8 +39,9 @@ def chapter(out: Path, page: Page, quick: bool) -> str:
     lens = lens_run(run, n=4 * n, length=LENGTH)
     write_result(lens, run / "analysis", f"lenslab lens {run} --length {LENGTH}")
     joint = heads.joint.get(f"all heads of layer {len(heads.rows) - 1}")
-    carriers = ", ".join(f"{name(int(c[1:c.index(' ')]), int(c.split('H')[-1]))} {fmt(e, 2)}"
-                         for c, e, _ in heads.carriers()[:5])
+    carrying = sorted((c for c in heads.components() if c["carries"]), key=lambda c: -c["effect"])
+    carriers = ", ".join(f"{name(c['layer'], c['head'])} {fmt(c['effect'], 2)}"
+                         for c in carrying[:5])
     k = path.via.index("k")
     v = path.via.index("v")
     text = (
