@@ -24,7 +24,7 @@ tour: $(STAMP)
 
 test: $(STAMP) system
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -q -x --durations=15
+	$(BIN)/python -m pytest -q -x -n $(THREADS) --dist loadfile --durations=15
 
 # Debian packages some tests use: Chromium (the viewer's hostile-token test, in a real browser)
 # and slurm-wlm with munge (a real one-node Slurm for the sweep's cluster executor). Missing

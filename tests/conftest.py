@@ -18,6 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("LENSLAB_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Tables as wide as a terminal shows them: under pytest-xdist the folders (and so the table
+# cells that name them) are longer, and an 80-column table would wrap the words tests look for.
+os.environ.setdefault("COLUMNS", "160")
 TIMING = ("elapsed_s", "tok_per_s", "time")
 
 
@@ -119,14 +122,34 @@ def cfg_file(tmp_path):
     return write_config(tmp_path / "tiny.toml")
 
 
+def shared_dir(tmp_path_factory, name: str) -> tuple[Path, Path]:
+    """A folder every pytest-xdist worker of this session sees, and its lock file: what one
+    worker trains, the others read (the pattern of pytest-xdist's docs, "Making session-scoped
+    fixtures execute only once"). Without xdist, a folder of this process."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the session's folder, above each worker's
+    return base / name, base / f"{name}.lock"
+
+
 @pytest.fixture(scope="session")
 def induction_runs(tmp_path_factory):
     """A 2-layer attention-only GPT trained until induction heads form, and a 1-layer control
-    (the tour's config, shortened). Shared by the attention and ICL tests."""
+    (the tour's config, shortened). Shared by the attention and ICL tests, and trained once per
+    session however many xdist workers ask."""
+    from filelock import FileLock
+
+    d, lock = shared_dir(tmp_path_factory, "induction")
+    with FileLock(str(lock)):
+        if not (d / "done").is_file():
+            _train_induction_runs(d)
+            (d / "done").touch()
+    return {2: d / "L2", 1: d / "L1"}
+
+
+def _train_induction_runs(d: Path) -> None:
     import lenslab
 
-    d = tmp_path_factory.mktemp("induction")
-    out = {}
     for layers, steps in ((2, 400), (1, 200)):
         cfg = lenslab.example_config("induction")
         cfg = cfg.model_copy(update={
@@ -136,8 +159,6 @@ def induction_runs(tmp_path_factory):
                                                   "threads": 1})})
         res = lenslab.train(cfg, d / f"L{layers}", progress=False)
         assert res.status == "completed"
-        out[layers] = d / f"L{layers}"
-    return out
 
 
 @pytest.fixture(scope="session")

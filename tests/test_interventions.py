@@ -15,6 +15,7 @@ import lenslab
 from lenslab.interventions import (
     PatchingResult,
     activation_patching,
+    attribution_agreement,
     attribution_patching,
     induction_prompts,
     lens_run,
@@ -51,11 +52,14 @@ def test_attribution_patching_ranks_heads_like_real_patching(heads, induction_ru
     assert heads.attribution_spearman >= 0.8  # AtP* (with the QK fix), over every head
     est = heads.attribution
     assert all(abs(a - e) <= 0.15 for a, e in zip(est[1], heads.effect[1]))
-    # without the fix, layer 0's effect through layer 1's saturated attention is invisible
+    # without the fix, layer 0's effect through layer 1's saturated attention is mostly lost
     run = lenslab.load_run(induction_runs[2])
     plain = attribution_patching(run.load_model(run.checkpoint()),
                                  induction_prompts(64, 32, 64, seed=0), qk_fix=False)
-    assert abs(plain[0]).max() < 0.05 < max(heads.effect[0])
+    top = max(range(len(heads.cols)), key=lambda h: heads.effect[0][h])
+    assert plain[0][top] < heads.effect[0][top] - 0.3  # plain AtP: 0.37 against a real 0.85
+    assert est[0][top] > plain[0][top] + 0.3  # the fix takes the pattern's change exactly
+    assert attribution_agreement(plain, heads.effect) < heads.attribution_spearman
 
 
 def test_no_layer0_head_restores_the_answer_by_its_direct_effect(induction_runs):
@@ -90,6 +94,25 @@ def test_patching_is_exact_where_it_must_be(induction_runs):
     for layer in range(model.n_layer + 1):  # the whole stream from the clean run: clean
         out = run_patched(model, p.corrupt, p.answer, resid={layer: (slice(None), resid_c[layer])})
         assert torch.equal(out, clean)
+
+
+def test_attribution_patching_with_intervals_finds_the_same_heads(heads, induction_runs, tmp_path):
+    from lenslab.interventions import attribute_run
+    from lenslab.result import read_result
+
+    res = attribute_run(induction_runs[2], n=64, bootstrap=300, length=32)
+    assert attribution_agreement(res.effect, heads.effect) >= 0.8
+    assert {n for n, _, _ in res.carriers()} & {n for n, _, _ in heads.carriers()}
+    assert len(res.head_pos) == 8 and len(res.resid) == 3 and len(res.resid[0]) == 32
+    # the answer's token in the corrupted prompt was replaced: the stream entering layer 0
+    # carries the difference only there (position 15 for length 32, period 17)
+    assert max(range(32), key=lambda t: res.resid[0][t]) == 32 - 1 - 17
+    code, out, err = cli("attribute", str(induction_runs[2]), "--n", "16", "--bootstrap", "100",
+                         "--length", "24", "--check", "--out", str(tmp_path))
+    assert code == 0, err
+    back = read_result(tmp_path / "attribution.json")
+    assert back.spearman is not None and "Spearman" in out
+    assert back.to_html() and (tmp_path / "attribution.png").is_file()
 
 
 def test_patching_writes_a_result_that_reads_back(heads, induction_runs, tmp_path):
@@ -220,5 +243,56 @@ def test_hf_patching_from_a_pairs_file_and_its_errors(hf, tmp_path):
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     code, out, err = cli("patch", str(folder), "--pairs", good, "--what", "direct")
     assert code == 2 and "direct effects need lenslab's GPT" in err
-    code, out, err = cli("patch", "minilm", "--pairs", good)
-    assert code == 2 and "not 'bert'" in err  # an encoder: no answer to read
+    code, out, err = cli("attribute", str(folder), "--pairs", good, "--bootstrap", "100",
+                         "--out", str(tmp_path / "attr"))
+    assert code == 0, err
+    d = json.loads((tmp_path / "attr" / "attribution.json").read_text())
+    assert d["kind"] == "attribution" and not d["qk_fix"]  # no QK fix without GPT internals
+    assert len(d["components"]) == 8 and len(d["resid"]) == 3
+
+
+# -- an encoder: MiniLM, scored by its representation --------------------------------------
+
+ANIMALS = [("cat", "dog"), ("man", "boy"), ("cow", "pig"), ("king", "queen"), ("bird", "fish"),
+           ("girl", "child"), ("horse", "sheep"), ("wolf", "bear")]
+
+
+def test_minilm_is_patched_by_the_shift_of_its_representation(minilm, tmp_path):
+    from lenslab.interventions import patch_model
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"clean": f"the {a} sat on the mat",
+                                         "corrupt": f"the {b} sat on the mat"}) + "\n"
+                             for a, b in ANIMALS))
+    res = patch_model(minilm, pairs, "resid", bootstrap=200)
+    assert res.metric == "cosine to the clean representation" and res.clean == pytest.approx(1.0)
+    assert res.corrupt < 0.99 and not res.nothing_to_restore
+    assert res.cols == [str(t) for t in range(8)]  # [CLS] the X sat on the mat [SEP]
+    embed = res.effect[0]  # the stream entering layer 0: the embeddings
+    assert all(abs(e) < 1e-6 for t, e in enumerate(embed) if t != 2)  # same token: no move
+    assert embed[2] == pytest.approx(1.0, abs=1e-6)  # the changed word is the whole difference
+    assert res.low[0][2] > res.null_high[0][2] and res.carriers()[0][0] == "resid 0 2"
+    heads = patch_model(minilm, pairs, "heads", bootstrap=200)
+    assert len(heads.components()) == 6 * 12 and heads.carriers()
+    code, out, err = cli("lens", "minilm", "the cat sat on the mat")
+    assert code == 2 and "is an encoder" in err
+
+
+def test_minilm_patching_is_exact(minilm):
+    from lenslab.interventions.hf import HFEncoderPatchable
+    from lenslab.interventions.patching import Prompts, lab_metric
+
+    tok = minilm.tokenizer
+    ids = [tok(f"the {a} sat on the mat")["input_ids"] for a, _ in ANIMALS[:3]]
+    cor = [tok(f"the {b} sat on the mat")["input_ids"] for _, b in ANIMALS[:3]]
+    clean, corrupt = torch.tensor(ids), torch.tensor(cor)
+    model = HFEncoderPatchable(minilm)
+    metric, _ = lab_metric(model, Prompts(clean, corrupt, clean, torch.zeros(3, dtype=torch.long)))
+    base = run_patched(model, corrupt, metric)
+    resid, z = cache(model, corrupt)
+    assert torch.equal(run_patched(model, corrupt, metric, z={(3, 5): (slice(None), z[3][:, 5])}), base)
+    resid_c, _ = cache(model, clean)
+    want = run_patched(model, clean, metric)
+    for layer in range(model.n_layer + 1):
+        got = run_patched(model, corrupt, metric, resid={layer: (slice(None), resid_c[layer])})
+        assert torch.equal(got, want)

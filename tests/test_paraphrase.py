@@ -205,7 +205,38 @@ def test_cli_view_and_paraphrase_write_their_files(cli, tmp_path):
     assert r.exit_code == 0, r.output
     d = json.loads((tmp_path / "p" / "paraphrase.json").read_text())
     assert len(d["heads"]) == 72 and len(d["most_sensitive"]) == 2
-    assert (tmp_path / "p" / "paraphrase.html").read_text(encoding="utf-8").count("class='lv'") == 3
+    page = (tmp_path / "p" / "paraphrase.html").read_text(encoding="utf-8")
+    assert page.count("class='lv'") == 3
+    # the causal column: the 2 most sensitive and the 2 most stable heads, patched
+    assert [c["role"] for c in d["causal"]] == ["sensitive"] * 2 + ["stable"] * 2
+    assert "Does the change matter?" in page and "does the change matter?" in r.output
+
+
+# ------------------------------------------------------------------ the causal column
+
+
+def test_shared_words_align_token_by_token(lens):
+    from lenslab.attention.paraphrase import aligned_tokens
+
+    a, b, pa, pb = aligned_tokens(lens, "What is the capital of France?",
+                                  "France's capital is what?")
+    assert len(pa) == len(pb) == 4  # what, is, capital, france (one token each)
+    assert (a[pa] == b[pb]).all() and list(pb) == sorted(pb)
+
+
+def test_patching_between_phrasings_says_which_heads_move_the_output(lens, real):
+    from lenslab.attention.paraphrase import paraphrase_alignments
+    from lenslab.interventions import paraphrase_causal
+
+    items = paraphrase_alignments(lens, real, [FRANCE, PASSWORD])
+    assert len(items) == 2 * sum(p["used"] for p in real.pairs)
+    rows = paraphrase_causal(lens, real, items, k=3, bootstrap=300)
+    assert [(r["layer"], r["head"]) for r in rows[:3]] == real.sensitive[:3]
+    for r in rows:
+        assert r["interval"][0] <= r["effect"] <= r["interval"][1] and r["n"] == len(items)
+        assert r["moves"] == (r["interval"][0] > r["null"])
+    assert any(r["moves"] for r in rows)  # some head's change reaches the output
+    assert all(r["effect"] < 0.5 for r in rows)  # no single head is the whole difference
 
 
 def test_cli_bad_input_raises_lens_errors(cli, tmp_path):

@@ -53,6 +53,7 @@ KINDS: dict[str, str] = {
     "emergence": "lenslab.emergence.result:EmergenceResult",
     "patch": "lenslab.interventions.patching:PatchingResult",
     "path-patching": "lenslab.interventions.paths:PathResult",
+    "attribution": "lenslab.interventions.attribute:AttributionResult",
     "logit-lens": "lenslab.interventions.lens:LogitLens",
 }
 

@@ -516,6 +516,45 @@ def paraphrase_stability(
     return res
 
 
+def aligned_tokens(lens: Any, a: str, b: str, truncate: bool = False):
+    """Token ids of phrasings ``a`` and ``b`` (``[T_a]``, ``[T_b]``) and their aligned positions
+    (``pos_a[i]`` matches ``pos_b[i]``): every word the two share, by form, matched token by
+    token, occurrences in order, where the word has as many tokens in both (otherwise its tokens
+    have no one-to-one match and the word is left out)."""
+    import torch
+
+    ta, tb = lens.tokenize(a, truncate=truncate), lens.tokenize(b, truncate=truncate)
+    fa, fb = align_words(ta.text, ta.offsets), align_words(tb.text, tb.offsets)
+    pa, pb = [], []
+    for form in set(fa.forms) & set(fb.forms):
+        xa = np.nonzero(fa.token_form == fa.forms.index(form))[0]
+        xb = np.nonzero(fb.token_form == fb.forms.index(form))[0]
+        if len(xa) == len(xb):
+            pa.extend(xa.tolist()), pb.extend(xb.tolist())
+    order = np.argsort(pb, kind="stable")
+    return (ta.tensor()[0], tb.tensor()[0], torch.tensor(np.array(pa, dtype=np.int64)[order]),
+            torch.tensor(np.array(pb, dtype=np.int64)[order]))
+
+
+def paraphrase_alignments(lens: Any, res: ParaphraseResult, groups: Union[str, Path, Sequence[Sequence[str]]],
+                          truncate: bool = False) -> list[tuple]:
+    """For each compared paraphrase pair of ``res``, in both directions, :func:`aligned_tokens`
+    ``(src, dst, src_pos, dst_pos)``: what the interventions lab's ``aligned_patching`` reads to
+    give the result its causal column (``res.causal``)."""
+    if isinstance(groups, (str, Path)):
+        groups = read_groups(groups)
+    out = []
+    for p in res.pairs:
+        if not p["used"]:
+            continue
+        a, b = groups[p["group"]][p["a"]], groups[p["group"]][p["b"]]
+        for src, dst in ((a, b), (b, a)):
+            item = aligned_tokens(lens, src, dst, truncate)
+            if len(item[2]):
+                out.append(item)
+    return out
+
+
 def capture_input(lens: Any, title: str, text: str, truncate: bool) -> dict:
     """One phrasing's attention as a stored viewer input (quantized, streamed by layer)."""
     toks, q = capture_quantized(lens, text, truncate=truncate)

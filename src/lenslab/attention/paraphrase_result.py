@@ -82,8 +82,29 @@ class ParaphraseResult(Result):
     notes: list[str] = field(default_factory=list)
     captures: dict[int, list[dict]] = field(default_factory=dict)
     taxonomy: dict[str, str] = field(default_factory=dict)
+    # the causal column: per head {"layer", "head", "role" (sensitive | stable), "effect",
+    # "interval", "null", "moves", "n"}, from the interventions lab's aligned patching
+    causal: list[dict] = field(default_factory=list)
 
     # -- reading ---------------------------------------------------------------------------
+    def ranked(self) -> list[tuple[int, int]]:
+        """The heads that are ranked (enough attention on shared words, a stability), least
+        stable first: :attr:`sensitive` is its head."""
+        L, H = self.n_layer, self.n_head
+        ok = [(layer, h) for layer in range(L) for h in range(H)
+              if self.word_mass[layer, h] >= self.settings["min_word_mass"]
+              and np.isfinite(self.stability[layer, h])]
+        return sorted(ok, key=lambda x: (self.stability[x], -np.nan_to_num(self.null[x])))
+
+    def causal_heads(self, k: Optional[int] = None) -> list[tuple[tuple[int, int], str]]:
+        """The heads the causal column patches: the ``k`` most phrasing-sensitive and the ``k``
+        most stable (default ``k``: as many as :attr:`sensitive`), each with its role."""
+        ranked = self.ranked()
+        k = len(self.sensitive) if k is None else k
+        sens = ranked[:k]
+        stable = [x for x in reversed(ranked) if x not in sens][:k]
+        return [(x, "sensitive") for x in sens] + [(x, "stable") for x in stable]
+
     def worst_group(self, layer: int, head: int) -> int:
         """The group whose phrasings this head treats least alike."""
         col = self.per_group[:, layer, head]
@@ -153,6 +174,7 @@ class ParaphraseResult(Result):
             "notes": list(self.notes),
             "captures": {str(g): v for g, v in self.captures.items()},
             "taxonomy": dict(self.taxonomy),
+            "causal": [dict(c) for c in self.causal],
         }
 
     @classmethod
@@ -177,7 +199,8 @@ class ParaphraseResult(Result):
                    sensitive=[(int(e["layer"]), int(e["head"])) for e in d["most_sensitive"]],
                    settings=dict(d["settings"]), notes=list(d.get("notes", [])),
                    captures={int(g): v for g, v in (d.get("captures") or {}).items()},
-                   taxonomy=dict(d.get("taxonomy") or {}), **arrays)
+                   taxonomy=dict(d.get("taxonomy") or {}),
+                   causal=list(d.get("causal") or []), **arrays)
 
     # -- page ------------------------------------------------------------------------------
     def heading(self) -> str:
@@ -279,6 +302,8 @@ class ParaphraseResult(Result):
              + "</details>"),
             ("Most phrasing-sensitive heads", sens or "<p>(no head qualifies)</p>"),
         ]
+        if self.causal:
+            sections.append(("Does the change matter?", self._causal_html()))
         first = self.worst_group(*self.sensitive[0]) if self.sensitive else 0
         overview = self._viewer(first, select=self.sensitive[0] if self.sensitive else (0, 0),
                                 title=f"Group {first + 1}: every head; grid labels are stability "
@@ -286,6 +311,22 @@ class ParaphraseResult(Result):
         if overview:
             sections.append(("All heads, side by side", overview))
         return sections
+
+    def _causal_html(self) -> str:
+        rows = [{"head": f"L{c['layer']}H{c['head']}", "role": c["role"],
+                 "stability": finite_or_none(self.stability[c["layer"], c["head"]]),
+                 "output moves": c["effect"], "95% interval": fmt_interval(*c["interval"]),
+                 "null (97.5%)": c["null"], "moves the output": "yes" if c["moves"] else "no"}
+                 for c in self.causal]
+        n = self.causal[0]["n"]
+        return ("<p>Patching settles whether a pattern that changes matters. For the most "
+                "phrasing-sensitive and the most stable heads, one phrasing's head output is "
+                "copied into the other's at the tokens of the words they share (both "
+                f"directions, {n} patches), and the other phrasing's output (the mean-pooled "
+                "last residual stream) is measured: how far it moves toward the first one's, as "
+                "a fraction of the way (0: not at all, 1: all the way). The null is the same "
+                "patch in a random direction of the same size; a head moves the output when its "
+                "interval clears it.</p>" + table_html(rows, digits=3))
 
     def fragment(self, level: int = 3) -> str:
         """The result as HTML to embed in another lenslab page, headings at ``level`` (the page

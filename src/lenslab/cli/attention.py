@@ -85,6 +85,8 @@ def paraphrase_cmd(
                                          help="heads.json from `lenslab heads`: show classes"),
     top: int = typer.Option(5, "--top", min=0, help="how many sensitive heads to show"),
     seed: int = typer.Option(0, "--seed", help="seed of the null pairing and the bootstrap"),
+    causal: bool = typer.Option(True, "--causal/--no-causal", help="patch the most sensitive "
+                                "and most stable heads between phrasings: does the output move?"),
 ):
     """Per-head paraphrase stability against unrelated sentences, with side-by-side views."""
     from lenslab.attention.capture import load_lens
@@ -99,6 +101,12 @@ def paraphrase_cmd(
     lens = load_lens(model)
     res = paraphrase_stability(lens, groups, truncate=truncate, top=top, seed=seed,
                                head_info=info, progress=True)
+    if causal and top > 0:
+        from lenslab.attention.paraphrase import paraphrase_alignments
+        from lenslab.interventions import paraphrase_causal
+
+        res.causal = paraphrase_causal(lens, res, paraphrase_alignments(lens, res, groups, truncate),
+                                       seed=seed)
     js = write_result(res, out_dir)
     _print_summary(res)
     wrote(js, js.with_suffix(".html"), js.with_suffix(".png"))
@@ -124,5 +132,17 @@ def _print_summary(res) -> None:
     console.print(t)
     console.print("like unrelated: the gap to unrelated sentence pairs has an interval that holds 0",
                style="dim")
+    if res.causal:
+        c = Table(title="does the change matter? one phrasing's head output patched into the "
+                  "other's shared words", title_justify="left")
+        for col in ("head", "role", "stability", "output moves", "95% interval", "null",
+                    "moves the output"):
+            c.add_column(col, justify="left" if col in ("head", "role") else "right")
+        for r in res.causal:
+            c.add_row(f"L{r['layer']}H{r['head']}", r["role"],
+                      f(res.stability[r["layer"], r["head"]]), f(r["effect"]),
+                      f"[{f(r['interval'][0])}, {f(r['interval'][1])}]", f(r["null"]),
+                      "yes" if r["moves"] else "no")
+        console.print(c)
     for n in res.notes:
         say("note:", "yellow", n)

@@ -1,4 +1,5 @@
-"""``lenslab patch``, ``lenslab path`` and ``lenslab lens``: the interventions lab."""
+"""``lenslab patch``, ``lenslab attribute``, ``lenslab path`` and ``lenslab lens``: the
+interventions lab."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from lenslab.cli.app import app, console, wrote
 @app.command()
 def patch(
     run_dir: Path = typer.Argument(..., help="a GPT run folder (induction or repeat task), or a "
-                                   "Hugging Face causal LM (folder or name) with --pairs"),
+                                   "Hugging Face model (folder, name or `minilm`) with --pairs"),
     pairs_file: Optional[Path] = typer.Option(
         None, "--pairs", help="a file of JSON lines {clean, corrupt, answer} (needed for HF "
-        "models)"),
+        "models; encoders need no answer)"),
     what: str = typer.Option("heads", "--what", help="heads | head_pos | resid | direct"),
     direction: str = typer.Option("denoise", "--direction", help="denoise (clean into "
                                   "corrupted) | noise (corrupted into clean)"),
@@ -58,6 +59,51 @@ def patch(
     if res.attribution_spearman is not None:
         console.print(f"  attribution patching agrees with it at Spearman "
                       f"{res.attribution_spearman:.2f} over the heads", highlight=False)
+    wrote(path, path.with_suffix(".html"), path.with_suffix(".png"))
+
+
+@app.command()
+def attribute(
+    run_dir: Path = typer.Argument(..., help="a GPT run folder (induction or repeat task), or a "
+                                   "Hugging Face model (folder, name or `minilm`) with --pairs"),
+    pairs_file: Optional[Path] = typer.Option(
+        None, "--pairs", help="a file of JSON lines {clean, corrupt, answer} (needed for HF "
+        "models; encoders need no answer)"),
+    pairs: int = typer.Option(64, "--n", min=8, help="clean/corrupted prompt pairs the run's "
+                              "task makes"),
+    length: Optional[int] = typer.Option(None, "--length", min=8, help="tokens per prompt "
+                                         "(default: the task's sequence length)"),
+    step: Optional[int] = typer.Option(None, "--step", help="checkpoint (default: newest)"),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=100, help="resamples for intervals"),
+    check: bool = typer.Option(False, "--check", help="also patch every head for real and "
+                               "report the rankings' Spearman agreement"),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="where attribution.json/html/png go (default "
+        "RUN_DIR/analysis)"),
+):
+    """Attribution patching: every head's and position's effect from one backward pass."""
+    from rich.markup import escape
+
+    from lenslab.result import write_result
+    from lenslab.run import Run
+
+    if pairs_file is not None or not (Path(run_dir) / "config.toml").is_file():
+        from lenslab.attention import load_lens
+        from lenslab.errors import DataError
+        from lenslab.interventions import attribute_model
+
+        if pairs_file is None:
+            raise DataError(f"{run_dir} is not a run folder; give --pairs FILE (JSON lines with "
+                            "clean, corrupt and answer) to attribute a Hugging Face model")
+        res = attribute_model(load_lens(str(run_dir)), pairs_file, bootstrap, check=check)
+        path = write_result(res, out_dir if out_dir is not None else Path("runs") / "attribute")
+    else:
+        from lenslab.interventions import attribute_run
+
+        res = attribute_run(run_dir, pairs, step, bootstrap, length=length, check=check)
+        path = write_result(res, out_dir if out_dir is not None else Run(run_dir))
+    console.print(f"attribution patching at step {res.step}: {escape(res.summary)}",
+                  highlight=False)
     wrote(path, path.with_suffix(".html"), path.with_suffix(".png"))
 
 

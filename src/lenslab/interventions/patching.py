@@ -110,12 +110,37 @@ def answer_logprob(logits: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
     return logits[:, -1].float().log_softmax(-1).gather(1, answer[:, None])[:, 0]
 
 
+#: What a patched run is scored by: the model's output -> one number per prompt, ``[B]``.
+Metric = Callable[[torch.Tensor], torch.Tensor]
+
+
+def lab_metric(model, prompts: Prompts) -> tuple[Metric, str]:
+    """The metric the lab scores ``model``'s runs on ``prompts`` with, and its name: the
+    answer's log-probability at the last position for a language model; a model adapter that
+    reads out vectors instead (an encoder) brings its own ``make_metric(prompts)`` (the cosine
+    of its representation to the clean prompt's)."""
+    make = getattr(model, "make_metric", None)
+    if make is not None:
+        return make(prompts)
+    return (lambda out: answer_logprob(out, prompts.answer)), "log p(answer)"
+
+
+def _as_metric(metric) -> Metric:
+    """A :data:`Metric`, or the answers ``[B]`` whose log-probability is the metric."""
+    if callable(metric):
+        return metric
+    return lambda out: answer_logprob(out, metric)
+
+
 @torch.no_grad()
-def run_patched(model, x: torch.Tensor, answer: torch.Tensor,
+def run_patched(model, x: torch.Tensor, metric,
                 resid: Optional[dict[int, tuple[slice, torch.Tensor]]] = None,
                 z: Optional[dict[tuple[int, int], tuple[slice, torch.Tensor]]] = None) -> torch.Tensor:
-    """The answer's log-probability with activations replaced: ``resid[layer] = (positions,
-    values [B, T, D])`` and ``z[(layer, head)] = (positions, values [B, T, dh])``."""
+    """The metric (a :data:`Metric`, or the answers ``[B]`` for their log-probability) with
+    activations replaced: ``resid[layer] = (positions, values [B, T, D])`` and
+    ``z[(layer, head)] = (positions, values [B, T, dh])``. Positions are a slice, an index, or
+    an index tensor ``[B, k]`` (per prompt; values then ``[B, k, ...]`` at those rows)."""
+    metric = _as_metric(metric)
     resid, z = resid or {}, z or {}
     by_layer: dict[int, list] = {}
     for (layer, head), v in z.items():
@@ -126,7 +151,7 @@ def run_patched(model, x: torch.Tensor, answer: torch.Tensor,
             return t
         pos, val = resid[layer]
         t = t.clone()
-        t[:, pos] = val[:, pos]
+        _put(t, pos, val)
         return t
 
     def zh(layer, t):
@@ -134,11 +159,20 @@ def run_patched(model, x: torch.Tensor, answer: torch.Tensor,
             return t
         t = t.clone()
         for head, pos, val in by_layer[layer]:
-            t[:, head, pos] = val[:, pos]
+            _put(t[:, head], pos, val)
         return t
 
-    return answer_logprob(model(x, resid_hook=rh if resid else None, z_hook=zh if z else None),
-                          answer)
+    return metric(model(x, resid_hook=rh if resid else None, z_hook=zh if z else None))
+
+
+def _put(t: torch.Tensor, pos, val: torch.Tensor) -> None:
+    """``t[:, pos] = val[:, pos]`` in place, ``t [B, T, ...]``; ``pos`` a slice or an index, or
+    a tensor ``[B, k]`` of positions per row, whose values ``val [B, k, ...]`` are given."""
+    if isinstance(pos, torch.Tensor):
+        rows = torch.arange(t.shape[0])[:, None].expand_as(pos)
+        t[rows, pos] = val.to(t.dtype)
+    else:
+        t[:, pos] = val[:, pos]
 
 
 def _head_out(model, layer: int, head: int, z: torch.Tensor) -> torch.Tensor:
@@ -191,6 +225,7 @@ class PatchingResult(Result):
     joint: dict[str, list[float]] = field(default_factory=dict)  # name -> [effect, low, high]
     attribution: list[list[float]] = field(default_factory=list)  # first-order estimates (heads)
     attribution_spearman: float | None = None  # their agreement with the real effects
+    metric: str = "log p(answer)"  # what a run is scored by (encoders: cosine to the clean)
 
     kind = "patch"
     title = "Activation patching"
@@ -259,8 +294,8 @@ class PatchingResult(Result):
     def summary(self) -> str:
         if self.nothing_to_restore:
             return (f"nothing to restore: the clean and corrupted prompts differ by "
-                    f"{self.diff_interval[0]:.3f} to {self.diff_interval[1]:.3f} nats in "
-                    f"log p(answer), within what two clean prompts with the same answer differ "
+                    f"{self.diff_interval[0]:.3f} to {self.diff_interval[1]:.3f} in "
+                    f"{self.metric}, within what two clean prompts with the same answer differ "
                     f"(up to {self.null_diff_high:.3f})")
         c = self.carriers()
         if not c:
@@ -290,7 +325,7 @@ class PatchingResult(Result):
     def to_html(self) -> str:
         kind = "warn" if self.nothing_to_restore else "ok"
         head = (f"<p>{badge('nothing to restore' if self.nothing_to_restore else self.direction, kind)} "
-                f"{escape(self.summary)}. Mean log p(answer): clean {self.clean:.3f}, corrupted "
+                f"{escape(self.summary)}. Mean {escape(self.metric)}: clean {self.clean:.3f}, corrupted "
                 f"{self.corrupt:.3f}; {self.n_pairs} prompt pairs. {escape(self.prompts)}.</p>")
         if self.nothing_to_restore:
             return head
@@ -342,9 +377,10 @@ def activation_patching(model, prompts: Prompts, what: str = "heads", direction:
     r_t, z_t = cache(model, target)
     r_s, z_s = cache(model, source)
     r_b, z_b = cache(model, p.clean_b)
-    m_clean = answer_logprob(model(p.clean), p.answer).numpy()
-    m_corrupt = answer_logprob(model(p.corrupt), p.answer).numpy()
-    m_b = answer_logprob(model(p.clean_b), p.answer).numpy()
+    metric, metric_name = lab_metric(model, p)
+    m_clean = metric(model(p.clean)).numpy()
+    m_corrupt = metric(model(p.corrupt)).numpy()
+    m_b = metric(model(p.clean_b)).numpy()
     gen = torch.Generator().manual_seed(seed)
     everywhere = slice(None)
 
@@ -355,23 +391,23 @@ def activation_patching(model, prompts: Prompts, what: str = "heads", direction:
     def z_patch(layer: int, head: int, pos):
         def f(kind: str) -> torch.Tensor:
             if kind == "clean":  # the second clean prompt into the first
-                return run_patched(model, p.clean, p.answer,
+                return run_patched(model, p.clean, metric,
                                    z={(layer, head): (pos, z_b[layer][:, head])})
             val = z_s[layer][:, head]
             if kind == "random":
                 base = z_t[layer][:, head]
                 val = base + _random_like(val - base, gen)
-            return run_patched(model, target, p.answer, z={(layer, head): (pos, val)})
+            return run_patched(model, target, metric, z={(layer, head): (pos, val)})
         return f
 
     def resid_patch(layer: int, pos):
         def f(kind: str) -> torch.Tensor:
             if kind == "clean":
-                return run_patched(model, p.clean, p.answer, resid={layer: (pos, r_b[layer])})
+                return run_patched(model, p.clean, metric, resid={layer: (pos, r_b[layer])})
             val = r_s[layer]
             if kind == "random":
                 val = r_t[layer] + _random_like(val - r_t[layer], gen)
-            return run_patched(model, target, p.answer, resid={layer: (pos, val)})
+            return run_patched(model, target, metric, resid={layer: (pos, val)})
         return f
 
     def direct_patch(layer: int, head: int):
@@ -430,7 +466,7 @@ def activation_patching(model, prompts: Prompts, what: str = "heads", direction:
     joint_out: dict[str, list[float]] = {}
     for name, heads in (joint or {}).items():
         src = {(layer, h): (everywhere, z_s[layer][:, h]) for layer, h in heads}
-        jm = run_patched(model, target, p.answer, z=src).numpy()[:, None]
+        jm = run_patched(model, target, metric, z=src).numpy()[:, None]
         jb = _boot_effect(jm, m_clean, m_corrupt, idx)[:, 0]
         je = float((jm.mean() - m_corrupt.mean()) / (m_clean.mean() - m_corrupt.mean()))
         if direction == "noise":
@@ -443,4 +479,5 @@ def activation_patching(model, prompts: Prompts, what: str = "heads", direction:
         effect.reshape(shape).tolist(), lo2.reshape(shape).tolist(), hi2.reshape(shape).tolist(),
         null_hi.reshape(shape).tolist(), float(m_clean.mean()), float(m_corrupt.mean()),
         [float(v) for v in np.quantile(diff_b, [0.025, 0.975])],
-        float(np.quantile(null_diff_b, 0.975)), int(n), prompts.description, joint_out)
+        float(np.quantile(null_diff_b, 0.975)), int(n), prompts.description, joint_out,
+        metric=metric_name)

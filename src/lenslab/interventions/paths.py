@@ -1,4 +1,4 @@
-"""Path patching and attribution patching.
+"""Path patching.
 
 **Path patching** (Wang et al. 2023; Goldowsky-Dill et al. 2023) measures a composition
 between heads instead of assuming it: the *sender* head's clean output is allowed to reach the
@@ -8,11 +8,6 @@ other component's), only the chosen input (``via``) is swapped in, and everythin
 corrupted. The effect is normalised like activation patching (0 corrupted, 1 clean), with a
 bootstrap interval over prompt pairs and the same two nulls: the sender's change taken between
 two clean prompts with the same answer, and a random direction of the same norm.
-
-**Attribution patching** (Nanda 2023; Syed et al. 2023) estimates every head's patching effect
-at once from one forward and one backward pass per batch: the change of the metric is taken to
-first order, ``(z_clean - z_corrupt) . d metric / d z`` at the corrupted run. Where real patching
-was computed too, :func:`attribution_agreement` gives their Spearman correlation.
 """
 
 from __future__ import annotations
@@ -23,7 +18,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 
 from lenslab.errors import DataError
 from lenslab.html import badge, escape, table_html
@@ -155,78 +149,3 @@ def path_patching(model, prompts: Prompts, sender: tuple[int, int],
         null.append(float(max(np.quantile(rand_b, 0.975), np.quantile(cc_b, 0.975))))
     return PathResult(run_dir, step, f"L{sl}H{sh}", [f"L{rl}H{rh}" for rl, rh in receivers],
                       list(via), eff, lo, hi, null, int(n), p.description)
-
-
-def _causal_softmax(q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scores (masked entries 0) and the causal attention pattern, ``[B, H, T, T]``."""
-    T = q.shape[-2]
-    s = (q @ k.transpose(-2, -1)) / (q.shape[-1] ** 0.5)
-    future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
-    a = s.masked_fill(future, float("-inf")).softmax(-1)
-    return s.masked_fill(future, 0.0), a
-
-
-def attribution_patching(model, prompts: Prompts, qk_fix: bool = True,
-                         per_position: bool = False) -> np.ndarray:
-    """First-order estimates of every head's denoising effect ``[layer, head]`` (normalised:
-    0 corrupted, 1 clean), from one forward and one backward pass; ``per_position``: of every
-    head at every position, ``[layer, head, position]`` (first order only: no QK fix).
-
-    ``qk_fix`` (AtP*'s fix for saturated attention, Kramar et al. 2024): the first-order
-    estimate of a head's effect through a later layer's attention pattern is replaced by the
-    pattern's exact change (the later layer's queries and keys recomputed with the head's
-    clean write, the softmax taken exactly), multiplied by the gradient of the metric with
-    respect to that pattern. Without it, a head whose effect passes through attention that
-    is saturated in the corrupted run gets an estimate near 0 whatever its real effect."""
-    if per_position and qk_fix:
-        raise DataError("the QK fix is per head; ask per_position with qk_fix=False")
-    model.eval()
-    p = prompts
-    _, z_clean = cache(model, p.clean)
-    with torch.no_grad():
-        m_clean = answer_logprob(model(p.clean), p.answer).mean()
-    kept: list[torch.Tensor] = []
-    resid: list[torch.Tensor] = []
-    qkv: list[tuple[torch.Tensor, ...]] = []
-
-    def zh(layer, z):
-        z = z.detach().requires_grad_(True)
-        kept.append(z)
-        return z
-
-    def rh(layer, x):
-        resid.append(x.detach())
-        return x
-
-    def qh(layer, q, k, v):
-        qkv.append((q.detach(), k.detach(), v.detach()))
-        return q, k, v
-
-    m = answer_logprob(model(p.corrupt, z_hook=zh, resid_hook=rh, qkv_hook=qh), p.answer).mean()
-    grads = torch.autograd.grad(m, kept)
-    # m is the batch mean, so each gradient already carries 1/n: the sum over the batch is
-    # the mean estimate
-    dims = (0, 3) if per_position else (0, 2, 3)
-    est = torch.stack([((zc - zk.detach()) * g).sum(dim=dims)
-                       for zc, zk, g in zip(z_clean, kept, grads)])  # [L, H] or [L, H, T]
-    if qk_fix:
-        with torch.no_grad():
-            for layer in range(model.n_layer):
-                for head in range(model.n_head):
-                    delta = _head_out(model, layer, head, z_clean[layer][:, head] - kept[layer][:, head].detach())
-                    for later in range(layer + 1, model.n_layer):
-                        q, k, v = qkv[later]
-                        block = model.blocks[later]
-                        q2, k2, _ = block.attn.heads_qkv(block.ln1(resid[later] + delta))
-                        s, a = _causal_softmax(q, k)
-                        s2, a2 = _causal_softmax(q2, k2)
-                        ds = s2 - s
-                        linear = a * (ds - (a * ds).sum(-1, keepdim=True))  # softmax JVP
-                        g_pattern = grads[later] @ v.transpose(-2, -1)  # d m / d pattern
-                        est[layer, head] += ((a2 - a - linear) * g_pattern).sum()
-    return (est / (m_clean - m.detach())).numpy()
-
-
-def attribution_agreement(estimate: np.ndarray, patched: np.ndarray) -> float:
-    """Spearman correlation of attribution estimates and real patching effects over heads."""
-    return float(spearmanr(np.ravel(estimate), np.ravel(patched)).statistic)
