@@ -3,7 +3,14 @@
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
-PIP     := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
+# uv installs what pip does, from the same constraints, in under a minute instead of over two
+# (parallel downloads and bytecode compilation); pip installs uv. Bytecode is compiled at
+# install time because a machine may set PYTHONDONTWRITEBYTECODE, and then every process of
+# the tests would compile torch again (seconds each). A wheel folder pip is pointed at
+# (PIP_FIND_LINKS: where a machine keeps its CPU build of torch) is passed on, so both pick the
+# same torch.
+UV      := $(BIN)/uv pip install --python $(BIN)/python -q --compile-bytecode -c constraints.txt \
+           $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS))
 STAMP   := $(VENV)/.stamp-install
 THREADS ?= 2
 
@@ -13,8 +20,9 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) torch==2.13.0
-	$(PIP) -e '.[test]'
+	$(BIN)/pip install --disable-pip-version-check -q uv
+	$(UV) torch==2.13.0
+	$(UV) -e '.[test]'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -24,7 +32,7 @@ tour: $(STAMP)
 
 test: $(STAMP) system
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -q -x -n $(THREADS) --dist loadfile --durations=15
+	$(BIN)/python -m pytest -q -x -n $(THREADS) --dist loadfile --no-loadscope-reorder --durations=15
 
 # Debian packages some tests use: Chromium (the viewer's hostile-token test, in a real browser)
 # and slurm-wlm with munge (a real one-node Slurm for the sweep's cluster executor). Missing

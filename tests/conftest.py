@@ -24,6 +24,19 @@ os.environ.setdefault("COLUMNS", "160")
 TIMING = ("elapsed_s", "tok_per_s", "time")
 
 
+# The slowest test files, slowest first (seconds on 2 shared cores, from --durations). With
+# pytest-xdist's --dist loadfile and --no-loadscope-reorder, files go to the two workers in
+# collection order, so starting the long ones first keeps one long file from running alone at
+# the end (longest-first scheduling); every other file keeps its place.
+SLOW_FILES = ("test_tour.py", "test_slurm.py", "test_probes.py", "test_resume.py", "test_ddp.py",
+              "test_interventions.py", "test_sweep.py", "test_reliability.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
+
+
 def tiny_dict(**over) -> dict:
     """A config that trains in milliseconds per step (1 thread, float32, CPU)."""
     d = {

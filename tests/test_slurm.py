@@ -124,3 +124,29 @@ def test_no_sbatch_on_the_path_is_a_one_line_error(tmp_path, monkeypatch):
     code, out, err = cli("sweep", str(sweep), "--out", str(tmp_path / "out"))
     assert code == 2 and "sbatch is not on the PATH" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_multi_gpu_grid_point_starts_through_torchrun(slurm_env, monkeypatch, tmp_path):
+    """A grid point of several GPUs (or nodes) is one torchrun per node within its allocation,
+    with the rendezvous on the allocation's first node (torchrun's own parser reads the line)."""
+    from torch.distributed.run import get_args_parser
+
+    from lenslab.scaling.sweep.slurm import SweepTask
+
+    train = ["train", "c.toml", "--out", str(tmp_path / "r"), "--quiet"]
+
+    def torchrun_args(task: SweepTask):
+        cmd = task.command()
+        return get_args_parser().parse_args(cmd[cmd.index("torch.distributed.run") + 1:])
+
+    one = torchrun_args(SweepTask(train, str(tmp_path / "r"), nodes=1, gpus_per_node=4))
+    assert one.standalone and one.nnodes == "1" and one.nproc_per_node == "4"
+    assert one.module and one.training_script == "lenslab" and one.training_script_args == train
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu[07-08]")
+    monkeypatch.setenv("SLURM_NODEID", "1")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    two = torchrun_args(SweepTask(train, str(tmp_path / "r"), nodes=2, gpus_per_node=8))
+    assert not two.standalone and two.nnodes == "2" and two.nproc_per_node == "8"
+    assert two.node_rank == 1 and two.rdzv_backend == "c10d"
+    assert two.rdzv_endpoint == "gpu07:29500" and two.rdzv_id == "4242"
+    assert SweepTask(train, str(tmp_path / "r")).command()[1:3] == ["-m", "lenslab"]  # one GPU
