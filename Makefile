@@ -12,7 +12,8 @@ BIN     := $(VENV)/bin
 UV      := $(BIN)/uv pip install --python $(BIN)/python -q --compile-bytecode -c constraints.txt \
            $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS))
 STAMP   := $(VENV)/.stamp-install
-THREADS ?= 2
+# pytest-xdist workers: one more than cores, as many tests wait on subprocesses, Slurm or a browser
+WORKERS ?= 3
 
 .PHONY: tour test install replicate bench clean system
 
@@ -32,16 +33,17 @@ tour: $(STAMP)
 
 test: $(STAMP) system
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -q -x -n $(THREADS) --dist loadfile --no-loadscope-reorder --durations=15
+	$(BIN)/python -m pytest -q -x -n $(WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 # Debian packages some tests use: Chromium (the viewer's hostile-token test, in a real browser)
-# and slurm-wlm with munge (a real one-node Slurm for the sweep's cluster executor). Missing
-# ones are installed in one apt-get call; where that fails, those tests skip and say why.
+# and Slurm's daemons with munge (a real one-node Slurm for the sweep's cluster executor; the
+# slurm-wlm metapackage would add every plugin and its -dev package through its recommends).
+# Missing ones are installed in one apt-get call, without recommends; where that fails, those tests skip and say why.
 system:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing="chromium"; \
-	command -v slurmctld >/dev/null 2>&1 && command -v munged >/dev/null 2>&1 || missing="$$missing slurm-wlm munge"; \
-	[ -z "$$missing" ] || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null 2>&1 || \
+	command -v slurmctld >/dev/null 2>&1 && command -v munged >/dev/null 2>&1 || missing="$$missing slurmctld slurmd munge"; \
+	[ -z "$$missing" ] || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) >/dev/null 2>&1 || \
 	  echo "warning: could not install$$missing; the tests that need them will be skipped"; }
 
 # Published results reproduced on this CPU, each ending PASS NAME or FAIL NAME: why.

@@ -9,7 +9,15 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, events, final_weights, metrics, run_cli, write_config
+from conftest import (
+    ROOT,
+    cli_proc,
+    events,
+    final_weights,
+    metrics,
+    run_cli,
+    write_config,
+)
 
 OVER = dict(optim={"grad_accum": 2}, train={"max_steps": 40, "checkpoint_every": 10})
 
@@ -33,7 +41,7 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path, reference, kill):
     if kill.endswith(":ckpt"):  # the half-written checkpoint never got its final name
         assert any(p.name.startswith(".tmp-") for p in (run / "checkpoints").iterdir())
         assert not (run / "checkpoints" / "step-000030").exists()
-    r = run_cli("resume", str(run), "-q")
+    r = cli_proc("resume", str(run), "-q")  # in-process: a resume needs no fresh interpreter
     assert r.returncode == 0, r.stderr
     assert metrics(run) == metrics(ref)
     assert final_weights(run) == final_weights(ref)
@@ -49,7 +57,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_75(tmp_path, reference):
     assert (run / "checkpoints" / "step-000023" / "MANIFEST.json").exists()
     assert "lenslab resume" in r.stderr
     assert [e["type"] for e in events(run)][-1] == "preempt"
-    r = run_cli("resume", str(run), "-q")
+    r = cli_proc("resume", str(run), "-q")  # in-process: a resume needs no fresh interpreter
     assert r.returncode == 0, r.stderr
     assert metrics(run) == metrics(ref)
     assert final_weights(run) == final_weights(ref)
@@ -81,12 +89,12 @@ def test_external_sigterm_during_training(tmp_path):
 def test_corrupted_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, reference):
     cfg, ref = reference
     run = tmp_path / "run"
-    assert run_cli("train", str(cfg), "--out", str(run), "--inject", "nan@12", "-q").returncode == 0
+    assert cli_proc("train", str(cfg), "--out", str(run), "--inject", "nan@12", "-q").returncode == 0
     newest = run / "checkpoints" / "step-000040" / "model.safetensors"
     data = bytearray(newest.read_bytes())
     data[-5] ^= 0xFF  # one flipped bit pattern in the weights
     newest.write_bytes(bytes(data))
-    r = run_cli("resume", str(run), "-q")
+    r = cli_proc("resume", str(run), "-q")  # in-process: a resume needs no fresh interpreter
     assert r.returncode == 0, r.stderr
     assert "step-000040" in r.stderr and "sha256" in r.stderr  # the warning says which and why
     assert any(e["type"] == "checkpoint_invalid" for e in events(run))

@@ -9,8 +9,9 @@ from lenslab.attention import viewer
 from lenslab.attention.capture import load_lens
 from lenslab.attention.classes import HeadClass
 from lenslab.attention.lab import run_heads
-from lenslab.attention.paraphrase import paraphrase_stability
+from lenslab.attention.paraphrase import paraphrase_alignments, paraphrase_stability
 from lenslab.html import Page, escape, figure_block, figure_to_svg, fmt, table_html
+from lenslab.interventions import paraphrase_causal
 from lenslab.result import write_result
 
 PARAPHRASE_GROUP = [
@@ -56,6 +57,9 @@ def chapter(out: Path, page: Page, quick: bool) -> str:
         + table_html(mrep.table_rows(), digits=3) + "</details>")
     pres = paraphrase_stability(minilm, [PARAPHRASE_GROUP], head_info=mrep.heads,
                                 n_boot=200 if quick else 1000, top=3)
+    # the causal column: do the heads whose pattern changes move the output? (a few seconds)
+    pres.causal = paraphrase_causal(minilm, pres,
+                                    paraphrase_alignments(minilm, pres, [PARAPHRASE_GROUP]))
     write_result(pres, mdir, "lenslab paraphrase minilm GROUP --out " + str(mdir), png=False)
     parts.append("<h3>The same question, phrased four ways</h3><p>"
                  + " / ".join(escape(s) for s in PARAPHRASE_GROUP) + "</p>" + pres.fragment(level=4))

@@ -33,7 +33,7 @@ from lenslab.scaling.sweep import SweepResult, run_sweep, write_predictions
 FULL_SHAPES = [(1, 16), (1, 24), (2, 32), (2, 48), (2, 64), (2, 96)]
 FULL_STEPS = 1000
 QUICK_SHAPES = [(1, 16), (1, 24), (2, 32), (2, 48)]
-QUICK_STEPS = 300
+QUICK_STEPS = 200
 BOOTSTRAP = 1000
 #: Sizes below which the chapter skips :func:`lenslab.scaling.diagnose.diagnose` (the single law
 #: of its bend test is only fitted with two points to spare).
