@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 
 import pytest
-from conftest import metrics, run_cli, tiny_config, tiny_dict, write_config
+from conftest import cli_proc, metrics, run_cli, tiny_config, tiny_dict, write_config
 
 import lenslab
 
@@ -58,7 +58,9 @@ def test_a_run_killed_and_resumed_has_one_value_per_step(tmp_path):
     r = run_cli("train", str(cfg), "--out", str(run), "--inject", "kill@25", "-q")
     assert r.returncode == -signal.SIGKILL, r.stderr
     assert max(e.step for e in _read(run).Scalars("train/loss")) == 24  # 20-24 get replayed
-    r = run_cli("resume", str(run), "-q")
+    # in-process, so the resumed writer's pid is the (older, smaller) test process's: its event
+    # file must still sort after the killed run's, or the purged steps come back
+    r = cli_proc("resume", str(run), "-q")
     assert r.returncode == 0, r.stderr
     loss = _read(run).Scalars("train/loss")
     assert [e.step for e in loss] == list(range(40))

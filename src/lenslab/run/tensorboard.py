@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -40,6 +41,21 @@ def require():
     return SummaryWriter
 
 
+def _wait_past_newest_file(folder: Path) -> None:
+    """TensorBoard reads a folder's event files in name order, and a name is the creation time
+    in whole seconds, then host, pid and a counter: a file opened in the same second as an
+    earlier one (a resume right after a kill, a rollback) can sort before it, and then the
+    steps its ``purge_step`` discards come back when the earlier file is read after it. So wait
+    (under a second) until the clock is past the newest file's second."""
+    newest = 0
+    for f in Path(folder).glob("events.out.tfevents.*"):
+        stamp = f.name.split(".")[3]
+        if stamp.isdigit():
+            newest = max(newest, int(stamp))
+    while time.time() < newest + 1:
+        time.sleep(0.02)
+
+
 class TensorBoardLog:
     """The writer of one training process; :meth:`replay_from` after a rollback."""
 
@@ -55,6 +71,7 @@ class TensorBoardLog:
         self._open(first_step)
 
     def _open(self, purge_step: int) -> None:
+        _wait_past_newest_file(self.dir)
         self._writer = require()(str(self.dir), purge_step=purge_step)
 
     def replay_from(self, step: int) -> None:
