@@ -301,7 +301,8 @@ class PatchingResult(Result):
         if not c:
             return "no component clears its null"
         top = ", ".join(f"{n} ({e:.2f}, margin {m:.2f})" for n, e, m in c[:6])
-        return f"{len(c)} component(s) carry the answer: {top}"
+        what = "the answer" if self.metric == "log p(answer)" else "the difference"  # encoders
+        return f"{len(c)} component(s) carry {what}: {top}"
 
     def figure(self):
         plt = pyplot()
