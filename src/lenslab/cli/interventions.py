@@ -11,6 +11,20 @@ import typer
 from lenslab.cli.app import app, console, wrote
 
 
+def _hf_lens(run_dir: Path, pairs_file: Optional[Path], what: str):
+    """The lens of a Hugging Face model when ``run_dir`` is one (or ``--pairs`` is given), else
+    None (a run folder, patched with the prompts its task makes)."""
+    if pairs_file is None and (Path(run_dir) / "config.toml").is_file():
+        return None
+    from lenslab.attention import load_lens
+    from lenslab.errors import DataError
+
+    if pairs_file is None:
+        raise DataError(f"{run_dir} is not a run folder; give --pairs FILE (JSON lines with "
+                        f"clean, corrupt and answer) to {what} a Hugging Face model")
+    return load_lens(str(run_dir))
+
+
 @app.command()
 def patch(
     run_dir: Path = typer.Argument(..., help="a GPT run folder (induction or repeat task), or a "
@@ -37,15 +51,11 @@ def patch(
     from lenslab.result import write_result
     from lenslab.run import Run
 
-    if pairs_file is not None or not (Path(run_dir) / "config.toml").is_file():
-        from lenslab.attention import load_lens
-        from lenslab.errors import DataError
+    lens = _hf_lens(run_dir, pairs_file, "patch")
+    if lens is not None:
         from lenslab.interventions import patch_model
 
-        if pairs_file is None:
-            raise DataError(f"{run_dir} is not a run folder; give --pairs FILE (JSON lines with "
-                            "clean, corrupt and answer) to patch a Hugging Face model")
-        res = patch_model(load_lens(str(run_dir)), pairs_file, what, direction, bootstrap)
+        res = patch_model(lens, pairs_file, what, direction, bootstrap)
         path = write_result(res, out_dir if out_dir is not None else Path("runs") / "patch")
     else:
         res = patch_run(run_dir, what, direction, pairs, step, bootstrap, length=length)
@@ -87,15 +97,11 @@ def attribute(
     from lenslab.result import write_result
     from lenslab.run import Run
 
-    if pairs_file is not None or not (Path(run_dir) / "config.toml").is_file():
-        from lenslab.attention import load_lens
-        from lenslab.errors import DataError
+    lens = _hf_lens(run_dir, pairs_file, "attribute")
+    if lens is not None:
         from lenslab.interventions import attribute_model
 
-        if pairs_file is None:
-            raise DataError(f"{run_dir} is not a run folder; give --pairs FILE (JSON lines with "
-                            "clean, corrupt and answer) to attribute a Hugging Face model")
-        res = attribute_model(load_lens(str(run_dir)), pairs_file, bootstrap, check=check)
+        res = attribute_model(lens, pairs_file, bootstrap, check=check)
         path = write_result(res, out_dir if out_dir is not None else Path("runs") / "attribute")
     else:
         from lenslab.interventions import attribute_run

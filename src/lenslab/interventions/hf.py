@@ -73,34 +73,45 @@ def _get(root, dotted: str):
     raise ModelError(f"{type(root).__name__} has no {dotted.replace('|', ' or ')}")
 
 
-class HFPatchable:
+class _HFAdapter:
+    """What both adapters share: the lens, its layers and each layer's attention output
+    projection (dotted paths, see :data:`ARCHS`)."""
+
+    blocks = None  # lenslab GPT internals: path patching and direct effects refuse
+
+    def __init__(self, lens, layers: str, proj: str):
+        self.lens = lens
+        self.model = lens.model.eval()
+        self.name = lens.name
+        self.n_layer, self.n_head = lens.n_layer, lens.n_head
+        self.layers = _get(self.model, layers)
+        self.proj = [_get(self.model, proj.format(i=i)) for i in range(self.n_layer)]
+
+    def eval(self):
+        self.model.eval()
+        return self
+
+    def _refuse_qkv(self, qkv_hook) -> None:
+        if qkv_hook is not None:
+            raise ModelError(f"{self.name}: path patching and AtP*'s QK fix need lenslab's GPT "
+                             "(its query, key and value projections); use activation patching")
+
+
+class HFPatchable(_HFAdapter):
     """A Hugging Face causal LM with lenslab's ``resid_hook`` and ``z_hook``."""
 
     def __init__(self, lens):
-        model = lens.model
-        mtype = getattr(model.config, "model_type", "")
+        mtype = getattr(lens.model.config, "model_type", "")
         if mtype not in ARCHS:
             raise ModelError(f"{lens.name}: patching knows {', '.join(sorted(ARCHS | ENCODERS))} "
                              f"models, not {mtype!r}")
         layers, proj, norm, head = ARCHS[mtype]
-        self.lens = lens
-        self.model = model.eval()
-        self.name = lens.name
-        self.n_layer, self.n_head = lens.n_layer, lens.n_head
-        self.layers = _get(model, layers)
-        self.proj = [_get(model, proj.format(i=i)) for i in range(self.n_layer)]
-        self.ln_f = _get(model, norm)
-        self.lm_head = _get(model, head)
-        self.blocks = None  # lenslab GPT internals: path patching and direct effects refuse
-
-    def eval(self) -> "HFPatchable":
-        self.model.eval()
-        return self
+        super().__init__(lens, layers, proj)
+        self.ln_f = _get(self.model, norm)
+        self.lm_head = _get(self.model, head)
 
     def __call__(self, ids: torch.Tensor, resid_hook=None, z_hook=None, qkv_hook=None):
-        if qkv_hook is not None:
-            raise ModelError(f"{self.name}: path patching and AtP*'s QK fix need lenslab's GPT "
-                             "(its query, key and value projections); use activation patching")
+        self._refuse_qkv(qkv_hook)
         handles = []
         H = self.n_head
         try:
@@ -142,29 +153,16 @@ def _z_hooks(projections, H: int, z_hook) -> list:
     return handles
 
 
-class HFEncoderPatchable:
+class HFEncoderPatchable(_HFAdapter):
     """A BERT-style encoder with lenslab's ``resid_hook`` and ``z_hook``, scored by the
     representation-shift metric (see the module docstring). ``model(ids)`` returns the
     mean-pooled last hidden state ``[B, D]``; ``resid`` has ``n_layer + 1`` entries, the last
     one the last hidden state."""
 
     lm_head = None  # no unembedding: the logit lens refuses
-    blocks = None  # lenslab GPT internals: path patching and direct effects refuse
 
     def __init__(self, lens):
-        model = lens.model
-        mtype = getattr(model.config, "model_type", "")
-        layers, proj = ENCODERS[mtype]
-        self.lens = lens
-        self.model = model.eval()
-        self.name = lens.name
-        self.n_layer, self.n_head = lens.n_layer, lens.n_head
-        self.layers = _get(model, layers)
-        self.proj = [_get(model, proj.format(i=i)) for i in range(self.n_layer)]
-
-    def eval(self) -> "HFEncoderPatchable":
-        self.model.eval()
-        return self
+        super().__init__(lens, *ENCODERS[getattr(lens.model.config, "model_type", "")])
 
     def make_metric(self, prompts: Prompts):
         """Cosine of a run's pooled representation to the clean prompt's, row by row."""
@@ -176,9 +174,7 @@ class HFEncoderPatchable:
         return metric, "cosine to the clean representation"
 
     def __call__(self, ids: torch.Tensor, resid_hook=None, z_hook=None, qkv_hook=None):
-        if qkv_hook is not None:
-            raise ModelError(f"{self.name}: path patching and AtP*'s QK fix need lenslab's GPT "
-                             "(its query, key and value projections); use activation patching")
+        self._refuse_qkv(qkv_hook)
         handles = []
         last = self.layers[self.n_layer - 1]
         try:
