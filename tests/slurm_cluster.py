@@ -63,7 +63,7 @@ class Cluster:
         ctld, slurmd = _free_ports(2)
         self.conf.write_text("\n".join([
             "ClusterName=lenslabtest", f"SlurmctldHost={host}", "SlurmUser=root",
-            "SlurmdUser=root", "AuthType=auth/munge", f"AuthInfo=socket={m / 'sock'}",
+            "SlurmdUser=root", "AuthType=auth/munge", f"AuthInfo=socket={m / 'sock'},cred_expire=5",
             "CredType=cred/munge", f"StateSaveLocation={d / 'state'}",
             f"SlurmdSpoolDir={d / 'spool'}", f"SlurmctldPidFile={d / 'slurmctld.pid'}",
             f"SlurmdPidFile={d / 'slurmd.pid'}", f"SlurmctldLogFile={d / 'log' / 'slurmctld.log'}",
@@ -73,8 +73,14 @@ class Cluster:
             "SchedulerType=sched/backfill", "ReturnToService=2", "MpiDefault=none",
             "JobAcctGatherType=jobacct_gather/none", "AccountingStorageType=accounting_storage/none",
             "InactiveLimit=0", "MinJobAge=300", "KillWait=10", "SchedulerParameters=sched_interval=1",
-            f"NodeName={host} CPUs={os.cpu_count()} RealMemory=2000 State=UNKNOWN",
+            "GresTypes=gpu",
+            f"NodeName={host} CPUs={os.cpu_count()} RealMemory=2000 Gres=gpu:2 State=UNKNOWN",
             f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP", ""]))
+        # two GPUs by count alone (no device files): enough for Slurm to place --gpus-per-node
+        (d / "dev").mkdir(exist_ok=True)
+        for i in range(2):
+            (d / "dev" / f"gpu{i}").touch()
+        (d / "gres.conf").write_text(f"NodeName={host} Name=gpu File={d / 'dev'}/gpu[0-1]\n")
         for daemon in ("slurmctld", "slurmd"):
             subprocess.run([daemon, "-f", str(self.conf)], check=True, env=self.env,
                            capture_output=True)

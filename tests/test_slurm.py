@@ -4,13 +4,16 @@ twice, and bad settings refused before anything is submitted."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import os
+import signal
 import time
 
 import pytest
 import tomli_w
-from conftest import cli, final_weights, tiny_dict
+from conftest import cli, final_weights, metrics, tiny_dict
 from slurm_cluster import Cluster, missing
 
 import lenslab
@@ -63,28 +66,64 @@ def test_a_sweep_on_slurm_gives_the_local_results(slurm_env, tmp_path):
     assert code == 2 and "--out is needed" in err
 
 
-def test_a_requeued_task_resumes_and_a_second_sweep_submits_nothing(slurm_env, tmp_path):
-    steps = 400
+@pytest.fixture(scope="module")
+def one_point(tmp_path_factory):
+    """A one-point sweep of 200 steps (checkpoints every 50) and the run it must end as."""
     d = sweep_dict(grid={"d_model": [32]})
-    d["base"]["train"].update(max_steps=steps, checkpoint_every=50, eval_every=100)
-    ref = lenslab.train(lenslab.config.config_from_dict(
-        {**d["base"], "train": {**d["base"]["train"]}}), tmp_path / "ref", progress=False)
-    assert ref.status == "completed"
+    d["base"]["train"].update(max_steps=200, checkpoint_every=50, eval_every=100)
+    ref = tmp_path_factory.mktemp("ref") / "run"
+    res = lenslab.train(lenslab.config.config_from_dict(d["base"]), ref, progress=False)
+    assert res.status == "completed"
+    return d, ref
 
+
+def _pause_mid_run(run) -> int:
+    """Wait for the run to pass step 60 (a checkpoint behind it, most steps ahead), then stop
+    it with SIGSTOP: the run outlasts what the test waits for without using the CPU the other
+    tests share. Its pid."""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        m = run / "metrics.jsonl"
+        if m.is_file() and sum(1 for _ in m.open()) >= 60:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the array task did not start")
+    pid = lenslab.load_run(run).meta()["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    return pid
+
+
+def _continue_once_signalled(pid: int, sig: int, timeout: float) -> None:
+    """SIGCONT to the paused run once ``sig`` waits for it (Slurm itself sends SIGCONT with
+    the signals it delivers to a job; this does not rely on that)."""
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline:
+            try:
+                fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status"))
+            except OSError:
+                return  # gone
+            pending = int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16)
+            if not fields["State"].strip().startswith("T") or pending >> (sig - 1) & 1:
+                return
+            time.sleep(0.2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+def test_a_requeued_task_resumes_and_a_second_sweep_submits_nothing(slurm_env, one_point,
+                                                                    tmp_path):
+    d, ref = one_point
     out = tmp_path / "out"
     first = run_sweep(d, out, progress=False, wait=False)
     assert first.exit_code == 0 and len(first.submitted) == 1
     (name, jid), = json.loads((out / "slurm" / "jobs.json").read_text()).items()
     run = out / "runs" / name
-    deadline = time.time() + 120
-    while time.time() < deadline:  # mid-run: past a checkpoint, far from the end
-        m = run / "metrics.jsonl"
-        if m.is_file() and sum(1 for _ in m.open()) >= 80:
-            break
-        time.sleep(0.2)
-    else:
-        pytest.fail("the array task did not start")
+    pid = _pause_mid_run(run)
     assert slurm_env.run("scontrol", "requeue", jid).returncode == 0
+    _continue_once_signalled(pid, signal.SIGTERM, timeout=30)
     # Slurm holds a requeued job back for a while (its BeginTime); let it go at once
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -98,9 +137,36 @@ def test_a_requeued_task_resumes_and_a_second_sweep_submits_nothing(slurm_env, t
     second = run_sweep(d, out, progress=False)  # the task is still queued: nothing submitted
     assert second.exit_code == 0, second.messages
     assert json.loads((out / "slurm" / "jobs.json").read_text()) == {name: jid}
-    types = [json.loads(line)["type"] for line in (run / "events.jsonl").open()]
-    assert "preempt" in types and "resume" in types  # SIGTERM from the requeue, then resumed
-    assert final_weights(run) == final_weights(tmp_path / "ref")  # bitwise
+    events = [json.loads(line) for line in (run / "events.jsonl").open()]
+    assert [(e["type"], e.get("signal")) for e in events][:2] == [("preempt", "SIGTERM"),
+                                                                  ("resume", None)]
+    assert final_weights(run) == final_weights(ref)  # bitwise
+
+
+def test_a_task_at_its_time_limit_is_requeued_and_resumes(slurm_env, one_point, tmp_path):
+    """Slurm's own time limit, no scontrol: a 1-minute task asks for SIGUSR2 30 s before it
+    (slurmctld checks limits every 30 s, so the warning comes at its first check). The run,
+    paused past its first checkpoint, is continued once the warning waits for it: it writes a
+    checkpoint, the task requeues itself and the run ends bitwise equal to one never stopped."""
+    d, ref = one_point
+    d = {**d, "executor": {**d["executor"], "time_min": 1, "signal_delay_s": 30}}
+    out = tmp_path / "out"
+    assert run_sweep(d, out, progress=False, wait=False).exit_code == 0
+    name, = json.loads((out / "slurm" / "jobs.json").read_text())
+    run = out / "runs" / name
+    pid = _pause_mid_run(run)
+    _continue_once_signalled(pid, signal.SIGUSR2, timeout=100)  # the next check: <= 30 s away
+
+    res = run_sweep(d, out, progress=False)  # waits for the requeued task to finish
+    assert res.exit_code == 0, res.messages
+    events = [json.loads(line) for line in (run / "events.jsonl").open()]
+    stops = [e for e in events if e["type"] == "preempt"]
+    assert stops and stops[0]["signal"] == "SIGUSR2" and stops[0]["step"] >= 60
+    assert [e["type"] for e in events].count("resume") == len(stops)
+    log = "".join(p.read_text() for p in (out / "slurm").glob("*/*_log.err"))
+    assert "this job is timed-out" in log  # submitit's word: the limit, not a preemption
+    assert lenslab.load_run(run).meta()["status"] == "completed"
+    assert final_weights(run) == final_weights(ref)  # bitwise
 
 
 @pytest.mark.parametrize("executor, needle", [
@@ -124,6 +190,29 @@ def test_no_sbatch_on_the_path_is_a_one_line_error(tmp_path, monkeypatch):
     code, out, err = cli("sweep", str(sweep), "--out", str(tmp_path / "out"))
     assert code == 2 and "sbatch is not on the PATH" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_two_gpu_grid_point_is_a_ddp_run_within_its_allocation(slurm_env, tmp_path):
+    """``gpus_per_node = 2``: sbatch asks for two GPUs (the test node has two by count) and
+    the task starts torchrun with two ranks (on CPU here: gloo), which trains the curve of one
+    process with the same global batch."""
+    d = sweep_dict(grid={"d_model": [32]})
+    d["executor"]["gpus_per_node"] = 2
+    d["base"]["model"]["dropout"] = 0.0
+    d["base"]["optim"].update(batch_size=8, grad_accum=2)  # one process: two micro-batches
+    res = run_sweep(d, tmp_path / "out", progress=False)
+    assert res.exit_code == 0, res.messages
+    run = next((tmp_path / "out" / "runs").iterdir())
+    assert lenslab.load_run(run).meta()["world_size"] == 2
+    script = "".join(p.read_text() for p in (tmp_path / "out" / "slurm").glob("*/*.sh"))
+    assert "#SBATCH --gpus-per-node=2" in script
+    one = lenslab.train(lenslab.config.config_from_dict(d["base"]), tmp_path / "one",
+                        progress=False)
+    assert one.status == "completed"
+    two, one = metrics(run), metrics(tmp_path / "one")
+    assert [r["step"] for r in two] == [r["step"] for r in one]
+    for a, b in zip(one, two):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-5)
 
 
 def test_a_multi_gpu_grid_point_starts_through_torchrun(slurm_env, monkeypatch, tmp_path):

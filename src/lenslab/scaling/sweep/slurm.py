@@ -148,13 +148,23 @@ class SweepTask:
                 pass
             run = Path(self.run_dir)
             deadline = time.time() + 600
-            while time.time() < deadline:
+            while time.time() < deadline and not _exited(proc.pid):
                 status = Run(run).meta().get("status") if Run.is_run(run) else None
                 if status not in ("running", "created"):
                     break
                 time.sleep(0.5)
         return submitit.helpers.DelayedSubmission(SweepTask(self.train_args, self.run_dir,
                                                             self.nodes, self.gpus_per_node))
+
+
+def _exited(pid: int) -> bool:
+    """Whether our child ``pid`` has ended, without reaping it (``Popen.wait`` still will): a
+    run signalled before it installed its handler (while Python starts) dies of the signal and
+    never marks its folder, so the folder alone cannot say that it is gone."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
 
 
 class SlurmPool(Executor):
