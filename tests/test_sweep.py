@@ -323,3 +323,42 @@ def test_workers_are_spread_over_the_visible_gpus():
     assert worker_gpu_env("cpu", 0, gpus) == {}
     assert worker_gpu_env("auto", 1, ["0"]) == {}
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == []
+
+
+def test_a_slurm_task_signalled_while_its_run_starts_requeues_at_once(tmp_path, monkeypatch):
+    """Slurm's warning can reach a task while its run's Python still starts (no handler yet):
+    the run dies of SIGUSR2 and cannot mark its folder, here left "running" by a killed
+    attempt. The task must see its child gone and requeue, not wait on the folder."""
+    import os
+    import signal
+    import threading
+
+    import submitit
+
+    import lenslab
+    from lenslab.run import Run
+    from lenslab.scaling.sweep.slurm import SweepTask
+
+    run = tmp_path / "run"
+    lenslab.train(lenslab.config.config_from_dict(tiny_dict(train={"max_steps": 10})), run,
+                  progress=False)
+    Run(run).write_meta(status="running")  # what a kill -9 leaves
+    monkeypatch.setattr(SweepTask, "stop_wait_s", 30.0)
+    task, requeued = SweepTask([], str(run)), []
+
+    def warn_soon():  # Slurm's warning, 0.2 s into the run's start-up
+        while task._proc is None:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGUSR2)
+
+    old = signal.signal(signal.SIGUSR2, lambda *_: requeued.append(task.checkpoint()))
+    try:
+        threading.Thread(target=warn_soon, daemon=True).start()
+        t0 = time.time()
+        rc = task()
+    finally:
+        signal.signal(signal.SIGUSR2, old)
+    assert rc == -signal.SIGUSR2 and time.time() - t0 < 10
+    assert isinstance(requeued[0], submitit.helpers.DelayedSubmission)
+    assert requeued[0].function.run_dir == str(run)

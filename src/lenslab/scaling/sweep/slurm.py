@@ -79,6 +79,9 @@ class SweepTask:
     pickles): :meth:`checkpoint` is submitit's hook for SIGUSR2, and the requeued task is this
     same object, which finds the checkpoint the run wrote and resumes."""
 
+    #: longest wait, in :meth:`checkpoint`, for the run to write its checkpoint and stop
+    stop_wait_s = 600.0
+
     def __init__(self, train_args: list[str], run_dir: str, nodes: int = 1, gpus_per_node: int = 0):
         self.train_args = list(train_args)
         self.run_dir = run_dir
@@ -147,7 +150,7 @@ class SweepTask:
             except ProcessLookupError:
                 pass
             run = Path(self.run_dir)
-            deadline = time.time() + 600
+            deadline = time.time() + self.stop_wait_s
             while time.time() < deadline and not _exited(proc.pid):
                 status = Run(run).meta().get("status") if Run.is_run(run) else None
                 if status not in ("running", "created"):
