@@ -91,7 +91,17 @@ def _pause_mid_run(run) -> int:
         pytest.fail("the array task did not start")
     pid = lenslab.load_run(run).meta()["pid"]
     os.kill(pid, signal.SIGSTOP)
+    deadline = time.time() + 10
+    while _status(pid).get("State", "T").strip()[0] != "T" and time.time() < deadline:
+        time.sleep(0.01)  # a signal is delivered when the process is next scheduled
     return pid
+
+
+def _status(pid: int) -> dict[str, str]:
+    try:
+        return dict(line.split(":", 1) for line in open(f"/proc/{pid}/status"))
+    except OSError:
+        return {}  # gone
 
 
 def _continue_once_signalled(pid: int, sig: int, timeout: float) -> None:
@@ -100,12 +110,10 @@ def _continue_once_signalled(pid: int, sig: int, timeout: float) -> None:
     deadline = time.time() + timeout
     try:
         while time.time() < deadline:
-            try:
-                fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status"))
-            except OSError:
-                return  # gone
-            pending = int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16)
-            if not fields["State"].strip().startswith("T") or pending >> (sig - 1) & 1:
+            fields = _status(pid)
+            if not fields or not fields["State"].strip().startswith("T"):
+                return  # gone, or continued by Slurm
+            if (int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16)) >> (sig - 1) & 1:
                 return
             time.sleep(0.2)
     finally:
@@ -144,18 +152,18 @@ def test_a_requeued_task_resumes_and_a_second_sweep_submits_nothing(slurm_env, o
 
 
 def test_a_task_at_its_time_limit_is_requeued_and_resumes(slurm_env, one_point, tmp_path):
-    """Slurm's own time limit, no scontrol: a 1-minute task asks for SIGUSR2 30 s before it
-    (slurmctld checks limits every 30 s, so the warning comes at its first check). The run,
+    """Slurm's own time limit, no scontrol: a 1-minute task asks for SIGUSR2 10 s before it
+    (slurmctld checks limits every 30 s: the warning comes 20 to 50 s after the start). The run,
     paused past its first checkpoint, is continued once the warning waits for it: it writes a
     checkpoint, the task requeues itself and the run ends bitwise equal to one never stopped."""
     d, ref = one_point
-    d = {**d, "executor": {**d["executor"], "time_min": 1, "signal_delay_s": 30}}
+    d = {**d, "executor": {**d["executor"], "time_min": 1, "signal_delay_s": 10}}
     out = tmp_path / "out"
     assert run_sweep(d, out, progress=False, wait=False).exit_code == 0
     name, = json.loads((out / "slurm" / "jobs.json").read_text())
     run = out / "runs" / name
     pid = _pause_mid_run(run)
-    _continue_once_signalled(pid, signal.SIGUSR2, timeout=100)  # the next check: <= 30 s away
+    _continue_once_signalled(pid, signal.SIGUSR2, timeout=100)  # <= 50 s from the start
 
     res = run_sweep(d, out, progress=False)  # waits for the requeued task to finish
     assert res.exit_code == 0, res.messages
@@ -173,6 +181,7 @@ def test_a_task_at_its_time_limit_is_requeued_and_resumes(slurm_env, one_point, 
     ({"kind": "slurm", "partition": "gpu-large"}, "partition 'gpu-large' does not exist; this "
                                                   "cluster has debug"),
     ({"kind": "slurm", "time_min": 0}, "executor.time_min"),
+    ({"kind": "slurm", "time_min": 1}, "signal_delay_s = 90 leaves a 1-minute task 0 s"),
 ])
 def test_bad_executor_settings_are_one_line_errors_before_anything_is_submitted(
         slurm_env, tmp_path, executor, needle):
@@ -220,7 +229,7 @@ def test_a_multi_gpu_grid_point_starts_through_torchrun(slurm_env, monkeypatch, 
     with the rendezvous on the allocation's first node (torchrun's own parser reads the line)."""
     from torch.distributed.run import get_args_parser
 
-    from lenslab.scaling.sweep.slurm import SweepTask
+    from lenslab.slurm_task import SweepTask
 
     train = ["train", "c.toml", "--out", str(tmp_path / "r"), "--quiet"]
 

@@ -337,7 +337,7 @@ def test_a_slurm_task_signalled_while_its_run_starts_requeues_at_once(tmp_path, 
 
     import lenslab
     from lenslab.run import Run
-    from lenslab.scaling.sweep.slurm import SweepTask
+    from lenslab.slurm_task import SweepTask
 
     run = tmp_path / "run"
     lenslab.train(lenslab.config.config_from_dict(tiny_dict(train={"max_steps": 10})), run,
@@ -362,3 +362,20 @@ def test_a_slurm_task_signalled_while_its_run_starts_requeues_at_once(tmp_path, 
     assert rc == -signal.SIGUSR2 and time.time() - t0 < 10
     assert isinstance(requeued[0], submitit.helpers.DelayedSubmission)
     assert requeued[0].function.run_dir == str(run)
+
+
+def test_a_slurm_array_task_loads_no_torch_before_its_run(tmp_path):
+    """The task's own Python (submitit's) unpickles the task and starts the run's process:
+    torch (3 s, a few hundred MB per task) is left to the run."""
+    import pickle
+    import subprocess
+    import sys
+
+    from lenslab.slurm_task import SweepTask
+
+    (tmp_path / "task.pkl").write_bytes(pickle.dumps(SweepTask(["train"], str(tmp_path / "r"))))
+    probe = ("import pickle, sys; t = pickle.load(open(sys.argv[1], 'rb')); "
+             "print(type(t).__name__, t.command()[1:3], 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "task.pkl")],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["SweepTask", "['-m',", "'lenslab']", "False"]

@@ -122,6 +122,19 @@ class ExecutorConfig(_Strict):
         default_factory=dict, description="extra sbatch options, e.g. {account = \"lab\"}")
     poll_s: float = Field(5.0, gt=0, description="seconds between squeue polls while waiting")
 
+    @model_validator(mode="after")
+    def _warning_leaves_time(self) -> "ExecutorConfig":
+        # slurmctld checks time limits every 30 s (its PERIODIC_TIMEOUT), so the warning comes
+        # up to 30 s before it is due. It must not come while the task's Python still starts
+        # (the signal would kill it before it can requeue) or every attempt would make no progress.
+        earliest = self.time_min * 60 - self.signal_delay_s - 30
+        if self.kind == "slurm" and earliest < 10:
+            raise ValueError(
+                f"signal_delay_s = {self.signal_delay_s} leaves a {self.time_min}-minute task "
+                f"{max(earliest, 0)} s before Slurm's warning (it checks limits every 30 s); "
+                f"use at most {self.time_min * 60 - 40} or a longer time_min")
+        return self
+
 
 class SweepConfig(_Strict):
     """A validated sweep file. ``base`` is a run config: a path or an inline table."""
