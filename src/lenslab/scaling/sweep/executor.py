@@ -172,8 +172,11 @@ class LocalPool(Executor):
             f.flush()
             # A new session: a Ctrl-C at the terminal reaches only the sweep, which forwards one
             # SIGTERM per worker (a second signal would make a worker stop without a checkpoint).
-            job.proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
-                                        start_new_session=True)
+            if forking():
+                job.proc = Forked(cmd[3:], env, log)
+            else:
+                job.proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
+                                            start_new_session=True)
         job.tail = Tail(job.run_dir / "metrics.jsonl")
         job.started = time.monotonic()
         job.attempts += 1
@@ -237,6 +240,83 @@ class LocalPool(Executor):
         finally:
             for s, h in installed.items():
                 signal.signal(s, h)
+
+
+#: What the fork server imports once, so that no worker pays for it: lenslab's commands and torch,
+#: with torch._dynamo, which torch imports when the first optimizer is made (about 4 s of the
+#: 7 s a ``lenslab train`` process spent before its first step on the dev machine).
+PRELOAD = ["lenslab.cli", "lenslab.training", "torch._dynamo"]
+
+
+def forking() -> bool:
+    """Whether workers are forked from the fork server (POSIX; ``LENSLAB_FORK=0`` turns it off
+    and starts each worker as ``python -m lenslab``)."""
+    import multiprocessing
+
+    return (os.environ.get("LENSLAB_FORK", "1") != "0"
+            and "forkserver" in multiprocessing.get_all_start_methods())
+
+
+class Forked:
+    """``python -m lenslab ARGS`` as a process forked from multiprocessing's fork server, which
+    imported :data:`PRELOAD` once (the first worker waits for that; the server lives as long as
+    this process). The worker is still a process of its own, in a session of its own, with the
+    environment and working folder given, its output in ``log``: signals, exit codes and kills
+    behave as with a subprocess. The part of ``subprocess.Popen`` the pool uses.
+
+    The server never initialises CUDA or starts threads of torch's, so a forked worker is a
+    fresh one in every way a run can see (the sweep tests compare its results, byte for byte,
+    with runs that Slurm starts as new processes)."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)  # read when the server starts (the first time)
+        self._p = ctx.Process(target=_forked_main,
+                              args=(list(args), dict(env), os.getcwd(), str(log)), daemon=False)
+        self._p.start()
+        self.pid = self._p.pid
+        self.returncode: Optional[int] = None
+
+    def poll(self) -> Optional[int]:
+        if self.returncode is None:
+            self.returncode = self._p.exitcode
+        return self.returncode
+
+    def wait(self) -> int:
+        self._p.join()
+        return self.poll()
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def _forked_main(args: list[str], env: dict[str, str], cwd: str, log: str) -> None:
+    """The worker's side of :class:`Forked`: become ``python -m lenslab ARGS``."""
+    os.setsid()
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(line_buffering=True)
+    threads = env.get("OMP_NUM_THREADS", "")
+    if threads.isdigit():
+        import torch
+
+        torch.set_num_threads(int(threads))  # what the variable does in a new process
+    from lenslab.cli import main
+
+    sys.argv = ["lenslab", *args]
+    sys.exit(main(args))
 
 
 class Tail:
