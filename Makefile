@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/attention_capture.py
 	$(BIN)/python benchmarks/scaling_fit.py
+	$(BIN)/python benchmarks/sweep_workers.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

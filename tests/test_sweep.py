@@ -379,3 +379,26 @@ def test_a_slurm_array_task_loads_no_torch_before_its_run(tmp_path):
     out = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "task.pkl")],
                          capture_output=True, text=True, check=True).stdout.split()
     assert out == ["SweepTask", "['-m',", "'lenslab']", "False"]
+
+
+def test_workers_are_new_processes_once_lenslab_itself_changed(monkeypatch):
+    """The fork server holds the code it imported: after an edit of lenslab (an editable
+    install, two sweeps in one notebook) workers start as new processes, which read the edit."""
+    import os
+
+    from lenslab.scaling.sweep import executor
+
+    monkeypatch.delenv("LENSLAB_FORK", raising=False)
+    monkeypatch.setattr(executor, "_SERVED_SOURCE", executor._source_stamp())
+    assert executor.forking()
+    src = Path(executor.__file__)
+    st = src.stat()
+    try:
+        # a second newer than anything the server read
+        os.utime(src, ns=(st.st_atime_ns, executor._SERVED_SOURCE + 10**9))
+        assert not executor.forking()
+    finally:
+        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert executor.forking()
+    monkeypatch.setenv("LENSLAB_FORK", "0")
+    assert not executor.forking()

@@ -248,13 +248,25 @@ class LocalPool(Executor):
 PRELOAD = ["lenslab.cli", "lenslab.training", "torch._dynamo"]
 
 
+_SERVED_SOURCE: Optional[int] = None  # lenslab's source (newest mtime) when the server started
+
+
+def _source_stamp() -> int:
+    root = Path(__file__).resolve().parents[2]  # the lenslab package
+    return max((p.stat().st_mtime_ns for p in root.rglob("*.py")), default=0)
+
+
 def forking() -> bool:
     """Whether workers are forked from the fork server (POSIX; ``LENSLAB_FORK=0`` turns it off
-    and starts each worker as ``python -m lenslab``)."""
+    and starts each worker as ``python -m lenslab``). Not once lenslab's own source has changed
+    since the server started (an editable install edited between two sweeps of one notebook):
+    its workers would run the old code, so new processes start instead."""
     import multiprocessing
 
-    return (os.environ.get("LENSLAB_FORK", "1") != "0"
-            and "forkserver" in multiprocessing.get_all_start_methods())
+    if (os.environ.get("LENSLAB_FORK", "1") == "0"
+            or "forkserver" not in multiprocessing.get_all_start_methods()):
+        return False
+    return _SERVED_SOURCE is None or _SERVED_SOURCE == _source_stamp()
 
 
 class Forked:
@@ -271,6 +283,9 @@ class Forked:
     def __init__(self, args: list[str], env: dict[str, str], log: Path):
         import multiprocessing
 
+        global _SERVED_SOURCE
+        if _SERVED_SOURCE is None:
+            _SERVED_SOURCE = _source_stamp()
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(PRELOAD)  # read when the server starts (the first time)
         self._p = ctx.Process(target=_forked_main,
