@@ -328,10 +328,10 @@ def _forked_main(args: list[str], env: dict[str, str], cwd: str, log: str) -> No
         import torch
 
         torch.set_num_threads(int(threads))  # what the variable does in a new process
-    from lenslab.cli import main
+    import runpy
 
     sys.argv = ["lenslab", *args]
-    sys.exit(main(args))
+    runpy.run_module("lenslab", run_name="__main__", alter_sys=True)  # exits with its code
 
 
 class Tail:
