@@ -50,12 +50,18 @@ def _losses(out) -> list[tuple]:
         return [tuple(r[c] for c in LOSSES) for r in csv.DictReader(f)]
 
 
-def test_a_sweep_on_slurm_gives_the_local_results(slurm_env, tmp_path):
+@pytest.fixture(scope="module")
+def local_losses(tmp_path_factory):
+    """The loss columns of ``sweep_dict()`` run by the local executor, uninterrupted."""
+    out = tmp_path_factory.mktemp("local")
+    assert run_sweep(sweep_dict(), out, progress=False, executor="local").exit_code == 0
+    return _losses(out)
+
+
+def test_a_sweep_on_slurm_gives_the_local_results(slurm_env, local_losses, tmp_path):
     res = run_sweep(sweep_dict(), tmp_path / "slurm", progress=False)
     assert res.exit_code == 0, res.messages
-    local = run_sweep(sweep_dict(), tmp_path / "local", progress=False, executor="local")
-    assert local.exit_code == 0
-    assert _losses(tmp_path / "slurm") == _losses(tmp_path / "local")  # byte for byte
+    assert _losses(tmp_path / "slurm") == local_losses  # byte for byte
     jobs = json.loads((tmp_path / "slurm" / "slurm" / "jobs.json").read_text())
     assert len(set(jobs.values())) == 4 and len({j.split("_")[0] for j in jobs.values()}) == 1
     for name, jid in jobs.items():  # one array; each run knows its task
@@ -64,6 +70,30 @@ def test_a_sweep_on_slurm_gives_the_local_results(slurm_env, tmp_path):
     assert code == 0 and out.count("completed") == 4 and jobs["L2-d16-h2-s20-seed3"] in out
     code, out, err = cli("sweep", str(tmp_path / "slurm"))
     assert code == 2 and "--out is needed" in err
+
+
+def test_a_local_folder_continues_on_slurm_and_a_lost_task_is_submitted_again(
+        slurm_env, local_losses, tmp_path):
+    """Local, then Slurm, then local again on one folder: a run killed under the local executor
+    is the only point submitted; its task, cancelled (lost), is submitted again by the next
+    sweep; the local executor then finds nothing to do, and the table is the uninterrupted one."""
+    d, out, name = sweep_dict(), tmp_path / "out", "L2-d32-h2-s30-seed3"
+    res = run_sweep(d, out, progress=False, executor="local", inject={name: "kill@15"})
+    assert res.outcome[name] == "killed"
+    first = run_sweep(d, out, progress=False, wait=False)
+    assert first.submitted == [name]  # the completed runs are left alone
+    lost = json.loads((out / "slurm" / "jobs.json").read_text())[name]
+    assert slurm_env.run("scancel", lost).returncode == 0
+    deadline = time.time() + 30
+    while slurm_env.run("squeue", "-h", "-j", lost).stdout.strip() and time.time() < deadline:
+        time.sleep(0.2)
+    second = run_sweep(d, out, progress=False)
+    assert second.exit_code == 0 and second.outcome.pop(name) == "resumed", second.messages
+    assert set(second.outcome.values()) == {"skipped"}
+    assert json.loads((out / "slurm" / "jobs.json").read_text())[name] != lost
+    back = run_sweep(d, out, progress=False, executor="local")
+    assert back.exit_code == 0 and set(back.outcome.values()) == {"skipped"}
+    assert _losses(out) == local_losses
 
 
 @pytest.fixture(scope="module")
