@@ -222,6 +222,15 @@ def test_bad_executor_settings_are_one_line_errors_before_anything_is_submitted(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_local_file_run_on_slurm_has_its_settings_checked(slurm_env, tmp_path):
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(tomli_w.dumps(sweep_dict(executor={"kind": "local", "time_min": 1})))
+    code, out, err = cli("sweep", str(sweep), "--out", str(tmp_path / "out"), "--executor",
+                         "slurm")
+    assert code == 2 and "signal_delay_s = 90 leaves a 1-minute task 0 s" in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_no_sbatch_on_the_path_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no Slurm commands here
     sweep = tmp_path / "sweep.toml"

@@ -124,16 +124,22 @@ class ExecutorConfig(_Strict):
 
     @model_validator(mode="after")
     def _warning_leaves_time(self) -> "ExecutorConfig":
-        # slurmctld checks time limits every 30 s (its PERIODIC_TIMEOUT), so the warning comes
-        # up to 30 s before it is due. It must not come while the task's Python still starts
-        # (the signal would kill it before it can requeue) or every attempt would make no progress.
+        if self.kind == "slurm" and self.warning_too_early():
+            raise ValueError(self.warning_too_early())
+        return self
+
+    def warning_too_early(self) -> str:
+        """Why Slurm's warning would come too early for a task to use it ("" when it would not).
+
+        slurmctld checks time limits every 30 s (its PERIODIC_TIMEOUT), so the warning comes up
+        to 30 s before it is due. It must not come while the task's Python still starts (the
+        signal would kill it before it can requeue), nor leave every attempt no time to work."""
         earliest = self.time_min * 60 - self.signal_delay_s - 30
-        if self.kind == "slurm" and earliest < 10:
-            raise ValueError(
-                f"signal_delay_s = {self.signal_delay_s} leaves a {self.time_min}-minute task "
+        if earliest >= 10:
+            return ""
+        return (f"signal_delay_s = {self.signal_delay_s} leaves a {self.time_min}-minute task "
                 f"{max(earliest, 0)} s before Slurm's warning (it checks limits every 30 s); "
                 f"use at most {self.time_min * 60 - 40} or a longer time_min")
-        return self
 
 
 class SweepConfig(_Strict):
