@@ -172,9 +172,16 @@ class LocalPool(Executor):
             f.flush()
             # A new session: a Ctrl-C at the terminal reaches only the sweep, which forwards one
             # SIGTERM per worker (a second signal would make a worker stop without a checkpoint).
+            job.proc = None
             if forking():
-                job.proc = Forked(cmd[3:], env, log)
-            else:
+                try:
+                    job.proc = Forked(cmd[3:], env, log)
+                except (OSError, EOFError) as e:  # no fork server here: start a new process
+                    self.ctx.display.print(f"fork server unavailable ({e}); workers start as "
+                                           "new processes")
+                    global _FORK_FAILED
+                    _FORK_FAILED = True
+            if job.proc is None:
                 job.proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
                                             start_new_session=True)
         job.tail = Tail(job.run_dir / "metrics.jsonl")
@@ -249,6 +256,7 @@ PRELOAD = ["lenslab.cli", "lenslab.training", "torch._dynamo"]
 
 
 _SERVED_SOURCE: Optional[int] = None  # lenslab's source (newest mtime) when the server started
+_FORK_FAILED = False  # the server could not start here: new processes from then on
 
 
 def _source_stamp() -> int:
@@ -263,7 +271,7 @@ def forking() -> bool:
     its workers would run the old code, so new processes start instead."""
     import multiprocessing
 
-    if (os.environ.get("LENSLAB_FORK", "1") == "0"
+    if (os.environ.get("LENSLAB_FORK", "1") == "0" or _FORK_FAILED
             or "forkserver" not in multiprocessing.get_all_start_methods()):
         return False
     return _SERVED_SOURCE is None or _SERVED_SOURCE == _source_stamp()
