@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -402,3 +403,27 @@ def test_workers_are_new_processes_once_lenslab_itself_changed(monkeypatch):
     assert executor.forking()
     monkeypatch.setenv("LENSLAB_FORK", "0")
     assert not executor.forking()
+
+
+def test_a_sweep_started_by_a_script_without_a_main_guard_runs_once(tmp_path):
+    """Workers are forked from a server, and multiprocessing would have each one import the
+    script that started the sweep again: with no ``__main__`` guard, that is the sweep again."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    base = tiny_dict(train={"max_steps": 10, "eval_every": 0, "checkpoint_every": 0})
+    script = tmp_path / "my_sweep.py"
+    script.write_text(
+        "import lenslab.scaling\n"
+        f"open({str(tmp_path / 'started')!r}, 'a').write('x')\n"
+        f"res = lenslab.scaling.run_sweep({{'name': 's', 'workers': 1, 'threads': 1, "
+        f"'predictions': 0, 'base': {base!r}, 'grid': {{'d_model': [16]}}}}, "
+        f"{str(tmp_path / 'out')!r}, progress=False)\n"
+        "raise SystemExit(res.exit_code)\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT,
+                       env=dict(os.environ, LENSLAB_FORK="1"), timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "started").read_text() == "x"  # the script ran once, not per worker
+    assert "completed" in (tmp_path / "out" / "results.csv").read_text()

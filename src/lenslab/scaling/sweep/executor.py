@@ -14,6 +14,7 @@ command lines to a scheduler.
 from __future__ import annotations
 
 import abc
+import contextlib
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from lenslab._io import atomic_write_text
+from lenslab.run import pid_alive
 from lenslab.scaling.sweep.plan import GridPoint
 from lenslab.scaling.sweep.spec import SweepSpec
 
@@ -189,6 +191,8 @@ class LocalPool(Executor):
         job.attempts += 1
         self.active.append(job)
         self.ctx.display.start(job)
+        if self.stopping:  # a Ctrl-C while it started (the first fork waits for torch's import)
+            job.proc.send_signal(signal.SIGTERM)
 
     def _reap(self, job: Job, rc: int) -> None:
         self.active.remove(job)
@@ -298,25 +302,58 @@ class Forked:
         ctx.set_forkserver_preload(PRELOAD)  # read when the server starts (the first time)
         self._p = ctx.Process(target=_forked_main,
                               args=(list(args), dict(env), os.getcwd(), str(log)), daemon=False)
-        self._p.start()
+        with _main_not_rerun():
+            self._p.start()
         self.pid = self._p.pid
         self.returncode: Optional[int] = None
 
     def poll(self) -> Optional[int]:
         if self.returncode is None:
-            self.returncode = self._p.exitcode
+            rc = self._p.exitcode
+            if rc == SERVER_GONE and pid_alive(self.pid):
+                return None  # the server died (e.g. SIGTERM to the group), not the worker
+            self.returncode = rc
         return self.returncode
 
     def wait(self) -> int:
         self._p.join()
-        return self.poll()
+        while self.poll() is None:
+            time.sleep(0.2)
+        return self.returncode
 
     def send_signal(self, sig: int) -> None:
         if self.poll() is None:
-            os.kill(self.pid, sig)
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:  # ended between the poll and the signal
+                pass
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
+
+
+#: What multiprocessing reports for a worker when the fork server itself is gone.
+SERVER_GONE = 255
+
+
+@contextlib.contextmanager
+def _main_not_rerun():
+    """Hide which script is ``__main__`` while a worker starts. multiprocessing passes it on so
+    that the new process can import it again (as ``__mp_main__``): a worker that is to become
+    ``python -m lenslab`` must not, or a sweep started by a script without an
+    ``if __name__ == "__main__"`` guard would start itself again in every worker."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
 
 
 def _forked_main(args: list[str], env: dict[str, str], cwd: str, log: str) -> None:

@@ -131,15 +131,16 @@ class ExecutorConfig(_Strict):
     def warning_too_early(self) -> str:
         """Why Slurm's warning would come too early for a task to use it ("" when it would not).
 
-        slurmctld checks time limits every 30 s (its PERIODIC_TIMEOUT), so the warning comes up
-        to 30 s before it is due. It must not come while the task's Python still starts (the
-        signal would kill it before it can requeue), nor leave every attempt no time to work."""
-        earliest = self.time_min * 60 - self.signal_delay_s - 30
+        Slurm may send the warning up to 60 s before it is due (``sbatch --signal``: "due to
+        the resolution of event handling"; slurmctld checks time limits every 30 s). It must not
+        come while the task's Python still starts (the signal would kill it before it can
+        requeue), nor leave every attempt no time to work."""
+        earliest = self.time_min * 60 - self.signal_delay_s - 60
         if earliest >= 10:
             return ""
-        return (f"signal_delay_s = {self.signal_delay_s} leaves a {self.time_min}-minute task "
-                f"{max(earliest, 0)} s before Slurm's warning (it checks limits every 30 s); "
-                f"use at most {self.time_min * 60 - 40} or a longer time_min")
+        return (f"signal_delay_s = {self.signal_delay_s} may leave a {self.time_min}-minute task "
+                f"{max(earliest, 0)} s before Slurm's warning (it may come 60 s early); "
+                f"use at most {self.time_min * 60 - 70} or a longer time_min")
 
 
 class SweepConfig(_Strict):
