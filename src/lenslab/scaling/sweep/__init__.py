@@ -1,14 +1,14 @@
 """Sweeps: a grid of guarded runs over model shape, training length and seed, and their table.
 
 ``lenslab sweep SWEEP.toml --out DIR`` trains every grid point as a normal run folder
-``DIR/runs/<name>`` (each one a ``python -m lenslab train`` subprocess, several at once), then
+``DIR/runs/<name>`` (each one a ``lenslab train`` process, several at once), then
 writes ``DIR/results.csv`` and ``DIR/results.json``: one row per grid point with the columns
 that :mod:`lenslab.scaling.fit` and :mod:`lenslab.scaling.diagnose` read.
 
 The sweep file::
 
     name = "addition-width"
-    workers = 2                  # runs trained at the same time (subprocesses)
+    workers = 2                  # runs trained at the same time (processes)
     threads = 1                  # torch threads per run: workers * threads <= cores
     base = "addition.toml"       # a run config (path relative to this file) or an inline [base]
     max_retries = 1              # resumes of a worker killed by a signal, within one invocation

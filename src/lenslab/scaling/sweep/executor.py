@@ -7,7 +7,8 @@ objects to an executor. The executor trains or resumes each one as a normal run 
 :meth:`Context.done` as each finishes, so the results table is current at every moment. The run
 folders are the truth: an executor keeps no state a rerun needs.
 
-:class:`LocalPool` runs subprocesses on this machine; a cluster executor submits the same
+:class:`LocalPool` runs worker processes on this machine (forked from a server that imported
+torch once, see :class:`Forked`); a cluster executor submits the same
 command lines to a scheduler.
 """
 
@@ -49,7 +50,7 @@ class Job:
     outcome: str = ""  # trained | resumed | gave_up | preempted | killed | failed
     message: str = ""
     # the local pool's bookkeeping
-    proc: Optional[subprocess.Popen] = None
+    proc: Any = None  # subprocess.Popen, or Forked (its part of Popen's interface)
     tail: Optional["Tail"] = None
     task_id: Any = None
     started: float = 0.0
@@ -126,7 +127,7 @@ class Executor(abc.ABC):
 
 
 class LocalPool(Executor):
-    """Runs on this machine: each grid point a ``lenslab train``/``resume`` subprocess, up to
+    """Runs on this machine: each grid point a ``lenslab train``/``resume`` process, up to
     ``workers`` at once, the largest first; a worker killed by a signal is resumed up to the
     sweep's ``max_retries`` times. Ctrl-C or SIGTERM stops new starts and forwards one SIGTERM to
     each worker, which writes a checkpoint and exits 75.
