@@ -427,3 +427,5 @@ def test_a_sweep_started_by_a_script_without_a_main_guard_runs_once(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "started").read_text() == "x"  # the script ran once, not per worker
     assert "completed" in (tmp_path / "out" / "results.csv").read_text()
+    log, = (tmp_path / "out" / "logs").iterdir()
+    assert "(forked from the sweep's server)" in log.read_text()  # not started anew

@@ -170,18 +170,22 @@ class LocalPool(Executor):
         env.pop("WORLD_SIZE", None)
         env.pop("RANK", None)
         env.pop("LOCAL_RANK", None)
+        fork = forking()
+        how = "  (forked from the sweep's server)" if fork else ""
         with open(log, "a", encoding="utf-8") as f:
-            f.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
+            f.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}{how}\n")
             f.flush()
             # A new session: a Ctrl-C at the terminal reaches only the sweep, which forwards one
             # SIGTERM per worker (a second signal would make a worker stop without a checkpoint).
             job.proc = None
-            if forking():
+            if fork:
                 try:
                     job.proc = Forked(cmd[3:], env, log)
                 except (OSError, EOFError) as e:  # no fork server here: start a new process
                     self.ctx.display.print(f"fork server unavailable ({e}); workers start as "
                                            "new processes")
+                    f.write(f"# fork server unavailable ({e}); started as a new process\n")
+                    f.flush()
                     global _FORK_FAILED
                     _FORK_FAILED = True
             if job.proc is None:
