@@ -326,6 +326,8 @@ def test_workers_are_spread_over_the_visible_gpus():
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == []
 
 
+@pytest.mark.skipif(not hasattr(os, "waitid"),
+                    reason="os.waitid is Linux-only; elsewhere the task waits on the folder")
 def test_a_slurm_task_signalled_while_its_run_starts_requeues_at_once(tmp_path, monkeypatch):
     """Slurm's warning can reach a task while its run's Python still starts (no handler yet):
     the run dies of SIGUSR2 and cannot mark its folder, here left "running" by a killed

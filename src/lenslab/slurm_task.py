@@ -110,7 +110,10 @@ class SweepTask:
 def _exited(pid: int) -> bool:
     """Whether our child ``pid`` has ended, without reaping it (``Popen.wait`` still will): a
     run signalled before it installed its handler (while Python starts) dies of the signal and
-    never marks its folder, so the folder alone cannot say that it is gone."""
+    never marks its folder, so the folder alone cannot say that it is gone. Where there is no
+    ``waitid`` (macOS), the folder and the time limit are all there is to go by."""
+    if not hasattr(os, "waitid"):
+        return False
     try:
         return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
     except ChildProcessError:

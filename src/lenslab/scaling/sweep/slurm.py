@@ -57,8 +57,9 @@ def squeue() -> dict[str, str]:
 def check_settings(ex: ExecutorConfig) -> None:
     """One-line errors, before anything is submitted: no ``sbatch``/``squeue`` on the path, or
     a partition the cluster does not have."""
-    if ex.warning_too_early():  # a file of kind "local" run with --executor slurm
-        raise ConfigError(f"executor: {ex.warning_too_early()}")
+    too_early = ex.warning_too_early()  # checked again: a file of kind "local" sent to Slurm
+    if too_early:
+        raise ConfigError(f"executor: {too_early}")
     for tool in ("sbatch", "squeue", "sinfo"):
         if shutil.which(tool) is None:
             raise ConfigError(f"executor slurm: {tool} is not on the PATH; run the sweep on a "

@@ -124,8 +124,9 @@ class ExecutorConfig(_Strict):
 
     @model_validator(mode="after")
     def _warning_leaves_time(self) -> "ExecutorConfig":
-        if self.kind == "slurm" and self.warning_too_early():
-            raise ValueError(self.warning_too_early())
+        too_early = self.warning_too_early() if self.kind == "slurm" else ""
+        if too_early:
+            raise ValueError(too_early)
         return self
 
     def warning_too_early(self) -> str:
